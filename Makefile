@@ -1,0 +1,74 @@
+# Two commands set everything up on a fresh machine (Python 3.10+, make, Node.js/npm):
+#   make book   create .venv, install, execute every chapter, build the website
+#   make test   same environment, run the whole suite (unit tests, notebooks, website)
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+WIDGETS_JS := book/_widgets_js/embed-amd.js book/_widgets_js/require.js
+HTML   := book/_build/html
+# One thread per process: faster and steadier for these small models on a 2-core machine.
+export OMP_NUM_THREADS ?= 1
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+
+.PHONY: all venv book test unit notebooks website lab exercises check-exercises check-browser \
+	bench clean
+
+all: book
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e ".[course]"
+	mkdir -p $(VENV)/etc/jupyter
+	printf '{"ServerApp": {"allow_root": true, "ip": "127.0.0.1"}}\n' \
+		> $(VENV)/etc/jupyter/jupyter_server_config.json
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	printf '%s\n' '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers":' \
+		'{"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' \
+		> $(VENV)/share/jupyter/lab/settings/overrides.json
+	touch $@
+
+$(WIDGETS_JS):
+	bash tools/fetch_widgets_js.sh book/_widgets_js
+
+book: $(STAMP) $(WIDGETS_JS)
+	$(BIN)/jupyter-book build book -W -n --keep-going
+	@echo "The website: $(CURDIR)/$(HTML)/index.html"
+
+exercises: $(STAMP)
+	$(BIN)/python tools/make_exercises.py
+
+check-exercises: $(STAMP)
+	$(BIN)/python tools/make_exercises.py --check
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebook and not website" -q
+
+notebooks: $(STAMP)
+	$(BIN)/python -m pytest chapters solutions exercises --notebooks --nbval-lax \
+		--nbval-current-env -n 2 --dist loadfile -q
+
+website: book
+	$(BIN)/python -m pytest tests/test_website.py -q
+
+test: $(STAMP) check-browser book
+	NFCOURSE_REQUIRE_WEBSITE=1 $(BIN)/python -m pytest tests chapters solutions exercises \
+		--notebooks --nbval-lax --nbval-current-env -n 2 --dist loadfile \
+		--durations=25 -q
+
+check-browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "make test opens the website in \
+	headless Chromium: install it first (apt-get install chromium; .ci/run does)"; exit 1; }
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=. chapters/00_introduction.md
+
+bench: $(STAMP)
+	$(PIP) -r bench/requirements.txt
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf build book/_build book/_widgets_js

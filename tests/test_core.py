@@ -1,0 +1,177 @@
+"""The core contract: transforms, composition, the flow model, and input checks."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal, TransformedDistribution
+
+import nfcourse as nf
+from nfcourse.testing import (
+    check_batch_shapes,
+    check_gradients_reach,
+    check_log_det,
+    check_round_trip,
+    parameters_without_gradient,
+)
+
+
+def _random_stack(dim=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    stack = nf.Compose(
+        nf.SinhArcsinh(dim, skew=0.3, tail=1.3),
+        nf.ElementwiseAffine(dim, scale=1.7, shift=-0.4),
+        nf.SinhArcsinh(dim, skew=-0.2, tail=0.8),
+    ).double()
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return stack
+
+
+@pytest.fixture
+def z():
+    return torch.randn(16, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def test_compose_log_dets_add_and_match_autograd_jacobian(z):
+    stack = _random_stack()
+    _, total = stack(z)
+    parts = torch.zeros_like(total)
+    h = z
+    for layer in stack:
+        h, log_det = layer(h)
+        parts = parts + log_det
+    torch.testing.assert_close(total, parts, atol=1e-12, rtol=0)
+    assert check_log_det(stack, z, atol=1e-8) < 1e-8
+    assert check_log_det(stack, z, atol=1e-8, direction="inverse") < 1e-8
+    assert total.abs().min() > 1e-3  # the test is not vacuous: log-dets are non-trivial
+
+
+def test_compose_round_trip_and_shapes(z):
+    stack = _random_stack()
+    assert check_round_trip(stack, z, atol=1e-10) < 1e-10
+    check_batch_shapes(stack, 3)
+
+
+def test_trajectory_ends_at_forward(z):
+    stack = _random_stack()
+    points = stack.trajectory(z)
+    assert len(points) == len(stack) + 1
+    torch.testing.assert_close(points[-1], stack(z)[0])
+
+
+def test_inverse_transform_swaps_directions(z):
+    stack = _random_stack()
+    inv = stack.inv()
+    x, log_det = stack(z)
+    z_back, log_det_back = inv(x)
+    torch.testing.assert_close(z_back, z)
+    torch.testing.assert_close(log_det_back, -log_det)
+    check_log_det(inv, z, atol=1e-8)
+
+
+def test_flow_log_prob_is_change_of_variables(z):
+    stack = _random_stack()
+    flow = nf.Flow(stack).double()
+    x, log_det = stack(z)
+    expected = nf.StandardNormal(3).double().log_prob(z) - log_det
+    torch.testing.assert_close(flow.log_prob(x), expected)
+
+
+def test_flow_density_integrates_to_one_in_1d():
+    flow = nf.Flow([nf.SinhArcsinh(1, skew=0.5, tail=1.5), nf.ElementwiseAffine(1, 2.0, 1.0)])
+    flow = flow.double()
+    x = torch.linspace(-60, 60, 400_001, dtype=torch.float64).unsqueeze(1)
+    with torch.no_grad():
+        mass = flow.log_prob(x).exp().sum() * (x[1, 0] - x[0, 0])
+    assert abs(float(mass) - 1) < 1e-4
+
+
+def test_sample_and_log_prob_agrees_with_log_prob():
+    flow = nf.Flow(_random_stack()).double()
+    x, log_q = flow.sample_and_log_prob(50, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(log_q, flow.log_prob(x), atol=1e-10, rtol=0)
+
+
+def test_sampling_is_reproducible_with_a_generator():
+    flow = nf.Flow(_random_stack())
+    a = flow.sample(5, generator=torch.Generator().manual_seed(7))
+    b = flow.sample(5, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(a, b)
+
+
+def test_forward_kl_and_reverse_kl_reach_every_parameter():
+    flow = nf.Flow(_random_stack())
+    x = nf.data.SineWave().sample(64)[:, :1].repeat(1, 3)
+    check_gradients_reach(flow, flow.forward_kl(x.double()))
+    target = nf.StandardNormal(3).double()
+    check_gradients_reach(flow, flow.reverse_kl(target.log_prob, 64))
+
+
+def test_reverse_kl_is_zero_for_the_exact_model():
+    flow = nf.Flow(nf.ElementwiseAffine(2, scale=1.0)).double()
+    loss = flow.reverse_kl(nf.StandardNormal(2).double().log_prob, 100)
+    assert abs(float(loss.detach())) < 1e-12
+
+
+def test_parameters_without_gradient_names_unused_parameters():
+    flow = nf.Flow(nf.ElementwiseAffine(2)).double()
+    extra = torch.nn.Linear(2, 2).double()
+    flow.unused = extra
+    missing = parameters_without_gradient(flow, flow.forward_kl(torch.randn(4, 2).double()))
+    assert missing == ["unused.weight", "unused.bias"]
+    with pytest.raises(AssertionError, match="unused.weight"):
+        check_gradients_reach(flow, flow.forward_kl(torch.randn(4, 2).double()))
+
+
+def test_check_log_det_reports_the_sample_and_size_of_an_error(z):
+    class WrongLogDet(nf.ElementwiseAffine):
+        def _forward(self, z):
+            x, log_det = super()._forward(z)
+            return x, log_det + 0.7 * (torch.arange(len(z)) == 3)
+
+    layer = WrongLogDet(3, scale=2.0).double()
+    with pytest.raises(AssertionError, match=r"by 0\.7 at sample 3"):
+        check_log_det(layer, z)
+
+
+def test_works_inside_torch_transformed_distribution(z):
+    stack = _random_stack()
+    base = Independent(Normal(torch.zeros(3, dtype=torch.float64),
+                              torch.ones(3, dtype=torch.float64)), 1)
+    dist = TransformedDistribution(base, [nf.to_torch_transform(stack)])
+    x = stack(z)[0].detach()
+    torch.testing.assert_close(dist.log_prob(x), nf.Flow(stack).double().log_prob(x))
+    assert dist.sample((4,)).shape == (4, 3)
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.zeros(4, 2), ValueError, r"expected shape \(B, 3\)"),
+        (torch.zeros(3), ValueError, r"must have shape \(B, 3\)"),
+        (torch.zeros(4, 3, dtype=torch.long), TypeError, "floating-point"),
+        (torch.tensor([[0.0, math.nan, 0.0]]), ValueError, "non-finite"),
+        ([[0.0, 0.0, 0.0]], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(bad, error, message):
+    stack = _random_stack().float()
+    with pytest.raises(error, match=message):
+        stack(bad)
+    with pytest.raises(error, match=message):
+        nf.Flow(stack).log_prob(bad)
+
+
+def test_compose_rejects_plain_modules_and_mixed_dims():
+    with pytest.raises(TypeError, match="log-det"):
+        nf.Compose(nf.ElementwiseAffine(2), torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="one dimension"):
+        nf.Compose(nf.ElementwiseAffine(2), nf.ElementwiseAffine(3))
+
+
+def test_flow_moves_to_a_device_with_its_base():
+    flow = nf.Flow(nf.ElementwiseAffine(2)).to(nf.default_device())
+    x = flow.sample(3)
+    assert x.device.type == nf.default_device().type

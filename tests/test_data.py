@@ -1,0 +1,82 @@
+"""Toy densities: samples follow the stated law, log-densities are normalised and exact."""
+
+import math
+
+import pytest
+import torch
+
+from nfcourse import data
+
+
+def _grid_mass(density, lo, hi, n=801):
+    g = torch.linspace(lo, hi, n, dtype=torch.float64)
+    x1, x2 = torch.meshgrid(g, g, indexing="xy")
+    pts = torch.stack([x1.flatten(), x2.flatten()], dim=1)
+    cell = float(g[1] - g[0]) ** 2
+    return float(density.log_prob(pts).exp().sum() * cell)
+
+
+@pytest.mark.parametrize("density", [data.GaussianRing(), data.SineWave(noise=0.3)])
+def test_2d_log_prob_integrates_to_one(density):
+    assert abs(_grid_mass(density, -5, 5) - 1) < 5e-3
+
+
+def test_checkerboard_samples_lie_on_dark_squares_with_density_one_eighth():
+    d = data.Checkerboard()
+    x = d.sample(20_000, dtype=torch.float64)
+    lp = d.log_prob(x)
+    assert torch.allclose(lp, torch.full_like(lp, -math.log(8)))
+    light = torch.tensor([[0.5, -0.5], [-1.5, -0.5]], dtype=torch.float64)
+    assert torch.isinf(d.log_prob(light)).all()
+    squares = (torch.floor(x) + 2).long()
+    counts = torch.bincount(squares[:, 0] * 4 + squares[:, 1], minlength=16)
+    assert (counts > 0).sum() == 8
+    assert counts.max() / counts[counts > 0].min() < 1.15
+
+
+@pytest.mark.parametrize(
+    "density", [data.Checkerboard(), data.GaussianRing(), data.SineWave(),
+                data.GaussianMixture1D()],
+)
+def test_entropy_matches_monte_carlo_of_minus_log_prob(density):
+    x = density.sample(200_000, seed=99, dtype=torch.float64)
+    mc = float(-density.log_prob(x).mean())
+    assert abs(mc - density.entropy()) < 0.01
+
+
+def test_sine_wave_follows_the_seed_recipe():
+    x = data.SineWave(noise=0.1).sample(50_000, dtype=torch.float64)
+    assert x[:, 1].min() >= -3 and x[:, 1].max() <= 3
+    residual = x[:, 0] - torch.sin(x[:, 1])
+    assert abs(float(residual.std()) - 0.1) < 0.003
+
+
+def test_samples_are_reproducible_and_seed_dependent():
+    d = data.GaussianRing()
+    torch.testing.assert_close(d.sample(10, seed=4), d.sample(10, seed=4))
+    assert not torch.equal(d.sample(10, seed=4), d.sample(10, seed=5))
+
+
+def test_two_moons_ships_with_scikit_learn_and_has_no_exact_density():
+    x = data.TwoMoons().sample(100)
+    assert x.shape == (100, 2)
+    with pytest.raises(NotImplementedError, match="no exact log-density"):
+        data.TwoMoons().log_prob(x)
+
+
+def test_bad_arguments_get_clear_errors():
+    with pytest.raises(ValueError, match="positive integer"):
+        data.Checkerboard().sample(0)
+    with pytest.raises(ValueError, match=r"expected shape \(B, 2\)"):
+        data.Checkerboard().log_prob(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="one entry per component"):
+        data.GaussianMixture1D(means=(0.0, 1.0), stds=(1.0,))
+
+
+def test_digits_ship_offline_with_a_fixed_split():
+    train, test = data.load_digits()
+    assert train.shape[1] == test.shape[1] == 64
+    assert len(train) + len(test) == 1797
+    assert train.min() == 0 and train.max() == 16
+    train2, _ = data.load_digits()
+    assert torch.equal(train, train2)

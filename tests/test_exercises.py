@@ -1,0 +1,55 @@
+"""The exercise pipeline: exercises/ is generated from solutions/ and is up to date."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9]*.md"))
+sys.path.insert(0, str(ROOT / "tools"))
+from make_exercises import make_exercise  # noqa: E402
+
+
+def test_exercises_are_up_to_date_with_the_solutions():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "make_exercises.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_each_chapter_has_at_least_three_checked_exercises(solution):
+    nb = jupytext.read(solution)
+    answers = [c for c in nb.cells if c.cell_type == "code" and "### BEGIN SOLUTION" in c.source]
+    checks = [c for c in nb.cells if "check" in c.metadata.get("tags", [])]
+    statements = [c for c in nb.cells if c.cell_type == "markdown" and "{exercise}" in c.source]
+    assert len(statements) >= 3, f"{solution.name}: {len(statements)} exercise statements"
+    assert len(answers) >= 3 and len(checks) >= 3
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_exercise_notebooks_hide_every_solution_and_flag_cells_that_may_raise(solution):
+    text = make_exercise(solution)
+    assert "### BEGIN SOLUTION" not in text and "### END SOLUTION" not in text
+    assert "{solution-start}" not in text and "{solution-end}" not in text
+    nb = jupytext.reads(text, fmt="md:myst")
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "raise NotImplementedError()" in cell.source:
+            assert "raises-exception" in cell.metadata.get("tags", [])
+        if "check" in cell.metadata.get("tags", []):
+            assert "raises-exception" in cell.metadata["tags"]
+
+
+def test_clear_solutions_replaces_code_and_text_answers(tmp_path):
+    source = tmp_path / "99_demo.md"
+    source.write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "---\n\n# Demo\n\nWhy?\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION\n\n"
+        "```{code-cell} ipython3\ndef f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n"
+        "    ### END SOLUTION\n```\n"
+    )
+    text = make_exercise(source)
+    assert "Because." not in text and "return 2 * x" not in text
+    assert "raise NotImplementedError()" in text and "Write your answer here" in text

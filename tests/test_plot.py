@@ -1,0 +1,65 @@
+"""Figures: every plotting helper draws, titles and labels its axes."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import nfcourse as nf  # noqa: E402
+from nfcourse import plot  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _labelled(ax):
+    return ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+
+
+def test_density_grid_evaluates_the_log_density_on_the_grid():
+    ring = nf.data.GaussianRing()
+    x1, x2, logp = plot.density_grid(ring.log_prob, ((-3, 3), (-2, 2)), resolution=31)
+    assert x1.shape == x2.shape == logp.shape == (31, 31)
+    point = torch.tensor([[x1[5, 7], x2[5, 7]]], dtype=torch.float32)
+    assert np.isclose(logp[5, 7], float(ring.log_prob(point)), atol=1e-5)
+
+
+def test_plot_helpers_label_their_axes():
+    ring = nf.data.GaussianRing()
+    flow = nf.Flow(nf.Compose(nf.SinhArcsinh(2, 0.3, 1.2), nf.ElementwiseAffine(2, 1.5)))
+    assert _labelled(plot.plot_density(ring.log_prob, ring.bounds, resolution=40))
+    assert _labelled(plot.plot_samples(ring.sample(100)))
+    assert _labelled(plot.plot_deformed_grid(flow.transform, n_lines=5, resolution=20))
+    assert _labelled(plot.plot_loss([3.0, 2.0, 1.5] * 10, reference=1.0))
+    mix = nf.data.GaussianMixture1D()
+    assert _labelled(plot.plot_density_1d(mix.log_prob, (-4, 4), label="truth"))
+
+
+def test_plot_layers_shows_base_and_every_layer_up_to_the_panel_limit():
+    stack = nf.Compose(*[nf.ElementwiseAffine(2, 1.1, 0.1) for _ in range(9)])
+    fig = plot.plot_layers(stack, torch.randn(50, 2), max_panels=4)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 4 and titles[0] == "base $z$" and titles[-1] == "after layer 9"
+
+
+def test_image_grid_tiles_images():
+    ax = plot.plot_image_grid(torch.rand(10, 64), (8, 8), nrow=5)
+    assert ax.images[0].get_array().shape == (2 * 9 + 1, 5 * 9 + 1)
+
+
+def test_slider_figure_raises_when_the_drawing_fails():
+    from nfcourse.widgets import slider_figure
+    import ipywidgets as widgets
+
+    def broken(fig, a):
+        raise RuntimeError("cannot draw")
+
+    with pytest.raises(RuntimeError, match="cannot draw"):
+        slider_figure(broken, a=widgets.FloatSlider(value=1.0))
