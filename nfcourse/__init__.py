@@ -20,3 +20,5 @@ from .flows import *  # noqa: F401,F403
 from .train import TrainingDiverged, fit_maximum_likelihood, fit_reverse_kl, train
 
 __version__ = "0.1.0"
+from . import targets  # noqa: E402
+from . import images  # noqa: E402  chapter 5: dequantization and bits per dimension

