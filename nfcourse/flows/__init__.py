@@ -13,3 +13,6 @@ from .affine import LUAffine, TriangularAffine, lu_affine, triangular_affine  # 
 from .planar import (PlanarFlow, constrained_u, planar_forward, planar_inverse,  # noqa: E402
                      solve_planar_projection)
 from .radial import RadialFlow, radial_forward, radial_inverse  # noqa: E402
+from .coupling import (ActNorm, AdditiveCoupling, AffineCoupling, Coupling,  # noqa: E402
+                       Permutation, PiecewiseLinearCoupling, ReversePermutation,
+                       coupling_flow)
