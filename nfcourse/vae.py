@@ -1,0 +1,490 @@
+"""A variational autoencoder whose posterior is a normalizing flow (chapter 6).
+
+The encoder maps an image ``x`` to a Gaussian ``q0(z0 | x) = N(mu(x), diag sigma(x)^2)`` and
+to the parameters of ``K`` planar layers, one set per image (amortised, as in Rezende and
+Mohamed 2015). A sample ``z0 = mu + sigma * eps`` is pushed through the layers,
+``zK = f_K o ... o f_1 (z0)``, and the decoder gives Bernoulli logits of ``p(x | zK)``.
+Since ``log qK(zK | x) = log q0(z0 | x) - sum_k log |det J_k|``, the evidence lower bound is
+
+    ELBO(x) = E_eps[ log p(x | zK) + log p(zK) - log q0(z0 | x) + sum_k log |det J_k| ],
+
+and the importance-weighted bound (Burda et al. 2016) with ``S`` samples is
+``log (1/S) sum_s exp(w_s)``, ``w_s`` the bracket above for sample ``s``. Every function
+works on leading batch shapes ``(*, B, D)`` so that ``S`` posterior samples of ``B`` images
+travel together.
+
+Amortised planar layer (chapter 3 derives it, ``nfcourse.flows.planar``):
+``f(z) = z + u_hat tanh(w^T z + b)`` with
+``u_hat = u + (m(w^T u) - w^T u) w / ||w||^2``, ``m(a) = -1 + softplus(a)``, so that
+``w^T u_hat > -1`` and ``f`` is invertible; ``log |det J| = log |1 + u_hat^T psi(z)|``,
+``psi(z) = tanh'(w^T z + b) w``. Here ``u, w, b`` differ from image to image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .flows.planar import constrained_u, solve_planar_projection
+from .train import train
+
+__all__ = [
+    "amortised_planar",
+    "amortised_planar_inverse",
+    "diagonal_normal_log_prob",
+    "standard_normal_log_prob",
+    "gaussian_kl",
+    "bernoulli_log_likelihood",
+    "importance_weighted_bound",
+    "check_images",
+    "ELBOTerms",
+    "PosteriorSample",
+    "Encoder",
+    "Decoder",
+    "FlowPosteriorVAE",
+    "fit_vae",
+    "grid_log_joint",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+_SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(a) = 1, so m(a) = -1 + softplus(a) = 0
+
+
+# --- the maths, as pure functions ---------------------------------------------------------
+
+def amortised_planar(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """One planar layer with its own parameters for every point of the batch.
+
+    ``f(z) = z + u_hat tanh(w^T z + b)``, ``log |det J| = log |1 + u_hat^T psi(z)|``,
+    ``psi(z) = (1 - tanh^2(w^T z + b)) w``. Pass ``u_hat = constrained_u(u, w)``
+    (``nfcourse.flows.planar``, chapter 3) so that ``w^T u_hat > -1`` and ``f`` is
+    invertible. ``nfcourse.flows.planar.PlanarFlow`` is the same map with one parameter
+    set shared by the whole batch.
+
+    Args:
+        z: points, shape ``(*, D)``.
+        u_hat, w: parameters, shape ``(*, D)`` (broadcast against ``z``).
+        b: bias, shape ``(*,)``.
+
+    Returns:
+        ``f(z)`` of shape ``(*, D)`` and ``log |det df/dz|`` of shape ``(*,)``.
+    """
+    h = torch.tanh((w * z).sum(dim=-1) + b)
+    x = z + u_hat * h.unsqueeze(-1)
+    u_dot_psi = (1 - h**2) * (w * u_hat).sum(dim=-1)
+    return x, torch.log(torch.abs(1 + u_dot_psi))
+
+
+@torch.no_grad()
+def amortised_planar_inverse(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor
+                             ) -> tuple[Tensor, Tensor]:
+    """Invert :func:`amortised_planar` (without gradients); returns ``z = f^{-1}(x)`` and
+    ``log |det df^{-1}/dx| = -log |det df/dz|``. Needs ``w^T u_hat > -1``.
+
+    As in chapter 3, ``alpha = w^T z`` solves the scalar equation
+    ``w^T x = alpha + (w^T u_hat) tanh(alpha + b)``, whose right side increases in
+    ``alpha``; ``nfcourse.flows.planar.solve_planar_projection`` finds the root for every
+    point at once, then ``z = x - u_hat tanh(alpha + b)``.
+    """
+    alpha = solve_planar_projection((w * x).sum(dim=-1), (w * u_hat).sum(dim=-1), b)
+    z = x - u_hat * torch.tanh(alpha + b).unsqueeze(-1)
+    _, log_abs_det = amortised_planar(z, u_hat, w, b)
+    return z, -log_abs_det
+
+
+def diagonal_normal_log_prob(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """``log N(z; mu, diag sigma^2)`` summed over the last axis, ``sigma = exp(log_sigma)``."""
+    eps = (z - mu) * torch.exp(-log_sigma)
+    return (-0.5 * eps**2 - log_sigma - 0.5 * _LOG_2PI).sum(dim=-1)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """``log N(z; 0, I)`` summed over the last axis: the prior ``log p(z)``."""
+    return (-0.5 * z**2 - 0.5 * _LOG_2PI).sum(dim=-1)
+
+
+def gaussian_kl(mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """Closed-form ``KL(N(mu, diag sigma^2) || N(0, I)) =
+    0.5 sum (mu^2 + sigma^2 - 1 - 2 log sigma)``, the plain VAE's regulariser."""
+    return 0.5 * (mu**2 + torch.exp(2 * log_sigma) - 1 - 2 * log_sigma).sum(dim=-1)
+
+
+def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
+    """``log p(x | z) = sum_i x_i log p_i + (1 - x_i) log(1 - p_i)`` with
+    ``p_i = sigmoid(logits_i)``, computed stably as ``sum x_i l_i - softplus(l_i)``."""
+    return (x * logits - F.softplus(logits)).sum(dim=-1)
+
+
+def importance_weighted_bound(log_weights: Tensor) -> Tensor:
+    """``log (1/S) sum_s exp(log_weights[s])`` over the first axis (the ``S`` samples),
+    computed with ``logsumexp`` so that weights of ``exp(-100)`` do not underflow.
+
+    With ``log_weights[s] = log p(x, z_s) - log q(z_s | x)``, ``z_s ~ q``, this is the
+    bound of Burda et al. (2016): one sample gives the ELBO, and it rises towards
+    ``log p(x)`` as ``S`` grows."""
+    if log_weights.dim() < 1 or log_weights.shape[0] < 1:
+        raise ValueError("log_weights must have the samples along its first axis, "
+                         f"got shape {tuple(log_weights.shape)}")
+    return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
+
+
+def check_images(x: Tensor, data_dim: int = 784, name: str = "x") -> Tensor:
+    """Check a batch of flattened images: a floating-point tensor ``(B, data_dim)`` with
+    values in ``[0, 1]``. Raises ``TypeError``/``ValueError`` saying what was expected."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {data_dim}), "
+                        f"got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got "
+                        f"{x.dtype}; divide integer pixels by 255 and call .float()")
+    if x.dim() != 2 or x.shape[1] != data_dim:
+        side = math.isqrt(data_dim)
+        hint = (f"; flatten {side} x {side} images with x.reshape(len(x), -1)"
+                if side * side == data_dim else "")
+        raise ValueError(f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}{hint}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name} must hold pixel values in [0, 1] (Bernoulli probabilities "
+                         f"or binary pixels), got values in [{lo:g}, {hi:g}]; "
+                         "divide 0..255 pixels by 255")
+    return x
+
+
+class ELBOTerms(NamedTuple):
+    """The four terms of the flow ELBO, each of shape ``(*, B)``."""
+
+    log_likelihood: Tensor  #: log p(x | zK), the decoder
+    log_prior: Tensor  #: log p(zK), the standard normal prior
+    log_q0: Tensor  #: log q0(z0 | x), the encoder's Gaussian
+    sum_log_det: Tensor  #: sum_k log |det J_k|, the flow
+
+    @property
+    def log_qK(self) -> Tensor:
+        """``log qK(zK | x) = log q0(z0 | x) - sum_k log |det J_k|``."""
+        return self.log_q0 - self.sum_log_det
+
+    @property
+    def elbo(self) -> Tensor:
+        """``log p(x | zK) + log p(zK) - log q0(z0 | x) + sum_k log |det J_k|``."""
+        return self.log_likelihood + self.log_prior - self.log_q0 + self.sum_log_det
+
+
+class PosteriorSample(NamedTuple):
+    """A draw from the flow posterior: ``z0``, ``zK`` of shape ``(*, B, D)``; ``log_q0``
+    and ``sum_log_det`` of shape ``(*, B)``."""
+
+    z0: Tensor
+    zK: Tensor
+    log_q0: Tensor
+    sum_log_det: Tensor
+
+
+# --- the networks ---------------------------------------------------------------------------
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.Softplus()]
+    return nn.Sequential(*layers)
+
+
+def _hidden_sizes(hidden: int | Sequence[int]) -> list[int]:
+    sizes = [hidden] if isinstance(hidden, int) else list(hidden)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"hidden must be a positive width or a list of them, got {hidden!r}")
+    return sizes
+
+
+class Encoder(nn.Module):
+    """``x -> (mu, log sigma, (u_hat, w, b))``: the Gaussian ``q0(z0 | x)`` and the
+    parameters of ``K`` planar layers for each image, all read off one MLP's last hidden
+    layer. The raw ``u`` is projected to ``u_hat = constrained_u(u, w)``, so that every
+    layer of every image is invertible (``w^T u_hat > -1``).
+
+    Args:
+        data_dim: pixels per image (784 for MNIST).
+        latent_dim: the dimension ``D`` of ``z``.
+        hidden: widths of the hidden layers (softplus activations).
+        n_flows: the number ``K`` of planar layers (0 for a plain VAE).
+
+    Returns from ``forward(x)`` with ``x`` of shape ``(B, data_dim)``: ``mu`` and
+    ``log_sigma`` of shape ``(B, D)``, and ``u_hat, w`` of shape ``(B, K, D)``, ``b`` of
+    shape ``(B, K)``.
+    """
+
+    def __init__(self, data_dim: int, latent_dim: int, hidden: int | Sequence[int] = 256,
+                 n_flows: int = 0):
+        super().__init__()
+        if n_flows < 0:
+            raise ValueError(f"n_flows must be >= 0, got {n_flows}")
+        sizes = _hidden_sizes(hidden)
+        self.latent_dim, self.n_flows = latent_dim, n_flows
+        self.body = _mlp([data_dim, *sizes])
+        self.gaussian = nn.Linear(sizes[-1], 2 * latent_dim)
+        self.flow_params = nn.Linear(sizes[-1], n_flows * (2 * latent_dim + 1)) \
+            if n_flows else None
+        if n_flows:
+            self._start_near_identity()
+
+    @torch.no_grad()
+    def _start_near_identity(self) -> None:
+        # Random planar layers would start qK far from q0 and slow training down. Start with
+        # a random unit-scale w per layer, shared by all images, and u with w^T u = log(e - 1):
+        # then m(w^T u) = 0 and u_hat = 0, so each layer is the identity; the small weights
+        # let the layers become image-dependent as training goes on.
+        d, k = self.latent_dim, self.n_flows
+        w = torch.randn(k, d) / math.sqrt(d)
+        u = _SOFTPLUS_ONE * w / (w * w).sum(dim=-1, keepdim=True)
+        self.flow_params.weight.mul_(0.01)
+        self.flow_params.bias.copy_(torch.cat([u, w, torch.zeros(k, 1)], dim=-1).flatten())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
+        h = self.body(x)
+        mu, log_sigma = self.gaussian(h).chunk(2, dim=-1)
+        d, k = self.latent_dim, self.n_flows
+        if self.flow_params is None:
+            empty = h.new_zeros(x.shape[0], 0, d)
+            return mu, log_sigma, (empty, empty, h.new_zeros(x.shape[0], 0))
+        p = self.flow_params(h).reshape(x.shape[0], k, 2 * d + 1)
+        u, w, b = p[..., :d], p[..., d:2 * d], p[..., 2 * d]
+        return mu, log_sigma, (constrained_u(u, w), w, b)
+
+
+class Decoder(nn.Module):
+    """``z -> logits`` of the Bernoulli likelihood ``p(x | z) = prod_i Bernoulli(x_i;
+    sigmoid(logits_i))``; ``z`` of shape ``(*, D)`` gives logits ``(*, data_dim)``."""
+
+    def __init__(self, latent_dim: int, data_dim: int, hidden: int | Sequence[int] = 256):
+        super().__init__()
+        sizes = _hidden_sizes(hidden)
+        self.net = nn.Sequential(_mlp([latent_dim, *sizes[::-1]]),
+                                 nn.Linear(sizes[0], data_dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+    @torch.no_grad()
+    def set_output_bias(self, pixel_means: Tensor) -> None:
+        """Start from the average image: set the output bias to ``logit(pixel_means)``, so that
+        the first training steps go into shapes rather than into overall brightness."""
+        p = pixel_means.detach().reshape(-1).clamp(1e-3, 1 - 1e-3)
+        self.net[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
+
+
+class FlowPosteriorVAE(nn.Module):
+    """A VAE with the flow posterior ``qK(zK | x)``: ``z0 = mu(x) + sigma(x) * eps``,
+    ``zK = f_K o ... o f_1 (z0)`` with amortised planar layers ``f_k``, prior ``N(0, I)``,
+    Bernoulli decoder. ``n_flows = 0`` is the plain VAE of Kingma and Welling (2014).
+
+    ``ELBO(x) = E[log p(x | zK) + log p(zK) - log q0(z0 | x) + sum_k log |det J_k|]``.
+
+    Args:
+        latent_dim: the dimension ``D`` of ``z``.
+        n_flows: the number ``K`` of planar layers.
+        hidden: widths of the encoder's hidden layers (the decoder mirrors them).
+        data_dim: pixels per image (784 for 28 x 28).
+
+    References: Rezende and Mohamed (2015), "Variational Inference with Normalizing Flows";
+    Burda, Grosse and Salakhutdinov (2016), "Importance Weighted Autoencoders".
+    """
+
+    def __init__(self, latent_dim: int, n_flows: int = 0, hidden: int | Sequence[int] = 256,
+                 data_dim: int = 784):
+        super().__init__()
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        self.latent_dim, self.n_flows, self.data_dim = latent_dim, n_flows, data_dim
+        self.encoder = Encoder(data_dim, latent_dim, hidden, n_flows)
+        self.decoder = Decoder(latent_dim, data_dim, hidden)
+
+    def parameter_groups(self, lr: float, flow_lr: float | None = None) -> list[dict]:
+        """Optimiser groups: the head that outputs the flow parameters learns at ``flow_lr``
+        (``lr / 10`` by default), everything else at ``lr``. Frozen parameters
+        (``requires_grad = False``) are left out.
+
+        Adam moves every weight by about ``lr`` per step whatever the size of its gradient;
+        the flow head's many weights then shake all ``K`` layers at once, which slows the
+        early training of a flow posterior down. A smaller step for that head avoids it."""
+        flow = [p for n, p in self.named_parameters()
+                if n.startswith("encoder.flow_params") and p.requires_grad]
+        ids = {id(p) for p in flow}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": rest, "lr": lr}]
+        if flow:
+            groups.append({"params": flow, "lr": lr / 10 if flow_lr is None else flow_lr})
+        return groups
+
+    def _noise(self, x: Tensor, n_samples: int | None, eps: Tensor | None) -> Tensor:
+        shape = (x.shape[0], self.latent_dim) if n_samples is None \
+            else (n_samples, x.shape[0], self.latent_dim)
+        if eps is None:
+            return torch.randn(shape, dtype=x.dtype, device=x.device)
+        if eps.shape[-2:] != shape[-2:]:
+            raise ValueError(f"eps must have shape (*, {shape[-2]}, {shape[-1]}), "
+                             f"got {tuple(eps.shape)}")
+        return eps
+
+    def flow(self, z0: Tensor, u_hat: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """Push ``z0`` through the ``K`` layers; returns ``zK`` and ``sum_k log |det J_k|``."""
+        z, sum_log_det = z0, z0.new_zeros(z0.shape[:-1])
+        for k in range(self.n_flows):
+            z, log_abs_det = amortised_planar(z, u_hat[:, k], w[:, k], b[:, k])
+            sum_log_det = sum_log_det + log_abs_det
+        return z, sum_log_det
+
+    def sample_posterior(self, x: Tensor, n_samples: int | None = None,
+                         eps: Tensor | None = None) -> PosteriorSample:
+        """Draw ``zK ~ qK(. | x)``: one per image (shape ``(B, D)``), or ``n_samples`` per
+        image (shape ``(S, B, D)``), or from given standard-normal noise ``eps``."""
+        x = check_images(x, self.data_dim)
+        mu, log_sigma, (u_hat, w, b) = self.encoder(x)
+        eps = self._noise(x, n_samples, eps)
+        z0 = mu + torch.exp(log_sigma) * eps                  # the reparameterisation
+        log_q0 = diagonal_normal_log_prob(z0, mu, log_sigma)  # log q0(z0 | x)
+        zK, sum_log_det = self.flow(z0, u_hat, w, b)          # zK, sum_k log |det J_k|
+        return PosteriorSample(z0, zK, log_q0, sum_log_det)
+
+    def elbo_terms(self, x: Tensor, n_samples: int | None = None,
+                   eps: Tensor | None = None) -> ELBOTerms:
+        """The four terms of the ELBO for one posterior sample per image (or ``n_samples``)."""
+        z0, zK, log_q0, sum_log_det = self.sample_posterior(x, n_samples, eps)
+        log_likelihood = bernoulli_log_likelihood(x, self.decoder(zK))  # log p(x | zK)
+        log_prior = standard_normal_log_prob(zK)                        # log p(zK)
+        return ELBOTerms(log_likelihood, log_prior, log_q0, sum_log_det)
+
+    def elbo(self, x: Tensor, n_samples: int | None = None,
+             eps: Tensor | None = None) -> Tensor:
+        """Single-sample estimates of the ELBO, shape ``(B,)`` (or ``(S, B)``), in nats."""
+        return self.elbo_terms(x, n_samples, eps).elbo
+
+    def loss(self, x: Tensor, beta: float = 1.0) -> Tensor:
+        """The training loss: minus the ELBO averaged over the batch, in nats per image.
+
+        ``beta < 1`` weighs down ``log p(zK) - log qK(zK | x)`` (the KL part) for a warm-up
+        at the start of training; ``beta = 1`` is the ELBO itself."""
+        t = self.elbo_terms(x)
+        return -(t.log_likelihood + beta * (t.log_prior - t.log_qK)).mean()
+
+    @torch.no_grad()
+    def log_weights(self, x: Tensor, n_samples: int, chunk_size: int | None = None) -> Tensor:
+        """``log p(x, zK_s) - log qK(zK_s | x)`` for ``n_samples`` draws per image, shape
+        ``(S, B)``: their mean estimates the ELBO, :func:`importance_weighted_bound` of
+        them bounds ``log p(x)`` more tightly. Drawn ``chunk_size`` samples at a time; by
+        default as many as keep the decoder's output near four million numbers."""
+        if chunk_size is None:
+            chunk_size = max(1, 4_000_000 // (x.shape[0] * self.data_dim))
+        chunks = []
+        for start in range(0, n_samples, chunk_size):
+            chunks.append(self.elbo(x, n_samples=min(chunk_size, n_samples - start)))
+        return torch.cat(chunks)
+
+    @torch.no_grad()
+    def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x, z) = log p(x | z) + log p(z)`` for images ``x`` ``(B, data_dim)`` and
+        latents ``z`` ``(*, B, D)``; the unnormalised true posterior ``p(z | x)``."""
+        x = check_images(x, self.data_dim)
+        return bernoulli_log_likelihood(x, self.decoder(z)) + standard_normal_log_prob(z)
+
+    @torch.no_grad()
+    def posterior_log_prob(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log qK(z | x)`` at given points ``z`` (``(*, B, D)``): invert the layers one by
+        one (:func:`amortised_planar_inverse`) and use
+        ``log qK(zK) = log q0(z0) - sum_k log |det J_k|``."""
+        x = check_images(x, self.data_dim)
+        mu, log_sigma, (u_hat, w, b) = self.encoder(x)
+        total = z.new_zeros(z.shape[:-1])
+        for k in reversed(range(self.n_flows)):
+            z, log_abs_det_inverse = amortised_planar_inverse(z, u_hat[:, k], w[:, k], b[:, k])
+            total = total + log_abs_det_inverse
+        return diagonal_normal_log_prob(z, mu, log_sigma) + total
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Pixel probabilities decoded from the flow image of the encoder mean (eps = 0)."""
+        zK = self.sample_posterior(x, eps=x.new_zeros(x.shape[0], self.latent_dim)).zK
+        return torch.sigmoid(self.decoder(zK))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Pixel probabilities ``sigmoid(decoder(z))`` for ``n`` draws ``z ~ N(0, I)``."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
+                        device="cpu" if generator is not None else p.device).to(p.device)
+        return torch.sigmoid(self.decoder(z))
+
+
+# --- training and evaluation ------------------------------------------------------------------
+
+def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int = 50,
+            lr: float = 3e-3, flow_lr: float | None = None, warmup: float = 0.5,
+            seed: int | None = 0, progress: bool = True, desc: str | None = None
+            ) -> list[float]:
+    """Maximise the ELBO on grey-level ``images`` ``(N, data_dim)`` with ``nfcourse.train``.
+
+    Every step draws ``batch_size`` images at random and binarises them afresh
+    (``x ~ Bernoulli(grey levels)``, dynamic binarisation). Adam starts at ``lr`` (the flow
+    head at ``flow_lr``, see :meth:`FlowPosteriorVAE.parameter_groups`) and decays to zero
+    on a cosine; the KL part of the loss is warmed up, its weight ``beta`` rising linearly
+    from 0.01 to 1 over the first ``warmup`` fraction of the steps (0 for none).
+    Frozen parameters stay fixed. Returns the per-step loss in nats per image.
+    """
+    images = check_images(images, model.data_dim, "images")
+    if not 0 <= warmup <= 1:
+        raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup}")
+    device = next(model.parameters()).device
+    images = images.to(device)
+    index_generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    optimizer = torch.optim.Adam(model.parameter_groups(lr, flow_lr))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    warmup_steps = warmup * steps
+
+    def loss_fn(step: int) -> Tensor:
+        idx = torch.randint(len(images), (batch_size,), generator=index_generator)
+        x = torch.bernoulli(images[idx.to(device)])
+        beta = min(1.0, 0.01 + step / warmup_steps) if warmup_steps else 1.0
+        return model.loss(x, beta=beta)
+
+    return train(loss_fn, [p for p in model.parameters() if p.requires_grad], steps,
+                 seed=seed, optimizer=optimizer, scheduler=scheduler, progress=progress,
+                 desc=desc or f"VAE, K = {model.n_flows}")
+
+
+@torch.no_grad()
+def grid_log_joint(model: FlowPosteriorVAE, x: Tensor,
+                   bounds: Sequence[Sequence[float]] = ((-8.0, 8.0), (-8.0, 8.0)),
+                   resolution: int = 241, batch_size: int = 4096
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The true posterior of a model with a 2D latent space, on a grid.
+
+    Evaluates ``log p(x, z) = log p(x | z) + log p(z)`` at the ``resolution^2`` points ``z``
+    of a grid over ``bounds`` for every image, decoding each grid point once, and
+    ``log p(x) = log sum_g p(x, z_g) dA`` by quadrature (``dA`` the area of a cell), which
+    is accurate when the posterior is smooth, several cells wide and inside the box.
+
+    Returns ``z`` ``(G, 2)``, ``log p(x, z)`` ``(B, G)`` and ``log p(x)`` ``(B,)``;
+    ``log p(z | x) = log p(x, z) - log p(x)``.
+    """
+    if model.latent_dim != 2:
+        raise ValueError(f"grid_log_joint needs a 2D latent space, got {model.latent_dim}")
+    x = check_images(x, model.data_dim)
+    (a, b), (c, d) = bounds
+    g1 = torch.linspace(a, b, resolution, dtype=x.dtype, device=x.device)
+    g2 = torch.linspace(c, d, resolution, dtype=x.dtype, device=x.device)
+    z1, z2 = torch.meshgrid(g1, g2, indexing="xy")
+    z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
+    log_joint = x.new_empty(x.shape[0], z.shape[0])
+    for start in range(0, z.shape[0], batch_size):
+        chunk = z[start:start + batch_size]
+        logits = model.decoder(chunk)
+        log_joint[:, start:start + batch_size] = (
+            x @ logits.T - F.softplus(logits).sum(dim=-1) + standard_normal_log_prob(chunk))
+    cell = float((g1[1] - g1[0]) * (g2[1] - g2[0]))
+    return z, log_joint, torch.logsumexp(log_joint, dim=1) + math.log(cell)
