@@ -61,6 +61,30 @@ class ToyDensity:
         """The differential entropy ``H(p) = -E_p[log p]`` in nats."""
         raise NotImplementedError(f"{self.name} has no known entropy")
 
+    @torch.no_grad()
+    def kl_divergence(self, model, n: int = 20_000, seed: int = 10_001,
+                      batch_size: int = 10_000) -> tuple[float, float]:
+        """``KL(p || q)`` in nats and its standard error, from ``n`` fresh samples of ``p``.
+
+        It is the mean of ``log p(x) - log q(x)``, that is the test negative log-likelihood
+        of ``q`` minus the entropy ``H(p)``: zero only for a perfect model. ``model`` is
+        anything with a ``log_prob`` method (a ``Flow``, a ``torch.distributions``
+        distribution) or a ``log_prob`` function; it is fed points of its own dtype and
+        device.
+        """
+        log_q = model.log_prob if callable(getattr(model, "log_prob", None)) else model
+        if not callable(log_q):
+            raise TypeError("pass a model with a log_prob method, or a log_prob function")
+        reference = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) \
+            else getattr(model, "mean", None)
+        dtype = reference.dtype if isinstance(reference, Tensor) else torch.float32
+        device = reference.device if isinstance(reference, Tensor) else torch.device("cpu")
+        x = self.sample(n, seed=seed, dtype=torch.float64)
+        log_q_x = torch.cat([log_q(chunk.to(device=device, dtype=dtype)).double().cpu()
+                             for chunk in x.split(batch_size)])
+        gap = self.log_prob(x) - log_q_x
+        return float(gap.mean()), float(gap.std() / math.sqrt(n))
+
     def _sample(self, n: int, g: torch.Generator) -> Tensor:
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import nfcourse as nf
 from nfcourse import data
 
 
@@ -80,3 +81,22 @@ def test_digits_ship_offline_with_a_fixed_split():
     assert train.min() == 0 and train.max() == 16
     train2, _ = data.load_digits()
     assert torch.equal(train, train2)
+
+
+def test_kl_divergence_is_zero_for_the_truth_and_matches_a_closed_form():
+    p = data.GaussianMixture1D(means=(0.0,), stds=(1.0,))
+    kl, se = p.kl_divergence(lambda x: p.log_prob(x.double()))
+    assert abs(kl) < 1e-6 and se < 1e-6
+    q = torch.distributions.Normal(torch.tensor([0.0]), torch.tensor([2.0]))
+    kl, se = p.kl_divergence(lambda x: q.log_prob(x).sum(dim=1), n=100_000)
+    exact = math.log(2.0) + 1 / 8 - 0.5
+    assert abs(kl - exact) < 4 * se + 1e-4
+
+
+def test_kl_divergence_feeds_the_model_its_own_dtype():
+    ring = data.GaussianRing()
+    flow64 = nf.Flow(nf.ElementwiseAffine(2, 2.0)).double()
+    kl, _ = ring.kl_divergence(flow64, n=1000)
+    assert math.isfinite(kl) and kl > 0
+    with pytest.raises(TypeError, match="log_prob"):
+        ring.kl_divergence(42)
