@@ -124,17 +124,9 @@ def time_training(
 @torch.no_grad()
 def evaluate_kl(model, density: ToyDensity, n_test: int = 20_000, seed: int = 10_001,
                 batch_size: int = 10_000) -> tuple[float, float]:
-    """``KL(p || q)`` in nats and its standard error, from ``n_test`` fresh samples of
-    ``density``: the mean of ``log p(x) - log q(x)``, which equals the test negative
-    log-likelihood minus the entropy ``H(p)``. ``model`` is a flow or a ``log_prob``
-    function."""
-    log_prob = _log_prob_fn(model)
-    x = density.sample(n_test, seed=seed, dtype=torch.float64)
-    dtype = next((p.dtype for p in model.parameters()), torch.float32) \
-        if isinstance(model, nn.Module) else torch.float32
-    log_q = torch.cat([log_prob(chunk.to(dtype)).double() for chunk in x.split(batch_size)])
-    gap = density.log_prob(x) - log_q
-    return float(gap.mean()), float(gap.std() / math.sqrt(n_test))
+    """``KL(p || q)`` in nats and its standard error (``ToyDensity.kl_divergence``);
+    ``model`` is a flow or a ``log_prob`` function."""
+    return density.kl_divergence(model, n=n_test, seed=seed, batch_size=batch_size)
 
 
 # The flows compared: four coupling layers with conditioners of two hidden layers of 64
