@@ -45,7 +45,7 @@ check-exercises: $(STAMP)
 	$(BIN)/python tools/make_exercises.py --check
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not notebook and not website" -q
+	$(BIN)/python -m pytest tests -m "not notebook and not website" -n 2 -q
 
 notebooks: $(STAMP)
 	$(BIN)/python -m pytest chapters solutions exercises --notebooks --nbval-lax \
