@@ -69,9 +69,10 @@ def _check_arguments(inputs: Tensor, logits: Tensor, strict: bool, name: str) ->
             f"{tuple(inputs.shape)}: expected logits of shape (..., {inputs.shape[-1]}, K) "
             f"whose leading dimensions broadcast to {tuple(inputs.shape[:-1])}"
         )
-    if not torch.isfinite(inputs).all():
+    # A sum is finite only if every entry is: one cheap reduction in the common case.
+    if not bool(torch.isfinite(inputs.sum())) and not bool(torch.isfinite(inputs).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    if not torch.isfinite(logits).all():
+    if not bool(torch.isfinite(logits.sum())) and not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain non-finite values (NaN or inf)")
     if strict and not ((inputs >= 0) & (inputs <= 1)).all():
         raise ValueError(
@@ -119,14 +120,9 @@ def piecewise_linear(
     logits = logits.expand(*inputs.shape, num_bins)
     log_masses = torch.log_softmax(logits, dim=-1)
     masses = log_masses.exp()
-    # Cumulative masses c_0 = 0, c_1, ..., c_K = 1; the two ends are set exactly so that
-    # g(0) = 0 and g(1) = 1 hold in floating point.
+    # Cumulative masses c_1, ..., c_K; the bin edges are c_0 = 0, c_1, ..., c_K = 1, with the
+    # two ends set exactly so that g(0) = 0 and g(1) = 1 hold in floating point.
     cumulative = torch.cumsum(masses, dim=-1)
-    cumulative = torch.cat(
-        [torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1],
-         torch.ones_like(cumulative[..., :1])],
-        dim=-1,
-    )
     inside = (inputs >= 0) & (inputs <= 1)
     clamped = inputs.clamp(0, 1)
     if not inverse:
@@ -135,10 +131,12 @@ def piecewise_linear(
         alpha = scaled - k.squeeze(-1).to(inputs.dtype)
     else:
         # k = number of inner edges c_1, ..., c_{K-1} at or below y, so c_k <= y < c_{k+1}.
-        inner = cumulative[..., 1:-1].contiguous()
-        k = torch.searchsorted(inner, clamped.unsqueeze(-1).contiguous(), right=True)
-    left = torch.gather(cumulative, -1, k).squeeze(-1)
-    right = torch.gather(cumulative, -1, k + 1).squeeze(-1)
+        k = torch.searchsorted(cumulative, clamped.unsqueeze(-1), right=True)
+        k = k.clamp_max(num_bins - 1)
+    k_ = k.squeeze(-1)
+    left = torch.where(k_ == 0, 0.0,
+                       torch.gather(cumulative, -1, (k - 1).clamp_min(0)).squeeze(-1))
+    right = torch.where(k_ == num_bins - 1, 1.0, torch.gather(cumulative, -1, k).squeeze(-1))
     mass = torch.gather(masses, -1, k).squeeze(-1)
     log_slope = math.log(num_bins) + torch.gather(log_masses, -1, k).squeeze(-1)
     if not inverse:
