@@ -111,6 +111,8 @@ def time_training(
                 scheduler.step()
             if step >= steps - 100:
                 recent.append(loss.detach())
+        if data.is_cuda:  # the clock must wait for the kernels still queued on the GPU
+            torch.cuda.synchronize(data.device)
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start
     finally:
