@@ -34,7 +34,15 @@ $(STAMP): pyproject.toml constraints.txt
 $(WIDGETS_JS):
 	bash tools/fetch_widgets_js.sh book/_widgets_js
 
-book: $(STAMP) $(WIDGETS_JS)
+# The execution cache is keyed on the notebooks' code only: when the package changes, the
+# website is rebuilt from scratch so that it shows what the package computes now.
+PACKAGE_STAMP := book/_build/.package-stamp
+$(PACKAGE_STAMP): $(shell find nfcourse -name '*.py')
+	rm -rf book/_build
+	mkdir -p book/_build
+	touch $@
+
+book: $(STAMP) $(WIDGETS_JS) $(PACKAGE_STAMP)
 	$(BIN)/jupyter-book build book -W -n --keep-going
 	@echo "The website: $(CURDIR)/$(HTML)/index.html"
 
