@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: all venv book test unit notebooks website lab exercises check-exercises check-browser \
-	bench clean
+	classroom bench clean
 
 all: book
 
@@ -51,6 +51,12 @@ exercises: $(STAMP)
 
 check-exercises: $(STAMP)
 	$(BIN)/python tools/make_exercises.py --check
+
+# The nbgrader course folder for teachers (book/teachers.md); HIDDEN_SEED=N changes the
+# inputs of the hidden tests.
+classroom: $(STAMP)
+	$(BIN)/python tools/make_classroom.py --out build/classroom \
+		$(if $(HIDDEN_SEED),--hidden-seed $(HIDDEN_SEED))
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not notebook and not website" -n 2 -q
