@@ -35,7 +35,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from make_classroom import POINTS, read_points, statement, write_course  # noqa: E402
+from make_classroom import (  # noqa: E402
+    DEFAULT_POINTS,
+    POINTS,
+    classroom_notebook,
+    read_points,
+    statement,
+    write_course,
+)
 from make_exercises import EXERCISES, SOLUTIONS, course_notebook  # noqa: E402
 
 CHAPTERS = [p.stem for p in sorted(SOLUTIONS.glob("[0-9]*.md"))]
@@ -122,6 +129,71 @@ def test_points_file_is_read_in_notebook_order_with_positive_points():
     assert [r for r in rows if r in order] == [o for o in order if o in rows], \
         "keep the points file in the order of the notebooks, so the teachers' table reads well"
     assert all(points > 0 for _, points in read_points().values())
+
+
+DEMO = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+---
+
+# Demo
+
+```{code-cell} ipython3
+from nfcourse.checks import planar as pc
+```
+
+```{exercise} A new exercise
+:label: ex-99-new
+```
+
+```{code-cell} ipython3
+def f(z, u, w, b):
+    ### BEGIN SOLUTION
+    return 0
+    ### END SOLUTION
+```
+
+```{code-cell} ipython3
+:tags: [check]
+
+pc.check_planar_log_det(f)
+```
+
+```{code-cell} ipython3
+:tags: [check]
+
+print(f(1, 2, 3, 4))
+```
+"""
+
+
+def test_new_exercises_are_found_and_get_default_points(tmp_path):
+    path = tmp_path / "99_demo.md"
+    path.write_text(DEMO, encoding="utf-8")
+    warnings = []
+    nb, exercises = classroom_notebook(path, points_table={}, hidden_seed=7,
+                                       warn=warnings.append)
+    (exercise,) = exercises
+    assert (exercise.label, exercise.title, exercise.points) == (
+        "ex-99-new", "A new exercise", DEFAULT_POINTS)
+    assert warnings and "ex-99-new" in warnings[0]
+    meta = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells}
+    check = meta["ex-99-new-check"]
+    assert check.metadata["nbgrader"]["points"] == DEFAULT_POINTS
+    assert "pc.check_planar_log_det(f, seed=7)" in check.source  # the hidden test
+    assert meta["ex-99-new-answer"].metadata["nbgrader"]["solution"]
+    assert meta["ex-99-new-cell"].metadata["nbgrader"]["locked"]  # the plot-like cell
+    assert not meta["ex-99-new-cell"].metadata["nbgrader"]["grade"]
+
+
+def test_an_exercise_without_a_check_is_an_error(tmp_path):
+    path = tmp_path / "99_demo.md"
+    path.write_text(DEMO.replace("pc.check_planar_log_det(f)", "f(0, 0, 0, 0)"),
+                    encoding="utf-8")
+    with pytest.raises(ValueError, match="ex-99-new has no graded check"):
+        classroom_notebook(path, points_table={}, warn=lambda message: None)
 
 
 def test_every_chapter_has_a_wrong_answer_for_the_grading_test():

@@ -136,9 +136,9 @@ def statement(cell) -> tuple[str, str] | None:
     return label["label"], m["title"].strip()
 
 
-def _check_imports(nb) -> dict[str, str]:
-    """``{name: module}`` for every ``check_*`` function the notebook imports from
-    ``nfcourse.checks``."""
+def _check_imports(nb) -> dict[str, tuple[str, str | None]]:
+    """What the notebook imports from ``nfcourse.checks``: ``{name: (module, function)}``
+    for a ``check_*`` function, ``{alias: (module, None)}`` for a module."""
     names = {}
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -151,23 +151,46 @@ def _check_imports(nb) -> dict[str, str]:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
                     "nfcourse.checks"):
                 for alias in node.names:
-                    if alias.name.startswith("check"):
+                    if alias.name.startswith("check_"):
                         names[alias.asname or alias.name] = (node.module, alias.name)
+                    elif alias.name.islower():  # a module: `from nfcourse.checks import vae`
+                        names[alias.asname or alias.name] = (
+                            f"{node.module}.{alias.name}", None)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("nfcourse") and alias.asname:
+                        names[alias.asname] = (alias.name, None)
+                    elif alias.name.startswith("nfcourse"):
+                        names["nfcourse"] = ("nfcourse", None)
     return names
 
 
+def _resolve(func: ast.expr, checks: dict) -> tuple[str, str] | None:
+    """``(module, function)`` when ``func`` names a ``check_*`` function of
+    ``nfcourse.checks``, else ``None``."""
+    if isinstance(func, ast.Name):
+        found = checks.get(func.id)
+        return found if found is not None and found[1] is not None else None
+    if isinstance(func, ast.Attribute) and func.attr.startswith("check_"):
+        parts, value = [], func.value
+        while isinstance(value, ast.Attribute):
+            parts.append(value.attr)
+            value = value.value
+        if isinstance(value, ast.Name) and value.id in checks and checks[value.id][1] is None:
+            module = ".".join([checks[value.id][0], *reversed(parts)])
+            if module.startswith("nfcourse.checks"):
+                return module, func.attr
+    return None
+
+
 def _check_calls(source: str, checks: dict) -> list[ast.Call]:
-    """The calls of imported checks at the top level of a cell's code."""
+    """The calls of ``check_*`` functions of ``nfcourse.checks`` in a cell's code."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    calls = []
-    for stmt in tree.body:
-        if (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
-                and isinstance(stmt.value.func, ast.Name) and stmt.value.func.id in checks):
-            calls.append(stmt.value)
-    return calls
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and _resolve(node.func, checks) is not None]
 
 
 def _takes_seed(module: str, name: str) -> bool:
@@ -189,7 +212,7 @@ def _takes_seed(module: str, name: str) -> bool:
 def _hidden_test(call: ast.Call, checks: dict, seed: int) -> str | None:
     """The same check on inputs drawn with ``seed``, when the check takes a seed that the
     visible call leaves at its default."""
-    if not _takes_seed(*checks[call.func.id]):
+    if not _takes_seed(*_resolve(call.func, checks)):
         return None
     if any(k.arg == "seed" for k in call.keywords):
         return None
