@@ -207,9 +207,10 @@ def _shape_hint(got: tuple, expected: tuple, axes: Sequence[str] | None) -> str:
                 "value per sample")
     if len(expected) == 1 and len(got) == 2 and got[1] == expected[0]:
         return "one value per coordinate of the wrong axis: reduce over dim=0 instead"
-    if len(expected) == 1 and len(got) == 1 and axes and len(axes) > 1:
-        return (f"a reduction ran over the wrong axis: reduce over the {axes[1]} (dim=1), "
-                f"keeping the {axes[0]} (dim=0)")
+    if len(expected) == 1 and len(got) == 1:
+        return ("if a sum or mean made it, that reduction ran over the wrong axis: to keep "
+                "one value per sample, reduce over the coordinates (dim=1), not over the "
+                "batch (dim=0)")
     if len(expected) == 1 and len(got) == 2 and got[0] == got[1] == expected[0]:
         return ("a (B,) tensor was broadcast against a (B, 1) or (1, B) one, giving (B, B): "
                 "keep both operands of shape (B,)")
