@@ -102,6 +102,9 @@ _ERROR_HINTS: list[tuple[type, str, str]] = [
      "math.log or math.sqrt was given a negative number (or math.log a zero). A Python "
      "math function works on one number; here the quantity can be negative, so take the "
      "absolute value before the logarithm, and use torch functions on tensors"),
+    (ValueError, r"Expected parameter .* to satisfy the constraint",
+     "a torch.distributions parameter is outside its range: a scale must be positive, so "
+     "pass the absolute value (or the exponential of a log-scale)"),
     (TypeError, r"must be real number, not Tensor|only (one|integer) element tensors",
      "a math function (math.log, math.exp, ...) was given a tensor of several values: use "
      "the torch function (torch.log, torch.exp, ...), which works elementwise"),
@@ -319,7 +322,52 @@ def _name_constant(value: float, constants: Mapping[float, str], tol: float) -> 
     return None
 
 
+def _nice(c: float) -> str:
+    for den in (1, 2, 3, 4):
+        if abs(c * den - round(c * den)) < 1e-6:
+            num = round(c * den)
+            return f"{num}" if den == 1 else f"{num}/{den}"
+    return f"{c:.4g}"
+
+
+def _fit_terms(diff: Tensor, terms: Mapping[str, Tensor], tol: float) -> str | None:
+    """Express ``diff`` as ``c1 * term1 (+ c2 * term2) (+ const)`` exactly, if possible:
+    which term of the formula is missing, extra, or has a wrong coefficient."""
+    import itertools
+
+    names = list(terms)
+    cols = {n: _f64(terms[n]).reshape(-1) for n in names}
+    y = diff.reshape(-1)
+    ones = torch.ones_like(y)
+    best = None
+    for size in (1, 2):
+        for combo in itertools.combinations(names, size):
+            for with_const in (False, True):
+                a = torch.stack([cols[n] for n in combo] + ([ones] if with_const else []), 1)
+                if a.shape[0] <= a.shape[1]:
+                    continue
+                sol = torch.linalg.lstsq(a, y.unsqueeze(1)).solution[:, 0]
+                if bool(((a @ sol - y).abs() <= tol).all()):
+                    coefs = [float(c) for c in sol]
+                    if any(abs(c) < 1e-6 for c in coefs[:size]):
+                        continue
+                    best = (combo, coefs, with_const)
+                    break
+            if best:
+                break
+        if best:
+            break
+    if best is None:
+        return None
+    combo, coefs, with_const = best
+    parts = [f"{_nice(c)} x ({n})" for n, c in zip(combo, coefs)]
+    if with_const and abs(coefs[-1]) > tol:
+        parts.append(f"the constant {coefs[-1]:.6g}")
+    return " + ".join(parts)
+
+
 def describe_difference(got: Tensor, expected: Tensor, what: str, *,
+                        terms: Mapping[str, Tensor] | None = None,
                         labels: Sequence[str] | None = None,
                         groups: Mapping[str, Tensor] | None = None,
                         large: Tensor | None = None,
@@ -387,6 +435,13 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
                            ": a constant term is missing, extra or with the wrong sign")
                         + (" (it is the right value minus that term)" if named and
                            named.startswith("m") else ""))
+        if terms:
+            fit = _fit_terms(diff, terms, tol)
+            if fit:
+                return (f"{what} equals the right value plus {fit}: a term of the formula "
+                        "is missing, extra, or has a wrong coefficient or sign (a coefficient "
+                        "-1 means the term is missing, +1 that it is counted twice, -2 that "
+                        "its sign is flipped)")
     if bool(wrong_rows.any()) and not bool(wrong_rows.all()):
         count = int(wrong_rows.sum())
         if groups:
@@ -420,6 +475,7 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
 
 
 def compare(got: Tensor, expected: Tensor, what: str, *, slips: Iterable[Slip] = (),
+            terms: Mapping[str, Tensor] | None = None,
             labels: Sequence[str] | None = None, groups: Mapping[str, Tensor] | None = None,
             large: Tensor | None = None, constants: Mapping[float, str] | None = None,
             nan_hint: str = "", advice: str = "", atol: float | None = None,
@@ -440,7 +496,8 @@ def compare(got: Tensor, expected: Tensor, what: str, *, slips: Iterable[Slip] =
         if value is not None and value.shape == g.shape and not matches(value, e, atol, rtol) \
                 and matches(g, value, max(atol, 1e-6), max(rtol, 1e-6)):
             raise ExerciseError(f"{what} is not right: {slip.message}")
-    text = describe_difference(g, e, what, labels=labels, groups=groups, large=large,
+    text = describe_difference(g, e, what, terms=terms, labels=labels, groups=groups,
+                               large=large,
                                constants=constants, nan_hint=nan_hint, atol=atol, rtol=rtol)
     raise ExerciseError(text + (f". {advice}" if advice else ""))
 

@@ -58,6 +58,9 @@ def check_affine_log_prob(affine_log_prob: Callable[[Tensor, float, float], Tens
     log_abs_a = torch.log(a.abs())
     compare(got, expected, "your log-density", labels=labels, groups={
         "the negative slopes a < 0": a < 0, "the slopes with |a| < 1": a.abs() < 1},
+        terms={"the term -z^2 / 2 with z = (x - b) / a": -0.5 * z**2,
+               "the term -log|a|": -log_abs_a, "x": xs, "x^2": xs**2,
+               "the term -0.5 log(2 pi)": torch.full_like(xs, -HALF_LOG_2PI)},
         nan_hint="for a negative slope, log(a) is undefined: the density is divided by "
                  "|f'(z)| = |a|, so the log-density needs -log|a|, with an absolute value",
         slips=[
@@ -111,7 +114,11 @@ def check_lognormal_log_prob(lognormal_log_prob: Callable[[Tensor, float, float]
     xs = x.repeat(len(settings))
     log_x, log_sigma = torch.log(xs), torch.log(sigma)
     z = (log_x - mu) / sigma
-    compare(got, expected, "your log-density", labels=labels, slips=[
+    compare(got, expected, "your log-density", labels=labels, terms={
+        "the term -log x": -log_x, "the term -log sigma": -log_sigma,
+        "the term -z^2 / 2 with z = (log x - mu) / sigma": -0.5 * z**2, "x": xs,
+        "the term -(log x - mu)^2 / 2, z without the division by sigma":
+            -0.5 * (log_x - mu) ** 2}, slips=[
         Slip("the term -log x is missing: f'(z) = sigma exp(mu + sigma z) = sigma x, so "
              "log |f'(z)| includes log x", expected + log_x),
         Slip("the term -log sigma is missing: f'(z) = sigma x, so log |f'(z)| includes "
@@ -163,6 +170,8 @@ def check_polar_log_abs_det(polar_log_abs_det: Callable[[Tensor], Tensor], n: in
               for k in range(n)]
     compare(got, expected, "your log-det", labels=labels, groups={
         "the points with theta < 0": theta < 0, "the points with r < 1": r < 1},
+        terms={"log r": torch.log(r), "log|cos theta|": torch.log(torch.cos(theta).abs()),
+               "log|sin theta|": torch.log(torch.sin(theta).abs()), "theta": theta, "r": r},
         nan_hint="is a logarithm taken of a quantity that can be negative (theta, cos "
                  "theta)? |det J| = r",
         slips=[

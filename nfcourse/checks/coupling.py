@@ -103,12 +103,17 @@ def check_affine_coupling_forward(fn: Callable, atol: float = 1e-8) -> None:
                              with_b(zb * torch.exp(-s) + t)),
                         Slip("the conditioner takes z_A, the half that passes through; you "
                              "fed it z_B", with_b(zb * torch.exp(s_b) + t_b)),
+                        Slip("the two halves are swapped in the output: x = cat([x_A, x_B]) "
+                             "with the conditioning half first",
+                             torch.cat([x_ref[:, d:], za], dim=1)),
                         Slip("the conditioning half x_A must equal z_A: a coupling passes it "
                              "through unchanged", torch.cat([za * torch.exp(s) + t,
                                                              x_ref[:, d:]], dim=1)),
                     ], advice="compute (s, t) from z_A only, with s the first half of the "
                               "output, and x_B = exp(s) z_B + t")
-            compare(log_det, log_det_ref, f"log_det for D = {dim}", atol=atol, slips=[
+            compare(log_det, log_det_ref, f"log_det for D = {dim}", atol=atol, terms={
+                "the term sum(s)": s.sum(1), "sum(t)": t.sum(1),
+                "sum(exp(s))": torch.exp(s).sum(1), "sum(z_B)": zb.sum(1)}, slips=[
                 Slip("log_det is log |det J| = sum of s, not the sum of exp(s)",
                      torch.exp(s).sum(dim=1)),
                 Slip("log_det should sum s over the coordinates, not average",
@@ -161,7 +166,9 @@ def check_affine_coupling_inverse(fn: Callable, atol: float = 1e-8) -> None:
                         Slip("you swapped s and t: the first half of the conditioner's "
                              "output is the log-scale s", with_b((xb - s) * torch.exp(-t))),
                     ])
-            compare(log_det, -log_det_forward, f"log_det for D = {dim}", atol=atol, slips=[
+            compare(log_det, -log_det_forward, f"log_det for D = {dim}", atol=atol, terms={
+                "the term -sum(s)": -s.sum(1), "sum(t)": t.sum(1),
+                "sum(exp(s))": torch.exp(s).sum(1)}, slips=[
                 Slip("this is the forward map's log-det: the inverse shrinks where the "
                      "forward map stretches, so its log-det is -sum(s)", log_det_forward),
                 Slip("log_det should sum -s over the coordinates, not average",

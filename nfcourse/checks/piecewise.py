@@ -166,7 +166,12 @@ def check_piecewise_log_det(piecewise_log_det: Callable) -> None:
                          q[torch.round(K * x).long().clamp(max=K - 1)]))),
                 Slip("log K is a natural log, and it is added: log(K q_k) = log K + log q_k",
                      slip(lambda x, q, K, k, c: math.log10(K) + torch.log(q[k]))),
-            ], constants={math.log(n): f"log K with K = {n}" for n in (3, 5, 8)})
+            ], constants={math.log(n): f"log K with K = {n}" for n in (3, 5, 8)},
+            terms={"the term log K": torch.cat([torch.full((len(x),), math.log(len(q)))
+                                                 for x, q in cases]),
+                   "the term log q_k": torch.cat([torch.log(q[_bins(x, len(q))])
+                                                  for x, q in cases]),
+                   "x": torch.cat([x for x, _ in cases])})
     print(f"Correct: {name} gives log(K q_k) in every bin, for K = 5, 3, 1 and 8; it "
           "matches the log-derivative of the package's map.")
 
@@ -287,6 +292,8 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
                 Slip("the points x = 1 are dropped: floor(K x) = K for them; clamp the bin "
                      "index to K - 1 so that they count in the last bin",
                      each(dropped_ones)),
+                Slip("the pseudo-count is missing altogether: the masses are "
+                     "(n_k + a) / (N + K a)", each(lambda c, K, a: c / n)),
                 Slip("you returned the counts n_k + a, not masses: divide by N + K a",
                      each(lambda c, K, a: c + a)),
             ])

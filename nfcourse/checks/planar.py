@@ -246,6 +246,7 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
     ``D = 1, 2, 5`` and ``beta`` of both signs."""
     g = _generator(seed)
     got, expected, labels, answers = [], [], [], []
+    terms_across, terms_one, terms_along = [], [], []
     slips: dict[str, list[Tensor]] = {}
     for dim, sign in ((1, 1.0), (2, -1.0), (5, 1.0), (3, -1.0)):
         z = 1.5 * torch.randn(12, dim, generator=g, dtype=F64)
@@ -264,6 +265,9 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
         r = (z - z0).norm(dim=1)
         h = 1 / (alpha + r)
         across, along = torch.log1p(beta * h), torch.log1p(beta * alpha * h**2)
+        terms_across.append((dim - 1) * across)
+        terms_one.append(across)
+        terms_along.append(along)
         r2 = ((z - z0) ** 2).sum(dim=1)
         h2 = 1 / (alpha + r2)
         for message, value in {
@@ -283,7 +287,10 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
             "beta h' r), not their product": (dim - 1) * across * along,
         }.items():
             slips.setdefault(message, []).append(value)
+    terms = {"the term (D - 1) log(1 + beta h)": torch.cat(terms_across),
+             "log(1 + beta h)": torch.cat(terms_one),
+             "the term log(1 + beta h + beta h'(r) r)": torch.cat(terms_along)}
     compare(torch.cat(got), torch.cat(expected), "radial_log_det", like=answers,
-            labels=labels, slips=[Slip(m, torch.cat(v)) for m, v in slips.items()])
+            labels=labels, terms=terms, slips=[Slip(m, torch.cat(v)) for m, v in slips.items()])
     print("Correct: radial_log_det matches log |det J| of the autograd Jacobian "
           "(D = 1, 2, 3 and 5, beta of both signs, 48 points).")

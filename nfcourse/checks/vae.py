@@ -68,7 +68,9 @@ def check_reparameterise(reparameterise) -> None:
     check_gradients(z0, {"mu": mu, "log_sigma": log_sigma}, "z0")
     expected = Normal(m, sigma).log_prob(expected_z0).sum(dim=1)
     sum_ls = ls.sum(1)
-    compare(log_q0, expected, "log_q0", constants=known_constants(3), slips=[
+    compare(log_q0, expected, "log_q0", constants=known_constants(3), terms={
+        "the term -sum log sigma": -sum_ls, "the term -sum eps^2 / 2": -0.5 * (eps**2).sum(1),
+        "sum sigma": sigma.sum(1), "sum mu": m.sum(1)}, slips=[
         Slip("log_q0 misses the term -log sigma (summed over dimensions): the Gaussian's "
              "normalising constant depends on its scale", expected + sum_ls),
         Slip("log_q0 adds log sigma; the Gaussian's density divides by sigma, so subtract "
@@ -117,6 +119,10 @@ def check_flow_elbo(flow_elbo) -> None:
     expected = log_lik + log_prior - log_q0 + sum_ld
     confident = torch.arange(5) == 0
     compare(got, expected, "your ELBO", constants=known_constants(2),
+            terms={"the term log p(x | zK)": log_lik, "the term log p(zK)": log_prior,
+                   "the term -log q0": -log_q0, "the term + sum_k log|det J_k|": sum_ld,
+                   "the last layer's log-det": log_dets[:, -1],
+                   "the first layer's log-det": log_dets[:, 0]},
             labels=[f"image {i}" for i in range(5)],
             groups={"image 0, whose decoder logits reach +-60": confident},
             nan_hint="image 0 has logits of +-60: log(sigmoid(l)) underflows; compute the "
