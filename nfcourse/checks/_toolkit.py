@@ -156,7 +156,8 @@ def run(fn: Callable, *args, name: str | None = None, hint: str = "", **kwargs):
     except ExerciseError:
         raise
     except Exception as error:  # a bare Python error reaches the student otherwise
-        text = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = f"{type(error).__name__}: {first}"
         explained = None
         for kind, pattern, explanation in _ERROR_HINTS:
             if isinstance(error, kind) and re.search(pattern, str(error), re.IGNORECASE):
@@ -218,7 +219,8 @@ def _shape_hint(got: tuple, expected: tuple, axes: Sequence[str] | None) -> str:
         return ("a (B,) tensor was broadcast against a (B, 1) or (1, B) one, giving (B, B): "
                 "keep both operands of shape (B,)")
     if len(got) == 2 and len(expected) == 2 and got[0] == expected[0]:
-        return "the batch axis is right, the other is not: check how the halves are split and joined"
+        return ("the batch axis is right, the other is not: check how the halves are split "
+                "and joined")
     return ""
 
 

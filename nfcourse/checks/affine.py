@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -19,6 +17,7 @@ from ..core import Compose, Transform
 from ..flows.affine import ElementwiseAffine
 from . import (ExerciseError, Slip, as_number, as_tensor, check_gradients, check_transform,
                compare, run)
+from . import call_student, check_close  # noqa: F401
 
 __all__ = [
     "check_affine_log_det",
@@ -110,7 +109,8 @@ def check_affine_log_det(affine_log_det) -> None:
     odd = torch.tensor([bool((a < 0).sum() % 2) for a in cases])
     long = torch.tensor([len(a) > 100 for a in cases])
     with torch.no_grad():
-        compare(got, expected, f"{name}(a)", like=answers, labels=[f"a = {_short(a)}" for a in cases],
+        compare(got, expected, f"{name}(a)", like=answers,
+                labels=[f"a = {_short(a)}" for a in cases],
                 groups={"the scale vectors with an odd number of negative entries": odd,
                         "the long vectors, whose product under- or overflows": long},
                 large=long,

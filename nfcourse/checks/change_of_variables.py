@@ -18,6 +18,7 @@ from torch.distributions import LogNormal, Normal
 
 from .. import testing
 from . import ExerciseError, Slip, as_tensor, check_transform, compare, run
+from . import call_student, check_close  # noqa: F401
 
 __all__ = [
     "check_affine_log_prob",

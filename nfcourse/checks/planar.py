@@ -19,6 +19,7 @@ from ..flows.planar import constrained_u, planar_forward, solve_planar_projectio
 from ..flows.radial import radial_forward
 from ..testing import autograd_log_abs_det
 from . import ExerciseError, Slip, as_tensor, compare, run
+from . import call_student, check_close  # noqa: F401
 
 __all__ = [
     "check_planar_log_det",
@@ -182,6 +183,22 @@ _BISECTION_SLIPS = {
 }
 
 
+def _truncated_bisection(got: Tensor, y: Tensor, m: Tensor, error: Tensor) -> int | None:
+    """The number n of halvings if every answer is the midpoint of one of the 2^n equal
+    sub-brackets of [y - |m|, y + |m|] and lies within half a sub-bracket of the root (a
+    right update rule stopped early); None otherwise."""
+    width = 2 * m.abs()
+    if float(width) == 0:
+        return None
+    position = (got - (y - m.abs())) / width
+    for n in range(1, 40):
+        t = position * 2**n - 0.5
+        if bool(((t - t.round()).abs() < 1e-6).all()) and \
+                bool((error <= float(width) / 2 ** (n + 1) * (1 + 1e-6) + 1e-12).all()):
+            return n
+    return None
+
+
 def check_bisection(bisect_projection, seed: int = 0) -> None:
     """Exercise: ``bisect_projection(y, m, b)`` solves ``alpha + m tanh(alpha + b) = y`` for
     ``alpha`` (elementwise, ``y`` of shape ``(B,)``, scalar tensors ``m >= -1`` and ``b``),
@@ -215,15 +232,14 @@ def check_bisection(bisect_projection, seed: int = 0) -> None:
         error = (got - expected).abs()
         residual = (got + m * torch.tanh(got + b) - y).abs()
         k = int(error.argmax())
-        width = 2 * float(m.abs()) if float(m.abs()) > 0 else 1.0
         inside = bool(((got >= y - m.abs() - 1e-12) & (got <= y + m.abs() + 1e-12)).all())
-        if inside and float(error.max()) <= width / 2**6 and \
-                float(error.max()) >= width / 2**60:
-            halvings = int(math.log2(width / max(float(error.max()), 1e-300)))
+        halvings = _truncated_bisection(got, y, m, error) if inside else None
+        if halvings is not None:
             raise ExerciseError(
-                f"{what} is close but not converged: the error is {float(error[k]):.3g} "
-                f"(about {halvings} halvings of the bracket of width 2|m| = {width:g}); "
-                "the update rule looks right, run more halvings (60 reach float64 precision)")
+                f"{what} is a correct bisection stopped after {halvings} halvings: every "
+                "answer is the midpoint of its bracket, with an error up to "
+                f"{float(error.max()):.3g}. The update rule is right; run more halvings "
+                "(60 reach float64 precision)")
         if not inside:
             raise ExerciseError(
                 f"{what} left the bracket [y - |m|, y + |m|] at point {k} (y = "

@@ -16,6 +16,7 @@ from torch.distributions import Normal
 from .. import testing, vae
 from ._toolkit import known_constants
 from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run, tolerances
+from . import call_student, check_close  # noqa: F401
 
 __all__ = [
     "check_reparameterise",
