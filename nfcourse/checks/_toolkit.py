@@ -462,6 +462,14 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
                             f"samples, e.g. at {where(k)}: got {float(flat_g[k, 0]):.6g}, "
                             f"expected {float(flat_e[k, 0]):.6g}); the other samples are right")
         k = int(wrong_rows.nonzero()[0])
+        if count > n / 2:
+            right = (~wrong_rows).nonzero()[:, 0]
+            shown = "; ".join(where(int(i)) for i in right[:4])
+            return (f"{what} is wrong for {count} of {n} samples and right only for "
+                    f"{shown}{'; ...' if len(right) > 4 else ''}: look for a term of the "
+                    "formula that vanishes at those points (e.g. at x = 0, at a bin's left "
+                    f"edge, at r = 1) and is wrong elsewhere. At {where(k)}: got "
+                    f"{float(flat_g[k, 0]):.8g}, expected {float(flat_e[k, 0]):.8g}")
         shown = ", ".join(where(int(i)) for i in wrong_rows.nonzero()[:4, 0])
         return (f"{what} is right for {n - count} of {n} samples and wrong for {count} "
                 f"({shown}{', ...' if count > 4 else ''}): got {float(flat_g[k, 0]):.8g}, "

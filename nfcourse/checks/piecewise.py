@@ -101,6 +101,11 @@ def check_piecewise_forward(piecewise_forward: Callable) -> None:
     compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(x, q)",
             like=answers, labels=labels,
             groups={"the point x = 1": one, "the bin edges k / K (0 and 1 included)": edge},
+            terms={"the offset of the bin's left edge, K q_k k / K": slip(
+                       lambda x, q, K, k, c: q[k] * k),
+                   "the term c_k": slip(lambda x, q, K, k, c: c[k]),
+                   "the term K q_k (x - k/K)": slip(
+                       lambda x, q, K, k, c: K * q[k] * (x - k / K))},
             slips=[
                 Slip("your map starts bin k at the cumulative mass *including* bin k: the "
                      "height at the left edge k/K is c_k = q_0 + ... + q_{k-1}, the masses of "

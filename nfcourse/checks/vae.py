@@ -71,7 +71,10 @@ def check_reparameterise(reparameterise) -> None:
     sum_ls = ls.sum(1)
     compare(log_q0, expected, "log_q0", constants=known_constants(3), terms={
         "the term -sum log sigma": -sum_ls, "the term -sum eps^2 / 2": -0.5 * (eps**2).sum(1),
-        "sum sigma": sigma.sum(1), "sum mu": m.sum(1)}, slips=[
+        "sum sigma": sigma.sum(1), "sum mu": m.sum(1),
+        "-sum (sigma eps)^2 / 2, (z0 - mu)^2 not divided by sigma^2":
+            -0.5 * ((sigma * eps) ** 2).sum(1),
+        "-sum (sigma^2 eps)^2 / 2": -0.5 * ((sigma**2 * eps) ** 2).sum(1)}, slips=[
         Slip("log_q0 misses the term -log sigma (summed over dimensions): the Gaussian's "
              "normalising constant depends on its scale", expected + sum_ls),
         Slip("log_q0 adds log sigma; the Gaussian's density divides by sigma, so subtract "
