@@ -76,7 +76,8 @@ right = torch.log(x) - 0.5 * x**2
     (right + 0.3, r"same constant \+0\.3", {}),
     (right + torch.log(x), r"plus 1 x \(the term log x\)",
      {"terms": {"the term log x": torch.log(x)}}),
-    (torch.where(x > 2.5, right + 1, right), "exactly for the edge", {"groups": {"the edge": x > 2.5}}),
+    (torch.where(x > 2.5, right + 1, right), "exactly for the edge",
+     {"groups": {"the edge": x > 2.5}}),
     (torch.where(x > 2.5, math.inf, right), "overflows", {"large": x > 2.5}),
     (torch.where(x < 1, math.nan, right), "NaN", {}),
 ])
