@@ -57,11 +57,11 @@ def jac(fn):
     return answer
 
 
-def check_log_det(answer):
+def check_coupling_log_det(answer):
     return check_coupling_jacobian(jacobian_ref, answer)
 
 
-def check_jacobian(answer):
+def check_coupling_matrix(answer):
     return check_coupling_jacobian(answer, log_det_ref)
 
 
@@ -128,24 +128,24 @@ WRONG = [
           coupling(lambda xa, xb, s, t, c: (cat(xa, (xb - s) * torch.exp(-t)), -s.sum(1))),
           "swapped s and t"),
     Wrong(check_affine_coupling_inverse, "stub", stub, "not written yet"),
-    Wrong(check_jacobian, "not-reordered", jac(lambda full, order: full), "reorder"),
-    Wrong(check_jacobian, "transposed", jac(lambda full, order: full[order][:, order].T),
+    Wrong(check_coupling_matrix, "not-reordered", jac(lambda full, order: full), "reorder"),
+    Wrong(check_coupling_matrix, "transposed", jac(lambda full, order: full[order][:, order].T),
           "transposed"),
-    Wrong(check_jacobian, "rows-only", jac(lambda full, order: full[order]), "AND the columns"),
-    Wrong(check_jacobian, "columns-only", jac(lambda full, order: full[:, order]),
+    Wrong(check_coupling_matrix, "rows-only", jac(lambda full, order: full[order]), "AND the columns"),
+    Wrong(check_coupling_matrix, "columns-only", jac(lambda full, order: full[:, order]),
           "columns as well"),
-    Wrong(check_jacobian, "inverse-jacobian",
+    Wrong(check_coupling_matrix, "inverse-jacobian",
           jac(lambda full, order: torch.linalg.inv(full[order][:, order])), "inverse map"),
-    Wrong(check_jacobian, "stub", stub, "not written yet"),
-    Wrong(check_log_det, "sum-diagonal", lambda j, n: torch.diagonal(j).sum(), "not the J_ii"),
-    Wrong(check_log_det, "all-entries", lambda j, n: torch.log(j.abs() + (j == 0)).sum(),
+    Wrong(check_coupling_matrix, "stub", stub, "not written yet"),
+    Wrong(check_coupling_log_det, "sum-diagonal", lambda j, n: torch.diagonal(j).sum(), "not the J_ii"),
+    Wrong(check_coupling_log_det, "all-entries", lambda j, n: torch.log(j.abs() + (j == 0)).sum(),
           "not of every entry"),
-    Wrong(check_log_det, "abs-of-log", lambda j, n: torch.diagonal(j).abs().log().abs().sum(),
+    Wrong(check_coupling_log_det, "abs-of-log", lambda j, n: torch.diagonal(j).abs().log().abs().sum(),
           r"sum \|log J_ii\|"),
-    Wrong(check_log_det, "negative", lambda j, n: -torch.diagonal(j).abs().log().sum(),
+    Wrong(check_coupling_log_det, "negative", lambda j, n: -torch.diagonal(j).abs().log().sum(),
           "log-det of the inverse"),
-    Wrong(check_log_det, "det", lambda j, n: torch.diagonal(j).prod(), "det J itself"),
-    Wrong(check_log_det, "first-entries", lambda j, n: torch.diagonal(j)[:-n].abs().log().sum(),
+    Wrong(check_coupling_log_det, "det", lambda j, n: torch.diagonal(j).prod(), "det J itself"),
+    Wrong(check_coupling_log_det, "first-entries", lambda j, n: torch.diagonal(j)[:-n].abs().log().sum(),
           "LAST"),
     Wrong(check_dequantize, "shared-noise",
           lambda x, L, g: (x + torch.rand(x.shape[1], generator=g, dtype=x.dtype)) / L,
@@ -221,13 +221,13 @@ RIGHT = [
           coupling(lambda xa, xb, s, t, c: (cat(xa, (xb - t) / torch.exp(s)), -s.sum(1)))),
     Right(check_affine_coupling_inverse, "float32",
           lambda x, c: tuple(v.float() for v in inverse_ref(x, c))),
-    Right(check_jacobian, "solution", jacobian_ref),
-    Right(check_jacobian, "jacrev", jac(lambda full, order: full.index_select(0, order)
+    Right(check_coupling_matrix, "solution", jacobian_ref),
+    Right(check_coupling_matrix, "jacrev", jac(lambda full, order: full.index_select(0, order)
                                         .index_select(1, order))),
-    Right(check_jacobian, "float32", lambda layer, z: jacobian_ref(layer, z).float()),
-    Right(check_log_det, "solution", log_det_ref),
-    Right(check_log_det, "whole-diagonal", lambda j, n: torch.log(torch.diagonal(j).abs()).sum()),
-    Right(check_log_det, "float32", lambda j, n: log_det_ref(j.float(), n)),
+    Right(check_coupling_matrix, "float32", lambda layer, z: jacobian_ref(layer, z).float()),
+    Right(check_coupling_log_det, "solution", log_det_ref),
+    Right(check_coupling_log_det, "whole-diagonal", lambda j, n: torch.log(torch.diagonal(j).abs()).sum()),
+    Right(check_coupling_log_det, "float32", lambda j, n: log_det_ref(j.float(), n)),
     Right(check_dequantize, "solution", dequantize_ref),
     Right(check_dequantize, "float32",
           lambda x, L, g: (x.float() + torch.rand(x.shape, generator=g)) / L),

@@ -106,7 +106,7 @@ def check_u_hat(u_hat, seed: int = 0) -> None:
     with ``||w||`` below and above one, and two with ``w^T u`` around +-800."""
     g = _generator(seed)
     got, expected, labels, small_w, large = [], [], [], [], []
-    answers = []
+    answers, pairs = [], []
     slips: dict[str, list[Tensor]] = {}
     for trial in range(42):
         dim = 2 + trial % 4
@@ -119,6 +119,7 @@ def check_u_hat(u_hat, seed: int = 0) -> None:
                            f"u_hat(u, w) for D = {dim}", (dim,), ("coordinates",))
         answers.append(answer)
         got.append(answer.detach().to(F64))
+        pairs.append((u, w))
         expected.append(constrained_u(u, w))
         labels += [f"trial {trial} (D = {dim}, w^T u = {float(w @ u):.3g}), coordinate {i}"
                    for i in range(dim)]
@@ -147,12 +148,38 @@ def check_u_hat(u_hat, seed: int = 0) -> None:
                 u + (-1 + torch.log(1 + torch.exp(a)) - a) * w / (w @ w),
         }.items():
             slips.setdefault(message, []).append(value)
-    compare(torch.cat(got), torch.cat(expected), "u_hat", like=answers, labels=labels,
-            groups={"the pairs with ||w|| < 1": torch.cat(small_w),
-                    "the pairs with a huge w^T u": torch.cat(large)},
-            large=torch.cat(large), slips=[Slip(m, torch.cat(v)) for m, v in slips.items()])
+    try:
+        compare(torch.cat(got), torch.cat(expected), "u_hat", like=answers, labels=labels,
+                groups={"the pairs with ||w|| < 1": torch.cat(small_w),
+                        "the pairs with a huge w^T u": torch.cat(large)},
+                large=torch.cat(large),
+                slips=[Slip(m, torch.cat(v)) for m, v in slips.items()])
+    except ExerciseError as error:
+        if "is not right:" in str(error) or "NaN" in str(error) or "inf" in str(error):
+            raise
+        raise ExerciseError(f"{error}. {_u_hat_anatomy(pairs, got)}") from None
     print("Correct: u_hat matches the paper's formula on 42 (u, w), ||w|| below and above "
           "one, w^T u = +-800 included.")
+
+
+def _u_hat_anatomy(pairs, got) -> str:
+    """Split each answer into its parts along and across w: which of the two is wrong."""
+    across_wrong, along = 0, []
+    for (u, w), answer in zip(pairs, got):
+        unit = w / w.norm()
+        if float((answer - (answer @ unit) * unit - (u - (u @ unit) * unit)).abs().max()) > 1e-6:
+            across_wrong += 1
+        along.append((float(w @ answer), float(-1 + F.softplus(w @ u)), float(w @ u)))
+    if across_wrong:
+        return (f"In {across_wrong} of {len(pairs)} trials your u_hat also changes the part of "
+                "u across w: the correction must move u along w only, u_hat = u + c w")
+    k = max(range(len(along)), key=lambda i: abs(along[i][0] - along[i][1]))
+    below = sum(a < -1 - 1e-9 for a, _, _ in along)
+    return (f"The part of u across w is right; the part along w is not: w^T u_hat should be "
+            f"m(w^T u) = -1 + softplus(w^T u), e.g. {along[k][1]:.6g} for w^T u = "
+            f"{along[k][2]:.4g}, and yours is {along[k][0]:.6g}"
+            + (f"; in {below} trials w^T u_hat < -1, where the layer is not invertible"
+               if below else ""))
 
 
 def _bisect_variant(y: Tensor, m: Tensor, b: Tensor, kind: str, n_iter: int = 80) -> Tensor:
