@@ -14,6 +14,7 @@ run is seeded and repeatable, and the caller's global random state is left as it
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -26,6 +27,7 @@ __all__ = [
     "run_training",
     "history_of",
     "describe_shortfall",
+    "require_registered",
 ]
 
 LR_HINT = ("the learning rate is probably too large (try a smaller one, for example a "
@@ -63,10 +65,26 @@ def history_of(history, name: str, budget: int) -> list[float]:
     return values
 
 
+def _diverged_message(text: str, floor: tuple[float, str] | None) -> str:
+    """Why ``nfcourse.train`` stopped: a loss that ran off below the lowest value the true
+    loss can take points at a sign error, anything else at the learning rate."""
+    summary = text.split(";")[0]
+    last = re.search(r"last finite loss: ([-+0-9.e]+|inf|nan)", text)
+    value = float(last.group(1)) if last else math.nan
+    ran_off = "became -inf" in text or (floor is not None and math.isfinite(value)
+                                        and value < floor[0] - max(1.0, abs(floor[0])))
+    if floor is not None and ran_off:
+        return (f"training diverged: {summary}. The loss ran off far below "
+                f"{floor[0]:.4g}, the lowest value the true loss can take: {floor[1]}")
+    return f"training diverged: {summary}. NaN during training: {LR_HINT}"
+
+
 def run_training(fn: Callable, *args, name: str, budget: int, model_type: type | tuple,
-                 model_hint: str, seed: int = 0) -> tuple[nn.Module, list[float]]:
+                 model_hint: str, seed: int = 0,
+                 floor: tuple[float, str] | None = None) -> tuple[nn.Module, list[float]]:
     """Call ``fn(*args)`` with the random state forked and seeded; check that it returns
-    ``(model, history)``; turn a diverged or crashed run into a message that says why."""
+    ``(model, history)``; turn a diverged or crashed run into a message that says why
+    (``floor``: the lowest value the true loss can take and what falling below it means)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -74,9 +92,7 @@ def run_training(fn: Callable, *args, name: str, budget: int, model_type: type |
         except ExerciseError:
             raise
         except TrainingDiverged as error:
-            raise ExerciseError(
-                f"training diverged: {_first_line(error).split(';')[0]}. NaN during "
-                f"training: {LR_HINT}") from None
+            raise ExerciseError(_diverged_message(str(error), floor)) from None
         except Exception as error:  # the student's code failed: say what and where
             message = _first_line(error)
             if "non-finite" in message or "nan" in message.lower().split():
@@ -104,6 +120,20 @@ def _unregistered_tensors(model: nn.Module) -> list[str]:
                     and value.requires_grad and value.is_leaf):
                 found.append(f"{prefix}.{key}" if prefix else key)
     return found
+
+
+def require_registered(model: nn.Module) -> None:
+    """Raise ``ExerciseError`` when the model holds trainable tensors that are not
+    registered as parameters."""
+    plain = _unregistered_tensors(model)
+    if plain:
+        raise ExerciseError(_unregistered_message(plain))
+
+
+def _unregistered_message(plain: list[str]) -> str:
+    return (f"{', '.join(plain)} require gradients but are plain tensors, not "
+            "nn.Parameter: the module does not register them, so model.parameters() "
+            "and the optimiser never see them. Wrap them in nn.Parameter(...)")
 
 
 def _parameters_without_gradient(model: nn.Module) -> list[str]:
@@ -135,6 +165,7 @@ def describe_shortfall(
     went_up: str = "check the sign of your loss and of the update",
     model_hint: str | None = None,
     fallback: str = "",
+    budget: int | None = None,
 ) -> str:
     """The likely cause of a missed goal, from the evidence, most specific first.
 
@@ -152,6 +183,7 @@ def describe_shortfall(
         model_hint: a reason the model cannot reach the goal whatever the training (for
             example a family that lacks the needed shape), or ``None``.
         fallback: said when nothing more specific fits.
+        budget: the step budget; a run that used at most half of it is named.
     """
     h = list(history)
     for step, value in enumerate(h):
@@ -159,9 +191,7 @@ def describe_shortfall(
             return f"the loss became {value} at step {step}: {LR_HINT}"
     plain = _unregistered_tensors(model)
     if plain:
-        return (f"{', '.join(plain)} require gradients but are plain tensors, not "
-                "nn.Parameter: the module does not register them, so model.parameters() "
-                "and the optimiser never see them. Wrap them in nn.Parameter(...)")
+        return _unregistered_message(plain)
     unreached = _parameters_without_gradient(model)
     if unreached:
         return (f"the loss never reaches the parameters {', '.join(unreached[:4])}: no "
@@ -190,6 +220,9 @@ def describe_shortfall(
     if model_hint:
         return model_hint
     n = len(h)
+    if budget is not None and n <= budget // 2:
+        return (f"you trained for only {n} of the {budget} steps allowed, and the loss "
+                "had not settled: train for more steps, or with a larger learning rate")
     if n >= 20:
         tail = sum(h[-n // 10:]) / len(h[-n // 10:])
         before = sum(h[-2 * (n // 10):-(n // 10)]) / (n // 10)

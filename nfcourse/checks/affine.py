@@ -326,7 +326,7 @@ def check_fit_lu(fit_lu, seed: int = 0) -> None:
     correct = float(-flow.log_prob(x).mean().detach())
     mixes = any(isinstance(m, (LUAffine, TriangularAffine)) for m in flow.modules())
     reason = describe_shortfall(
-        history, flow, loss_value=correct,
+        history, flow, budget=LU_STEPS, loss_value=correct,
         slips=[(-correct, "your loss is the mean log-likelihood, not its negative: the "
                           "optimiser minimises, so the loss is -flow.log_prob(x).mean()")],
         went_up=("did you call optimizer.zero_grad() before every backward()? Without it "

@@ -250,7 +250,10 @@ def check_fit_skewed(fit_skewed: Callable, seed: int = 0) -> None:
     data = skewed_sample(1000, seed=seed)
     flow, history = run_training(
         fit_skewed, data.clone(), name="fit_skewed", budget=SKEWED_STEPS, model_type=Flow,
-        model_hint="the nfcourse.Flow you trained", seed=seed)
+        model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=(float(-skewed_log_prob(skewed_sample(20_000, seed=1)).mean()),
+               "an honest negative log-likelihood cannot go below the entropy of the data; "
+               "is the sign of the log-det right, and the sign of the loss?"))
     test = skewed_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
     kl = _kl_to(skewed_log_prob, test, flow)
     if math.isfinite(kl) and 0 <= kl < SKEWED_KL_GOAL:
@@ -277,7 +280,7 @@ def check_fit_skewed(fit_skewed: Callable, seed: int = 0) -> None:
     ]
     has_shape = any(isinstance(m, SinhArcsinh) for m in flow.modules())
     reason = describe_shortfall(
-        history, flow, loss_value=correct, slips=slips,
+        history, flow, budget=SKEWED_STEPS, loss_value=correct, slips=slips,
         floor=(float(-skewed_log_prob(test).mean()),
                "an honest negative log-likelihood cannot go below the entropy of the data; "
                "is the sign of the log-det right?"),

@@ -314,7 +314,9 @@ def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     flow, history = run_training(
         fit_sine, data.clone(), generator, name="fit_sine", budget=SINE_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed)
+        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=(target.entropy(), "an honest negative log-likelihood cannot go below the "
+                                 "entropy of the data; is the sign of your loss right?"))
     try:
         kl, error = target.kl_divergence(flow, seed=10_000 + seed)
     except Exception as failure:  # the flow cannot evaluate fresh points
@@ -334,14 +336,18 @@ def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
     kinds = {type(m) for m in flow.modules()}
     additive = AdditiveCoupling in kinds and not kinds & {AffineCoupling,
                                                           PiecewiseLinearCoupling}
-    if math.isfinite(test_nll) and recent < test_nll - 0.3 and train_nll < test_nll - 0.3:
+    flipped = math.isfinite(train_nll) and abs(recent + train_nll) <= 0.1 * (1 + abs(recent))
+    if flipped:
+        reason = ("your loss is the mean log-likelihood, not its negative: the optimiser "
+                  "minimises, so the loss is -log q(x) averaged over the batch")
+    elif math.isfinite(test_nll) and recent < test_nll - 0.3:
         reason = (f"your losses end near {recent:.3f} nats, but fresh points score "
                   f"{test_nll:.3f}: the flow learned the points it saw, not the density. "
                   "Is a new random batch drawn at every step (torch.randint with the "
                   "generator, inside the loss function)?")
     else:
         reason = describe_shortfall(
-            history, flow, loss_value=train_nll,
+            history, flow, budget=SINE_STEPS, loss_value=train_nll,
             slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
             floor=(entropy, "an honest negative log-likelihood cannot stay below the "
                             "entropy of the data"),

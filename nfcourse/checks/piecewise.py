@@ -223,7 +223,7 @@ from torch import Tensor  # noqa: E402
 
 from .. import testing  # noqa: E402
 from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
+from ._training import describe_shortfall, require_registered, run_training  # noqa: E402
 
 SQUARE_STEPS = 300
 SQUARE_KL_GOAL = 0.08
@@ -260,6 +260,9 @@ def _structure_problem(layer) -> str | None:
     g = torch.Generator().manual_seed(5)
     x = 0.02 + 0.96 * torch.rand(16, 2, generator=g, dtype=torch.float64)
     layer = copy.deepcopy(layer).double()
+    with torch.no_grad():  # away from the identity, where slips can cancel
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
     try:
         u, log_det = layer.inverse(x)
         if u.shape != (16, 2) or log_det.shape != (16,):
@@ -297,6 +300,7 @@ def check_fit_square(fit_square: Callable, seed: int = 0) -> None:
     flow, history = run_training(
         fit_square, data.clone(), name="fit_square", budget=SQUARE_STEPS, model_type=Flow,
         model_hint="the nfcourse.Flow you trained", seed=seed)
+    require_registered(flow)
     problem = _structure_problem(flow.transform)
     if problem:
         raise ExerciseError(f"your coupling layer is not a valid flow yet: {problem}")
@@ -313,7 +317,7 @@ def check_fit_square(fit_square: Callable, seed: int = 0) -> None:
     with torch.no_grad():
         correct = float(-flow.log_prob(x).mean())
     reason = describe_shortfall(
-        history, flow, loss_value=correct,
+        history, flow, budget=SQUARE_STEPS, loss_value=correct,
         slips=[(-correct, "your loss is the mean log-likelihood, not its negative")],
         went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
         fallback=("the fit stops short: with more bins the histograms can follow the "

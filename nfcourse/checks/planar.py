@@ -232,6 +232,9 @@ from ._training import describe_shortfall, run_training  # noqa: E402
 BANANA_STEPS = 300
 BANANA_KL_GOAL = 0.15
 BANANA_LOG_Z = math.log(math.pi)  # the integral of exp(log_banana) is 2 pi * 1 * 0.5
+_BANANA_FLOOR = (-BANANA_LOG_Z, "the reverse KL cannot be negative, so the loss cannot go "
+                                "below -log Z; is the sign of the log-det right (log q(x) = "
+                                "log p_Z(z) - log|det J_f(z)|), and the sign of the loss?")
 
 
 def log_banana(x: Tensor) -> Tensor:
@@ -253,7 +256,8 @@ def check_fit_banana(fit_banana: Callable, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     flow, history = run_training(
         fit_banana, log_banana, generator, name="fit_banana", budget=BANANA_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed)
+        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=_BANANA_FLOOR)
 
     def energy(x):
         return -log_banana(x)
@@ -292,9 +296,8 @@ def check_fit_banana(fit_banana: Callable, seed: int = 0) -> None:
     ]
     has_layers = any(isinstance(m, PlanarFlow) for m in flow.modules())
     reason = describe_shortfall(
-        history, flow, loss_value=estimate(1.0, 1.0), slips=slips,
-        floor=(-BANANA_LOG_Z, "the reverse KL cannot be negative, so your loss cannot go "
-                              "below -log Z; is the sign of the log-det right?"),
+        history, flow, budget=BANANA_STEPS, loss_value=estimate(1.0, 1.0), slips=slips,
+        floor=_BANANA_FLOOR,
         went_up=("with the reverse KL the gradient must pass through the samples "
                  "x = f(z): did you detach them or draw them under torch.no_grad()? "
                  "(A learning rate that is too large also makes the loss climb.)"),
