@@ -275,13 +275,15 @@ def _structure_problem(layer) -> str | None:
                     "terms, and the masses of x2 must be computed from x1 alone (then the "
                     "Jacobian is triangular)")
         x_back, log_det_back = layer.forward(u)
-        if not bool(((x_back - x).abs() <= 1e-6).all()):
+        miss = (x_back - x).abs().detach()
+        if not bool((miss <= 1e-6).all()):
             return (f"_forward does not undo _inverse: forward(inverse(x)) misses x by "
-                    f"{float((x_back - x).abs().max()):.3g}. In _forward, first recover x1, "
+                    f"{float(miss.max()):.3g}. In _forward, first recover x1, "
                     "then compute the masses of x2 from x1 (not from u1)")
-        if not bool(((log_det_back + log_det).abs() <= 1e-6).all()):
+        gap = (log_det_back + log_det).abs().detach()
+        if not bool((gap <= 1e-6).all()):
             return ("the log-det of _forward is not minus the log-det of _inverse (they "
-                    f"sum to {float((log_det_back + log_det).abs().max()):.3g})")
+                    f"sum to {float(gap.max()):.3g})")
     except NotImplementedError:
         return "the layer is not finished: replace `raise NotImplementedError()`"
     except Exception as error:  # the student's layer failed on valid input
