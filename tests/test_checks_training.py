@@ -59,17 +59,18 @@ def _rejects(check, answers, match):
 
 # --- chapter 1: a skewed density by maximum likelihood --------------------------------------
 
-def _skewed(loss="right", layers="skewed", steps=300, lr=0.05):
+def _skewed(loss="right", layers="skewed", steps=300, lr=0.05, grad=True):
     def fit_skewed(data):
         parts = [nf.ElementwiseAffine(1)] if layers == "gaussian" else \
             [nf.SinhArcsinh(1), nf.ElementwiseAffine(1)]
         flow = nf.Flow(nf.Compose(parts))
 
         def loss_fn(step):
-            if loss == "forward":
-                z, log_det = flow.transform(data)
-            else:
-                z, log_det = flow.transform.inverse(data)
+            with torch.set_grad_enabled(grad):
+                if loss == "forward":
+                    z, log_det = flow.transform(data)
+                else:
+                    z, log_det = flow.transform.inverse(data)
             log_p = flow.base.log_prob(z)
             return {"right": -(log_p + log_det), "forward": -(log_p + log_det),
                     "det_sign": -(log_p - log_det), "no_det": -log_p,
@@ -95,6 +96,7 @@ def test_fit_skewed_reference_answer_reaches_the_goal_with_margin(seed, capsys):
     (_skewed(steps=25), "still falling|steps allowed"),
     (_skewed(steps=1000), "budget is 400"),
     (_skewed(lr=200.0), "NaN|learning rate"),
+    (_skewed(grad=False), "no_grad"),
 ])
 def test_fit_skewed_check_names_the_cause_of_a_miss(wrong, match):
     _rejects(check_fit_skewed, (wrong,), match)
@@ -105,7 +107,8 @@ def test_fit_skewed_check_names_the_cause_of_a_miss(wrong, match):
 def _lu(layer="lu", params="all", zero_grad=True, sign=1.0, lr=0.05):
     def fit_lu(data):
         flow = nf.Flow(nf.LUAffine(3) if layer == "lu" else nf.ElementwiseAffine(3))
-        chosen = flow.parameters() if params == "all" else [flow.transform.shift]
+        chosen = {"all": flow.parameters(), "shift": [flow.transform.shift],
+                  "fresh_layer": nf.LUAffine(3).parameters()}[params]
         optimizer = torch.optim.Adam(chosen, lr=lr)
         history = []
         for step in range(300):
@@ -129,6 +132,7 @@ def test_fit_lu_reference_answer_reaches_the_goal_with_margin(seed, capsys):
 @pytest.mark.parametrize("wrong, match", [
     (_lu(layer="diagonal"), "mixes the coordinates"),
     (_lu(params="shift"), "not in the optimiser"),
+    (_lu(params="fresh_layer"), "did not move.*registered with the optimiser"),
     (_lu(zero_grad=False), "went up.*zero_grad"),
     (_lu(sign=-1.0), "not its negative"),
     (_lu(lr=10.0), "went up"),

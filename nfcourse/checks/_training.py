@@ -95,6 +95,11 @@ def run_training(fn: Callable, *args, name: str, budget: int, model_type: type |
             raise ExerciseError(_diverged_message(str(error), floor)) from None
         except Exception as error:  # the student's code failed: say what and where
             message = _first_line(error)
+            if "does not require grad" in message:
+                raise ExerciseError(
+                    f"{name} stopped with {type(error).__name__}: {message}. The loss has no "
+                    "gradient: it was computed under torch.no_grad() or from detached "
+                    "values, or the model's tensors are not nn.Parameters") from None
             if "non-finite" in message or "nan" in message.lower().split():
                 raise ExerciseError(
                     f"{name} stopped with {type(error).__name__}: {message}. Values became "
