@@ -417,3 +417,78 @@ def check_triangular_log_det(triangular_log_det) -> None:
                     {"the diagonal of T": t}, f"{name}(T)")
     print("Correct: your log-det matches torch.linalg.slogdet (negative entries, an odd "
           "number of them, a 200 x 200 matrix) and reads only the diagonal.")
+
+
+# --- Exercise: fit a correlated Gaussian with an LU flow, with your own training loop -------
+
+import math  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from . import ExerciseError  # noqa: E402
+from ._training import describe_shortfall, run_training  # noqa: E402
+
+LU_STEPS = 300
+LU_KL_GOAL = 0.02
+_LU_MEAN = (1.0, -2.0, 0.5)
+_LU_FACTOR = ((1.0, 0.0, 0.0), (0.9, 0.5, 0.0), (-0.6, 0.4, 0.3))
+
+
+def correlated_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
+    """``n`` draws, shape ``(n, 3)``, of the correlated Gaussian ``N(m, A A^T)`` of the LU
+    exercise (correlations about 0.87, -0.81 and -0.42)."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(_LU_MEAN, dtype=torch.float64)
+    factor = torch.tensor(_LU_FACTOR, dtype=torch.float64)
+    x = mean + torch.randn(n, 3, generator=g, dtype=torch.float64) @ factor.T
+    return x.to(dtype or torch.get_default_dtype())
+
+
+def correlated_log_prob(x: Tensor) -> Tensor:
+    """The exact log-density of :func:`correlated_sample`, shape ``(B,)``."""
+    mean = torch.tensor(_LU_MEAN, dtype=torch.float64)
+    factor = torch.tensor(_LU_FACTOR, dtype=torch.float64)
+    return torch.distributions.MultivariateNormal(mean, scale_tril=factor).log_prob(x.double())
+
+
+def check_fit_lu(fit_lu, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_lu(data)`` fits an LU flow to 1,000 correlated points
+    with a hand-written loop of ``torch.optim.Adam`` and returns ``(flow, history)``; the
+    flow must reach ``KL(p || q) < 0.02`` nats within 300 steps."""
+    from ..core import Flow
+    from ..flows.affine import LUAffine, TriangularAffine
+
+    data = correlated_sample(1000, seed=seed)
+    flow, history = run_training(
+        fit_lu, data.clone(), name="fit_lu", budget=LU_STEPS, model_type=Flow,
+        model_hint="the nfcourse.Flow you trained", seed=seed)
+    test = correlated_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
+    dtype = next(iter(flow.parameters()), test).dtype
+    with torch.no_grad():
+        log_q = flow.log_prob(test.to(dtype)).double()
+    kl = float((correlated_log_prob(test) - log_q).mean())
+    if math.isfinite(kl) and 0 <= kl < LU_KL_GOAL:
+        print(f"Correct: your LU flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
+              f"points (goal: below {LU_KL_GOAL}) after {len(history)} steps.")
+        return
+    x = data.to(dtype)
+    correct = float(-flow.log_prob(x).mean().detach())
+    mixes = any(isinstance(m, (LUAffine, TriangularAffine)) for m in flow.modules())
+    reason = describe_shortfall(
+        history, flow, budget=LU_STEPS, loss_value=correct,
+        slips=[(-correct, "your loss is the mean log-likelihood, not its negative: the "
+                          "optimiser minimises, so the loss is -flow.log_prob(x).mean()")],
+        went_up=("did you call optimizer.zero_grad() before every backward()? Without it "
+                 "the gradients of all past steps pile up. (A learning rate that is too "
+                 "large, or a step along the gradient instead of against it, does the same.)"),
+        model_hint=None if mixes else (
+            "no layer of your flow mixes the coordinates: an elementwise affine map only "
+            "scales and shifts each axis, so it cannot make correlated data; LUAffine "
+            "(W = P L U) can"))
+    raise ExerciseError(
+        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
+        f"{LU_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_lu", "correlated_sample", "correlated_log_prob"]

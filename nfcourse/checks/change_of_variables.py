@@ -253,3 +253,111 @@ def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) 
                         log_det_slips=log_det_slips)
     print("Correct: Banana maps z as stated and passes the shape, log-det (autograd "
           "Jacobian) and round-trip checks on 8 points, for two (c, s).")
+
+
+# --- Exercise: fit a skewed density by maximum likelihood ----------------------------------
+
+import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from . import ExerciseError  # noqa: E402
+from ._training import describe_shortfall, run_training  # noqa: E402
+
+SKEWED_STEPS = 400
+SKEWED_KL_GOAL = 0.03
+
+
+def skewed_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
+    """``n`` draws, shape ``(n, 1)``, of the mirrored Gumbel ``x = -(1 + 0.5 g)``,
+    ``g ~ Gumbel(0, 1)``: skewed to the left, with a long left tail and a short right one."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 1, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+    x = -(1.0 - 0.5 * torch.log(-torch.log(u)))
+    return x.to(dtype or torch.get_default_dtype())
+
+
+def skewed_log_prob(x: Tensor) -> Tensor:
+    """The exact log-density of :func:`skewed_sample`, shape ``(B,)`` for ``x`` ``(B, 1)``."""
+    g = (-x[:, 0].double() - 1.0) / 0.5
+    return -g - torch.exp(-g) - math.log(0.5)
+
+
+def _kl_to(log_p: Callable[[Tensor], Tensor], sample: Tensor, model) -> float:
+    """``KL(p || q)`` as the mean of ``log p - log q`` over samples of ``p``."""
+    ref = next(iter(model.parameters()), None)
+    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
+    with torch.no_grad():
+        log_q = model.log_prob(sample.to(dtype)).double()
+    return float((log_p(sample) - log_q).mean())
+
+
+def _safe(fn: Callable[[], Tensor]) -> float:
+    """A candidate loss value, or NaN when the slip cannot even be evaluated."""
+    try:
+        with torch.no_grad():
+            return float(fn())
+    except Exception:  # a candidate that fails to evaluate matches nothing
+        return math.nan
+
+
+def check_fit_skewed(fit_skewed: Callable, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_skewed(data)`` builds a flow, trains it by maximum
+    likelihood on 1,000 points and returns ``(flow, history)``; the flow must reach
+    ``KL(p || q) < 0.03`` nats on 20,000 fresh points within 400 steps."""
+    from ..core import Flow
+    from ..flows.elementwise import SinhArcsinh
+
+    data = skewed_sample(1000, seed=seed)
+    flow, history = run_training(
+        fit_skewed, data.clone(), name="fit_skewed", budget=SKEWED_STEPS, model_type=Flow,
+        model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=(float(-skewed_log_prob(skewed_sample(20_000, seed=1)).mean()),
+               "an honest negative log-likelihood cannot go below the entropy of the data; "
+               "is the sign of the log-det right, and the sign of the loss?"))
+    test = skewed_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
+    kl = _kl_to(skewed_log_prob, test, flow)
+    if math.isfinite(kl) and 0 <= kl < SKEWED_KL_GOAL:
+        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
+              f"points (goal: below {SKEWED_KL_GOAL}) after {len(history)} steps.")
+        return
+    x = data.to(next(flow.parameters()).dtype)
+    t, base = flow.transform, flow.base
+    correct = _safe(lambda: -(base.log_prob(t.inverse(x)[0]) + t.inverse(x)[1]).mean())
+    slips = [
+        (_safe(lambda: -(base.log_prob(t.inverse(x)[0]) - t.inverse(x)[1]).mean()),
+         "your loss has the sign of the log-det flipped: log p_X(x) = log p_Z(z) + "
+         "log|det J_{f^-1}(x)|, with the log-det of the inverse map added"),
+        (_safe(lambda: -base.log_prob(t.inverse(x)[0]).mean()),
+         "your loss leaves out the log-det: -log p_Z(z) alone is smallest when every "
+         "point is squeezed onto z = 0, which is not a density fit"),
+        (_safe(lambda: -(base.log_prob(t(x)[0]) + t(x)[1]).mean()),
+         "your flow maps in the wrong direction: you pushed the data through the forward "
+         "map f (base to data), so you trained f as the normalizing map. Flow.log_prob "
+         "calls the inverse (data to base): use flow.transform.inverse(x)"),
+        (_safe(lambda: (base.log_prob(t.inverse(x)[0]) + t.inverse(x)[1]).mean()),
+         "your loss is the mean log-likelihood, not its negative: minimising it makes the "
+         "data as unlikely as possible"),
+    ]
+    has_shape = any(isinstance(m, SinhArcsinh) for m in flow.modules())
+    reason = describe_shortfall(
+        history, flow, budget=SKEWED_STEPS, loss_value=correct, slips=slips,
+        floor=(float(-skewed_log_prob(test).mean()),
+               "an honest negative log-likelihood cannot go below the entropy of the data; "
+               "is the sign of the log-det right?"),
+        went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
+        model_hint=None if has_shape else (
+            "your flow has no SinhArcsinh layer: an affine map of a Gaussian is Gaussian, "
+            "and a Gaussian cannot lean to one side"))
+    kl_text = f"{kl:.4f}" if math.isfinite(kl) else str(kl)
+    if math.isfinite(kl) and kl < 0:
+        reason = ("a KL divergence cannot be negative: your flow's log_prob does not "
+                  "integrate to one. " + reason)
+    raise ExerciseError(
+        f"your flow reaches KL(p || q) = {kl_text} nats on fresh points; the goal is below "
+        f"{SKEWED_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_skewed", "skewed_sample", "skewed_log_prob"]

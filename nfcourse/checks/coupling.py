@@ -352,3 +352,81 @@ def check_bits_per_dim(fn: Callable) -> None:
             ])
     print(f"Correct: for example the uniform model (NLL = 0) of 17-level pixels gets "
           f"log2(17) = {math.log2(17):.4f} bits per dimension.")
+
+
+# --- Exercise: train a coupling flow to a KL goal ---------------------------------------------
+
+import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+
+from . import ExerciseError  # noqa: E402
+from ._training import describe_shortfall, run_training  # noqa: E402
+
+SINE_STEPS = 400
+SINE_KL_GOAL = 0.1
+
+
+def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_sine(data, generator)`` trains a coupling flow on
+    10,000 samples of ``nfcourse.data.SineWave`` in mini-batches and returns
+    ``(flow, history)``; the flow must reach ``KL(p || q) < 0.1`` nats (measured by
+    ``SineWave.kl_divergence`` on 20,000 fresh samples) within 400 steps."""
+    from ..core import Flow
+    from ..data import SineWave
+    from ..flows.coupling import AdditiveCoupling, AffineCoupling, PiecewiseLinearCoupling
+
+    target = SineWave()
+    data = target.sample(10_000, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    flow, history = run_training(
+        fit_sine, data.clone(), generator, name="fit_sine", budget=SINE_STEPS,
+        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=(target.entropy(), "an honest negative log-likelihood cannot go below the "
+                                 "entropy of the data; is the sign of your loss right?"))
+    try:
+        kl, error = target.kl_divergence(flow, seed=10_000 + seed)
+    except Exception as failure:  # the flow cannot evaluate fresh points
+        raise ExerciseError(f"evaluating your flow on fresh points failed: "
+                            f"{type(failure).__name__}: {failure}") from None
+    if math.isfinite(kl) and kl < SINE_KL_GOAL:
+        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} ± {error:.4f} nats on "
+              f"20,000 fresh points (goal: below {SINE_KL_GOAL}) after {len(history)} steps.")
+        return
+    entropy = target.entropy()
+    test_nll = entropy + kl if math.isfinite(kl) else math.inf
+    tail = history[-max(1, len(history) // 10):]
+    recent = sum(tail) / len(tail)
+    x = data.to(next(flow.parameters()).dtype)
+    with torch.no_grad():
+        train_nll = float(-flow.log_prob(x).mean())
+    kinds = {type(m) for m in flow.modules()}
+    additive = AdditiveCoupling in kinds and not kinds & {AffineCoupling,
+                                                          PiecewiseLinearCoupling}
+    flipped = math.isfinite(train_nll) and abs(recent + train_nll) <= 0.1 * (1 + abs(recent))
+    if flipped:
+        reason = ("your loss is the mean log-likelihood, not its negative: the optimiser "
+                  "minimises, so the loss is -log q(x) averaged over the batch")
+    elif math.isfinite(test_nll) and recent < test_nll - 0.3:
+        reason = (f"your losses end near {recent:.3f} nats, but fresh points score "
+                  f"{test_nll:.3f}: the flow learned the points it saw, not the density. "
+                  "Is a new random batch drawn at every step (torch.randint with the "
+                  "generator, inside the loss function)?")
+    else:
+        reason = describe_shortfall(
+            history, flow, budget=SINE_STEPS, loss_value=train_nll,
+            slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
+            floor=(entropy, "an honest negative log-likelihood cannot stay below the "
+                            "entropy of the data"),
+            went_up="is the sign of your loss right, and the learning rate not too large?",
+            model_hint=("additive couplings keep volume: only the last elementwise layer "
+                        "can change it, so the narrow band of the sine wave is hard to "
+                        "reach. Affine or piecewise-linear couplings can stretch and "
+                        "squeeze") if additive else None)
+    raise ExerciseError(
+        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
+        f"{SINE_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_sine"]

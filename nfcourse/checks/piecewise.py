@@ -305,3 +305,124 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
             ])
     print(f"Correct: {name} gives (n_k + a) / (N + K a), with empty bins, the point x = 1, "
           "and a = 0 (the maximum-likelihood masses).")
+
+
+# --- Exercise: a piecewise-linear coupling on the unit square -------------------------------
+
+import copy  # noqa: E402
+import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from .. import testing  # noqa: E402
+from . import ExerciseError  # noqa: E402
+from ._training import describe_shortfall, require_registered, run_training  # noqa: E402
+
+SQUARE_STEPS = 300
+SQUARE_KL_GOAL = 0.08
+
+
+def _kumaraswamy_log_prob(x: Tensor, a: Tensor, b: float) -> Tensor:
+    return torch.log(a) + math.log(b) + (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x**a)
+
+
+def square_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
+    """``n`` draws, shape ``(n, 2)``, on the unit square: ``x1`` from the Kumaraswamy
+    density with ``a = 2, b = 3``, then ``x2`` from the Kumaraswamy density with
+    ``a = 1 + 6 x1, b = 3``, so the shape of ``x2`` changes with ``x1``. Both are drawn by
+    inverting their distribution function ``F(x) = 1 - (1 - x^a)^b``."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 2, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+    x1 = (1 - (1 - u[:, 0]) ** (1 / 3)) ** (1 / 2)
+    x2 = (1 - (1 - u[:, 1]) ** (1 / 3)) ** (1 / (1 + 6 * x1))
+    x = torch.stack([x1, x2], dim=1).clamp(1e-9, 1 - 1e-9)
+    return x.to(dtype or torch.get_default_dtype())
+
+
+def square_log_prob(x: Tensor) -> Tensor:
+    """The exact log-density of :func:`square_sample`, shape ``(B,)``."""
+    x = x.double()
+    two = torch.tensor(2.0, dtype=torch.float64)
+    return (_kumaraswamy_log_prob(x[:, 0], two, 3.0)
+            + _kumaraswamy_log_prob(x[:, 1], 1 + 6 * x[:, 0], 3.0))
+
+
+def _structure_problem(layer) -> str | None:
+    """Test the student's layer in float64 at points inside the square: shapes, the
+    log-det of the normalizing map against autograd, and both round trips."""
+    g = torch.Generator().manual_seed(5)
+    x = 0.02 + 0.96 * torch.rand(16, 2, generator=g, dtype=torch.float64)
+    layer = copy.deepcopy(layer).double()
+    with torch.no_grad():  # away from the identity, where slips can cancel
+        for p in layer.parameters():
+            p.add_(0.5 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    try:
+        u, log_det = layer.inverse(x)
+        if u.shape != (16, 2) or log_det.shape != (16,):
+            return (f"_inverse on a batch of shape (16, 2) returned shapes {tuple(u.shape)} "
+                    f"and {tuple(log_det.shape)}; expected (16, 2) and (16,)")
+        err = testing.log_det_error(layer, x, direction="inverse")
+        if not bool((err <= 1e-6).all()):
+            return (f"the log-det of your _inverse differs from the autograd Jacobian by "
+                    f"{float(err.max()):.3g}: it must be log g1'(x1) + log g2'(x2 | x1), both "
+                    "terms, and the masses of x2 must be computed from x1 alone (then the "
+                    "Jacobian is triangular)")
+        x_back, log_det_back = layer.forward(u)
+        miss = (x_back - x).abs().detach()
+        if not bool((miss <= 1e-6).all()):
+            return (f"_forward does not undo _inverse: forward(inverse(x)) misses x by "
+                    f"{float(miss.max()):.3g}. In _forward, first recover x1, "
+                    "then compute the masses of x2 from x1 (not from u1)")
+        gap = (log_det_back + log_det).abs().detach()
+        if not bool((gap <= 1e-6).all()):
+            return ("the log-det of _forward is not minus the log-det of _inverse (they "
+                    f"sum to {float(gap.max()):.3g})")
+    except NotImplementedError:
+        return "the layer is not finished: replace `raise NotImplementedError()`"
+    except Exception as error:  # the student's layer failed on valid input
+        return f"your layer raised {type(error).__name__}: {error}"
+    return None
+
+
+def check_fit_square(fit_square: Callable, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_square(data)`` builds a flow of their piecewise-linear
+    coupling with a uniform base on the unit square, fits it by maximum likelihood and
+    returns ``(flow, history)``; the flow must reach ``KL(p || q) < 0.08`` nats within 300
+    steps, and the layer must pass the log-det and round-trip tests."""
+    from ..core import Flow
+
+    data = square_sample(2000, seed=seed)
+    flow, history = run_training(
+        fit_square, data.clone(), name="fit_square", budget=SQUARE_STEPS, model_type=Flow,
+        model_hint="the nfcourse.Flow you trained", seed=seed)
+    require_registered(flow)
+    problem = _structure_problem(flow.transform)
+    if problem:
+        raise ExerciseError(f"your coupling layer is not a valid flow yet: {problem}")
+    test = square_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
+    dtype = next(iter(flow.parameters()), test).dtype
+    with torch.no_grad():
+        log_q = flow.log_prob(test.to(dtype)).double()
+    kl = float((square_log_prob(test) - log_q).mean())
+    if math.isfinite(kl) and 0 <= kl < SQUARE_KL_GOAL:
+        print(f"Correct: your coupling reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
+              f"points (goal: below {SQUARE_KL_GOAL}) after {len(history)} steps.")
+        return
+    x = data.to(dtype)
+    with torch.no_grad():
+        correct = float(-flow.log_prob(x).mean())
+    reason = describe_shortfall(
+        history, flow, budget=SQUARE_STEPS, loss_value=correct,
+        slips=[(-correct, "your loss is the mean log-likelihood, not its negative")],
+        went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
+        fallback=("the fit stops short: with more bins the histograms can follow the "
+                  "density more closely, and a wider conditioner lets the masses of x2 "
+                  "follow x1"))
+    raise ExerciseError(
+        f"your coupling reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is "
+        f"below {SQUARE_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_square", "square_sample", "square_log_prob"]

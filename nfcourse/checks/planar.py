@@ -337,3 +337,96 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
             labels=labels, terms=terms, slips=[Slip(m, torch.cat(v)) for m, v in slips.items()])
     print("Correct: radial_log_det matches log |det J| of the autograd Jacobian "
           "(D = 1, 2, 3 and 5, beta of both signs, 48 points).")
+
+
+# --- Exercise: fit a banana by reverse KL ---------------------------------------------------
+
+import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from . import ExerciseError  # noqa: E402
+from ._training import describe_shortfall, run_training  # noqa: E402
+
+BANANA_STEPS = 300
+BANANA_KL_GOAL = 0.15
+BANANA_LOG_Z = math.log(math.pi)  # the integral of exp(log_banana) is 2 pi * 1 * 0.5
+_BANANA_FLOOR = (-BANANA_LOG_Z, "the reverse KL cannot be negative, so the loss cannot go "
+                                "below -log Z; is the sign of the log-det right (log q(x) = "
+                                "log p_Z(z) - log|det J_f(z)|), and the sign of the loss?")
+
+
+def log_banana(x: Tensor) -> Tensor:
+    """The unnormalised log-density of the banana: ``x1 ~ N(0, 1)`` and
+    ``x2 | x1 ~ N(x1^2 / 2, 0.5^2)``, without the normaliser (``log Z = log pi``).
+    ``x`` of shape ``(B, 2)``; returns ``(B,)``."""
+    x1, x2 = x[:, 0], x[:, 1]
+    return -0.5 * x1**2 - 0.5 * ((x2 - 0.5 * x1**2) / 0.5) ** 2
+
+
+def check_fit_banana(fit_banana: Callable, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_banana(log_target, generator)`` fits a planar flow to
+    ``log_banana`` by reverse KL and returns ``(flow, history)``; the flow must reach the
+    exact ``KL(q || p) < 0.15`` nats within 300 steps."""
+    from ..core import Flow
+    from ..flows.planar import PlanarFlow
+    from ..targets import exact_reverse_kl
+
+    generator = torch.Generator().manual_seed(seed)
+    flow, history = run_training(
+        fit_banana, log_banana, generator, name="fit_banana", budget=BANANA_STEPS,
+        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=_BANANA_FLOOR)
+
+    def energy(x):
+        return -log_banana(x)
+
+    try:
+        kl, _ = exact_reverse_kl(flow, energy, BANANA_LOG_Z, n=20_000, seed=10_000 + seed)
+    except Exception as error:  # a broken flow cannot even be sampled
+        kl = math.nan
+        broken = f" (sampling it failed: {type(error).__name__}: {error})"
+    else:
+        broken = ""
+    if math.isfinite(kl) and kl < BANANA_KL_GOAL:
+        print(f"Correct: your flow reaches KL(q || p) = {kl:.4f} nats (goal: below "
+              f"{BANANA_KL_GOAL}) after {len(history)} steps.")
+        return
+    t, base = flow.transform, flow.base
+
+    def estimate(sign_log_det: float, sign: float) -> float:
+        try:
+            with torch.no_grad():
+                g = torch.Generator().manual_seed(20_000 + seed)
+                z = base.sample(4096, generator=g)
+                x, log_det = t(z)
+                log_q = base.log_prob(z) - sign_log_det * log_det
+                return float(sign * (log_q - log_banana(x)).mean())
+        except Exception:  # the slip cannot be evaluated: it matches nothing
+            return math.nan
+
+    slips = [
+        (estimate(-1.0, 1.0),
+         "your log q(x) adds the log-det of f: for samples x = f(z), "
+         "log q(x) = log p_Z(z) - log|det J_f(z)|, the density spreads where f stretches"),
+        (estimate(1.0, -1.0),
+         "your loss is E[log p~(x) - log q(x)], the reverse KL with its sign flipped: the "
+         "optimiser minimises, so the loss is E_q[log q(x) - log p~(x)]"),
+    ]
+    has_layers = any(isinstance(m, PlanarFlow) for m in flow.modules())
+    reason = describe_shortfall(
+        history, flow, budget=BANANA_STEPS, loss_value=estimate(1.0, 1.0), slips=slips,
+        floor=_BANANA_FLOOR,
+        went_up=("with the reverse KL the gradient must pass through the samples "
+                 "x = f(z): did you detach them or draw them under torch.no_grad()? "
+                 "(A learning rate that is too large also makes the loss climb.)"),
+        model_hint=None if has_layers else (
+            "your flow has no planar layers: a Gaussian cannot bend into a banana"))
+    raise ExerciseError(
+        f"your flow reaches KL(q || p) = {kl:.4g} nats{broken}; the goal is below "
+        f"{BANANA_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_banana", "log_banana", "BANANA_LOG_Z"]

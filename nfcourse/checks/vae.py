@@ -270,3 +270,154 @@ def check_iw_bound(iw_bound) -> None:
     compare(single, log_weights[0], "your bound with S = 1 (it must equal the log-weight)")
     print("Correct: your bound matches logsumexp - log S, stays finite for log-weights near "
           "-1000, and equals the log-weight when S = 1.")
+
+
+# --- Exercise: assemble the flow ELBO from the model's parts and train on digits ------------
+
+import math  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from .. import vae as _vae  # noqa: E402
+from . import ExerciseError, call_student  # noqa: E402
+from ._training import describe_shortfall, run_training  # noqa: E402
+
+DIGITS_STEPS = 300
+DIGITS_ELBO_GOAL = -26.5
+_DIGITS_FLOOR = (0.0, "minus the ELBO of binary images is positive, since the ELBO lies below "
+                      "log p(x) <= 0; a negative loss means you maximise minus the ELBO: the "
+                      "loss is -model_elbo(...).mean()")
+
+
+def digit_images() -> tuple[Tensor, Tensor]:
+    """scikit-learn's 8 x 8 digits as grey levels in ``[0, 1]``: ``(train, test)`` of shapes
+    ``(1438, 64)`` and ``(359, 64)`` (``nfcourse.data.load_digits`` divided by 16)."""
+    from ..data import load_digits
+
+    train, test = load_digits()
+    return train / 16, test / 16
+
+
+def _elbo_slips(model, x: Tensor, eps: Tensor) -> tuple[Tensor, list[tuple[Tensor, str]]]:
+    """The package's ELBO of ``model`` for noise ``eps``, and what common slips give."""
+    with torch.no_grad():
+        mu, log_sigma, (u_hat, w, b) = model.encoder(x)
+        z0 = mu + torch.exp(log_sigma) * eps
+        log_q0 = _vae.diagonal_normal_log_prob(z0, mu, log_sigma)
+        zK, sum_log_det = model.flow(z0, u_hat, w, b)
+        log_lik = _vae.bernoulli_log_likelihood(x, model.decoder(zK))
+        log_prior = _vae.standard_normal_log_prob(zK)
+        elbo = log_lik + log_prior - log_q0 + sum_log_det
+        slips = [
+            (log_lik + log_prior - log_q0 - sum_log_det,
+             "the log-dets enter with the wrong sign: log qK(zK) = log q0(z0) - sum_k "
+             "log|det J_k|, and the ELBO subtracts log qK, so it adds the log-dets"),
+            (log_lik + log_prior + sum_log_det,
+             "log q0(z0 | x) is missing: without it nothing keeps the posterior from "
+             "shrinking to a point"),
+            (log_lik + log_prior - log_q0,
+             "the flow's log-dets are missing: the flow changes the density of z"),
+            (_vae.bernoulli_log_likelihood(x, model.decoder(z0)) + log_prior - log_q0
+             + sum_log_det,
+             "the decoder is fed z0; it must decode zK, the point after the flow"),
+            (log_lik + _vae.standard_normal_log_prob(z0) - log_q0 + sum_log_det,
+             "the prior is evaluated at z0; it must be log p(zK), at the point after the "
+             "flow"),
+            (log_lik - log_q0 + sum_log_det, "the prior term log p(zK) is missing"),
+            (-elbo, "your function returns minus the ELBO"),
+        ]
+    return elbo, slips
+
+
+def _check_elbo_function(elbo_fn: Callable) -> None:
+    """Compare the student's ``elbo_fn(model, x, eps)`` with the package on a small
+    untrained model in float64: values, named slips, and gradients that reach the
+    encoder through the sample."""
+    g = torch.Generator().manual_seed(3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = _vae.FlowPosteriorVAE(2, n_flows=2, hidden=16, data_dim=64).double()
+        with torch.no_grad():  # move the planar layers away from the identity
+            named = list(model.encoder.named_parameters())
+            flow_part = [p for n, p in named if "flow" in n] or [p for _, p in named]
+            for p in flow_part:
+                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.bernoulli(torch.full((6, 64), 0.3, dtype=torch.float64), generator=g)
+    eps = torch.randn(6, 2, generator=g, dtype=torch.float64)
+    got = call_student(elbo_fn, model, x, eps, name="model_elbo")
+    if not isinstance(got, Tensor):
+        raise ExerciseError(f"model_elbo should return a tensor of shape (B,), got "
+                            f"{type(got).__name__}")
+    expected, slips = _elbo_slips(model, x, eps)
+    if got.shape != expected.shape:
+        raise ExerciseError(f"model_elbo returned shape {tuple(got.shape)} for 6 images; "
+                            f"expected {tuple(expected.shape)}, one ELBO per image")
+    value = got.detach().double()
+    if not bool(torch.allclose(value, expected, atol=1e-6, rtol=1e-6)):
+        for wrong, message in slips:
+            if bool(torch.allclose(value, wrong, atol=1e-6, rtol=1e-6)):
+                raise ExerciseError(f"your ELBO is off: {message}")
+        k = int((value - expected).abs().argmax())
+        raise ExerciseError(
+            f"your ELBO differs from nfcourse.vae's by {float((value - expected)[k]):.4g} "
+            f"nats for image {k}: build it from log p(x | zK), log p(zK), log q0(z0 | x) "
+            "and the flow's log-dets")
+    encoder = [p for p in model.encoder.parameters() if p.requires_grad]
+    if not got.requires_grad:
+        grads = [None] * len(encoder)
+    else:
+        grads = torch.autograd.grad(got.sum(), encoder, allow_unused=True)
+    references = torch.autograd.grad(model.elbo(x, eps=eps).sum(), encoder,
+                                     allow_unused=True)
+    if any((ref is not None) and (mine is None or not bool(
+            torch.allclose(mine, ref, atol=1e-6, rtol=1e-5)))
+           for mine, ref in zip(grads, references)):
+        raise ExerciseError(
+            "your ELBO has the right value but the wrong gradient for the encoder: the "
+            "sample must be z0 = mu + sigma * eps, a differentiable function of the "
+            "encoder's outputs (not detached, not torch.normal(mu, sigma))")
+
+
+def check_fit_digits(model_elbo: Callable, fit_digits: Callable, seed: int = 0) -> None:
+    """Exercise: ``model_elbo(model, x, eps)`` assembles the single-sample ELBO from the
+    encoder, the flow and the decoder of a ``FlowPosteriorVAE``; ``fit_digits(images,
+    generator)`` trains such a model on the 8 x 8 digits with it and returns
+    ``(model, history)``. The ELBO of the package on the test digits must exceed -26.5
+    nats per image after at most 300 steps."""
+    _check_elbo_function(model_elbo)
+    train, test = digit_images()
+    generator = torch.Generator().manual_seed(seed)
+    model, history = run_training(
+        fit_digits, train.clone(), generator, name="fit_digits", budget=DIGITS_STEPS,
+        model_type=_vae.FlowPosteriorVAE, model_hint="the nfcourse.vae.FlowPosteriorVAE "
+        "you trained", seed=seed, floor=_DIGITS_FLOOR)
+    if model.data_dim != 64:
+        raise ExerciseError(f"the model takes images of {model.data_dim} pixels; the digits "
+                            "have 8 x 8 = 64: pass data_dim=64")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    dtype = next(model.parameters()).dtype
+    x = torch.bernoulli(test.double(), generator=g).to(dtype)
+    eps = torch.randn(10, len(x), model.latent_dim, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        elbo = float(model.elbo(x, eps=eps.to(dtype)).mean())
+    if math.isfinite(elbo) and elbo > DIGITS_ELBO_GOAL:
+        print(f"Correct: your ELBO formula matches nfcourse.vae, and your model reaches an "
+              f"ELBO of {elbo:.2f} nats per test digit (goal: above {DIGITS_ELBO_GOAL}) "
+              f"after {len(history)} steps.")
+        return
+    reason = describe_shortfall(
+        history, model, budget=DIGITS_STEPS,
+        floor=_DIGITS_FLOOR,
+        went_up="the loss is minus the ELBO, minimised; is its sign right, and the "
+                "learning rate not too large?",
+        fallback=("the model stopped short: use the whole step budget, a learning rate "
+                  "near 3e-3, fresh batches of binarised images at every step, and start "
+                  "the decoder from the average image (decoder.set_output_bias)"))
+    raise ExerciseError(
+        f"your model reaches an ELBO of {elbo:.4g} nats per test digit; the goal is above "
+        f"{DIGITS_ELBO_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_digits", "digit_images"]
