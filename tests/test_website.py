@@ -278,7 +278,8 @@ LAYOUT_JS = r"""
     let box = table.parentElement;
     const scrolls = box && ["auto", "scroll"].includes(getComputedStyle(box).overflowX) &&
                     box.getBoundingClientRect().right <= right + 1;
-    if (!scrolls && table.getBoundingClientRect().right > right + 1) report.tables.push(say(table));
+    if (!scrolls && table.getBoundingClientRect().right > right + 1)
+      report.tables.push(say(table));
     for (const cell of table.querySelectorAll("td, th")) {
       const text = cell.textContent.trim();
       const line = parseFloat(getComputedStyle(cell).lineHeight) || 24;

@@ -4,8 +4,9 @@ downloads, launch buttons behind one setting, and search that keeps solutions to
 - Every chapter's student exercises (``exercises/NN_topic.md``) follow the chapter in the
   table of contents; the worked solutions (``solutions/NN_topic.md``) are a separate part.
   Both pages hold the same exercises, so here the solutions page gets its own labels
-  (``ex-...`` becomes ``sol-ex-...``) and the numbers of the student page (Exercise 3.1 is
-  the first exercise of chapter 3 on both). The student page links to its solutions.
+  (``ex-...`` becomes ``sol-ex-...``), the title "Solutions: ..." and the numbers of the
+  student page (Exercise 3.1 is the first exercise of chapter 3 on both). The student page
+  links to its solutions.
 - Solutions pages are left out of the search index, so a search never shows solution text.
 - Each notebook page offers its ``.ipynb`` for download (Jupyter Book only does so when a
   launch button is configured): the notebook without outputs, to run yourself.
@@ -50,10 +51,13 @@ def _chapter_number(docname: str) -> int | None:
 def _exercise_and_solution_pages(app: Sphinx, docname: str, source: list[str]) -> None:
     if docname.startswith("solutions/"):
         source[0] = EXERCISE_LABEL.sub(r"sol-ex-\1", source[0])
+        # The page is titled like its exercises page; say which of the two it is.
+        source[0] = re.sub(r"^# Exercises:", "# Solutions:", source[0], count=1,
+                           flags=re.MULTILINE)
     elif docname.startswith("exercises/"):
         solutions = "../solutions/" + docname.split("/", 1)[1]
-        note = (f"\n\nWhen you have tried them, compare with the worked solutions in "
-                f"{{doc}}`{solutions}`.\n")
+        note = (f"\n\nWhen you have tried them, compare with "
+                f"{{doc}}`the worked solutions <{solutions}>`.\n")
         # After the paragraph that opens the page (the first blank line after the title).
         text = source[0]
         title = re.search(r"^# .*$", text, flags=re.MULTILINE)
@@ -106,6 +110,11 @@ def _notebook_download(app: Sphinx, pagename: str, templatename: str, context: d
 
 
 def setup(app: Sphinx) -> dict:
+    # The site's own style and search script, in book/_assets: not in book/_static, which
+    # would make Jupyter Book add every script of every static folder to every page, the
+    # widget JavaScript included (which then loads, and draws each widget, twice).
+    app.add_css_file("nfcourse.css")
+    app.add_js_file("nfcourse.js")
     app.connect("config-inited", _theme_options)
     app.connect("source-read", _exercise_and_solution_pages)
     app.connect("doctree-read", _no_search_in_solutions)
