@@ -407,6 +407,8 @@ def _visit(browser: Chromium, url: str, page: str) -> dict:
 def visits(site_url):
     """Every page, visited once: its DOM after scripts ran, its layout and its sliders."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*__slider*.png"):  # from an earlier run, maybe of other widgets
+        old.unlink()
     with tempfile.TemporaryDirectory() as profile:
         browser = Chromium(profile)
         try:
