@@ -142,9 +142,26 @@ _ERROR_HINTS: list[tuple[type, str, str]] = [
 ]
 
 
-def run(fn: Callable, *args, name: str | None = None, hint: str = "", **kwargs):
-    """Call the student's ``fn``; explain the errors it raises, and refuse an answer that
-    modified one of its tensor inputs in place."""
+def explain_error(error: Exception, name: str, hint: str = "") -> str:
+    """A message for a Python error raised by the student's ``name``: the error, the
+    student's line that raised it, and what such an error usually means."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = f"{type(error).__name__}: {first}"
+    explained = None
+    for kind, pattern, explanation in _ERROR_HINTS:
+        if isinstance(error, kind) and re.search(pattern, str(error), re.IGNORECASE):
+            explained = explanation
+            break
+    return (f"{name} raised {text}{_student_line(error)}. "
+            + (explained or "read the line above and the shapes of the tensors it uses")
+            + (f". {hint}" if hint else ""))
+
+
+def run(fn: Callable, *args, name: str | None = None, hint: str = "",
+        passthrough: tuple[type[BaseException], ...] = (), **kwargs):
+    """Call the student's ``fn``; explain the errors it raises (except those of the types in
+    ``passthrough``, which the caller diagnoses itself), and refuse an answer that modified
+    one of its tensor inputs in place."""
     name = name or getattr(fn, "__name__", "your function")
     before = [a.detach().clone() if isinstance(a, Tensor) else None for a in args]
     try:
@@ -153,21 +170,10 @@ def run(fn: Callable, *args, name: str | None = None, hint: str = "", **kwargs):
         raise ExerciseError(
             f"{name} is not written yet: replace `raise NotImplementedError()` with your code"
         ) from None
-    except ExerciseError:
+    except (ExerciseError, *passthrough):
         raise
     except Exception as error:  # a bare Python error reaches the student otherwise
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        text = f"{type(error).__name__}: {first}"
-        explained = None
-        for kind, pattern, explanation in _ERROR_HINTS:
-            if isinstance(error, kind) and re.search(pattern, str(error), re.IGNORECASE):
-                explained = explanation
-                break
-        raise ExerciseError(
-            f"{name} raised {text}{_student_line(error)}. "
-            + (explained or "read the line above and the shapes of the tensors it uses")
-            + (f". {hint}" if hint else "")
-        ) from None
+        raise ExerciseError(explain_error(error, name, hint)) from None
     for i, (arg, copy) in enumerate(zip(args, before)):
         if copy is not None and (arg.shape != copy.shape or not matches(arg, copy, 0, 0)):
             raise ExerciseError(

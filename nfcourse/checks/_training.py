@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ..train import TrainingDiverged
-from . import ExerciseError, call_student
+from . import ExerciseError
+from ._toolkit import explain_error, run
 
 __all__ = [
     "run_training",
@@ -88,7 +89,7 @@ def run_training(fn: Callable, *args, name: str, budget: int, model_type: type |
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            out = call_student(fn, *args, name=name)
+            out = run(fn, *args, name=name, passthrough=(Exception,))
         except ExerciseError:
             raise
         except TrainingDiverged as error:
@@ -104,8 +105,7 @@ def run_training(fn: Callable, *args, name: str, budget: int, model_type: type |
                 raise ExerciseError(
                     f"{name} stopped with {type(error).__name__}: {message}. Values became "
                     f"NaN or inf during training: {LR_HINT}") from None
-            raise ExerciseError(
-                f"{name} raised {type(error).__name__}: {message}") from error
+            raise ExerciseError(explain_error(error, name)) from None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ExerciseError(
             f"{name} should return the pair (model, history), got {type(out).__name__}")

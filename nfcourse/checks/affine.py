@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -15,9 +17,19 @@ from torch.overrides import TorchFunctionMode
 from .. import testing
 from ..core import Compose, Transform
 from ..flows.affine import ElementwiseAffine
-from . import (ExerciseError, Slip, as_number, as_tensor, check_gradients, check_transform,
-               compare, run)
-from . import call_student, check_close  # noqa: F401
+from . import (  # noqa: F401
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    call_student,
+    check_close,
+    check_gradients,
+    check_transform,
+    compare,
+    run,
+)
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "check_affine_log_det",
@@ -421,13 +433,6 @@ def check_triangular_log_det(triangular_log_det) -> None:
 
 # --- Exercise: fit a correlated Gaussian with an LU flow, with your own training loop -------
 
-import math  # noqa: E402
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
 
 LU_STEPS = 300
 LU_KL_GOAL = 0.02

@@ -17,8 +17,17 @@ from torch import Tensor
 from torch.distributions import LogNormal, Normal
 
 from .. import testing
-from . import ExerciseError, Slip, as_tensor, check_transform, compare, run
-from . import call_student, check_close  # noqa: F401
+from . import (  # noqa: F401
+    ExerciseError,
+    Slip,
+    as_tensor,
+    call_student,
+    check_close,
+    check_transform,
+    compare,
+    run,
+)
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "check_affine_log_prob",
@@ -257,14 +266,6 @@ def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) 
 
 # --- Exercise: fit a skewed density by maximum likelihood ----------------------------------
 
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
 
 SKEWED_STEPS = 400
 SKEWED_KL_GOAL = 0.03

@@ -18,8 +18,18 @@ from torch import Tensor, nn
 
 from ..flows.coupling import AffineCoupling, PiecewiseLinearCoupling, alternating_mask
 from ..images import bits_per_dim as _bits_per_dim
-from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
-from . import call_student, check_close  # noqa: F401
+from . import (  # noqa: F401
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    call_student,
+    check_close,
+    check_gradients,
+    compare,
+    run,
+)
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "make_conditioner",
@@ -356,13 +366,6 @@ def check_bits_per_dim(fn: Callable) -> None:
 
 # --- Exercise: train a coupling flow to a KL goal ---------------------------------------------
 
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-
-from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
 
 SINE_STEPS = 400
 SINE_KL_GOAL = 0.1

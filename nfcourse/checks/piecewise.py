@@ -9,15 +9,17 @@ sum that includes the current bin, a slope of ``q_k`` instead of ``K q_k``, the 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .. import testing
 from ..flows.piecewise import piecewise_linear
-from . import Slip, as_tensor, compare, run
-from . import ExerciseError, call_student, check_close  # noqa: F401
+from . import ExerciseError, Slip, as_tensor, call_student, check_close, compare, run  # noqa: F401
+from ._training import describe_shortfall, require_registered, run_training
 
 __all__ = [
     "check_piecewise_forward",
@@ -309,16 +311,6 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
 
 # --- Exercise: a piecewise-linear coupling on the unit square -------------------------------
 
-import copy  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .. import testing  # noqa: E402
-from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, require_registered, run_training  # noqa: E402
 
 SQUARE_STEPS = 300
 SQUARE_KL_GOAL = 0.08

@@ -10,6 +10,7 @@ Jacobian where a log-determinant is asked for, and names the slip that fits the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +19,8 @@ from torch import Tensor
 from ..flows.planar import constrained_u, planar_forward, solve_planar_projection
 from ..flows.radial import radial_forward
 from ..testing import autograd_log_abs_det
-from . import ExerciseError, Slip, as_tensor, compare, run
-from . import call_student, check_close  # noqa: F401
+from . import ExerciseError, Slip, as_tensor, call_student, check_close, compare, run  # noqa: F401
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "check_planar_log_det",
@@ -341,14 +342,6 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
 
 # --- Exercise: fit a banana by reverse KL ---------------------------------------------------
 
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from . import ExerciseError  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
 
 BANANA_STEPS = 300
 BANANA_KL_GOAL = 0.15

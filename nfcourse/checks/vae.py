@@ -8,15 +8,27 @@ a wrong sign, an unstable logarithm) to say which one it is.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 from torch.distributions import Normal
 
 from .. import testing, vae
+from .. import vae as _vae
+from . import (  # noqa: F401
+    ExerciseError,
+    Slip,
+    as_tensor,
+    call_student,
+    check_close,
+    check_gradients,
+    compare,
+    run,
+    tolerances,
+)
 from ._toolkit import known_constants
-from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run, tolerances
-from . import call_student, check_close  # noqa: F401
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "check_reparameterise",
@@ -274,15 +286,6 @@ def check_iw_bound(iw_bound) -> None:
 
 # --- Exercise: assemble the flow ELBO from the model's parts and train on digits ------------
 
-import math  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .. import vae as _vae  # noqa: E402
-from . import ExerciseError, call_student  # noqa: E402
-from ._training import describe_shortfall, run_training  # noqa: E402
 
 DIGITS_STEPS = 300
 DIGITS_ELBO_GOAL = -26.5
