@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import coupling, libraries
-from nfcourse.data import Checkerboard
+from nfcourse.densities import Checkerboard
 
 __all__ = [
     "LIBRARIES",

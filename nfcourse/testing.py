@@ -95,11 +95,11 @@ def check_batch_shapes(transform, dim: int, batch_sizes=(1, 7), dtype=torch.floa
     for b in batch_sizes:
         z = torch.randn(b, dim, dtype=dtype) * 0.5
         for name, fn in (("forward", transform.forward), ("inverse", transform.inverse)):
-            out, log_det = fn(z)
-            if out.shape != (b, dim) or log_det.shape != (b,):
+            out, log_abs_det = fn(z)
+            if out.shape != (b, dim) or log_abs_det.shape != (b,):
                 raise AssertionError(
                     f"{name} on a batch of shape {(b, dim)} returned shapes "
-                    f"{tuple(out.shape)} and {tuple(log_det.shape)}; expected {(b, dim)} and {(b,)}"
+                    f"{tuple(out.shape)} and {tuple(log_abs_det.shape)}; expected {(b, dim)} and {(b,)}"
                 )
 
 

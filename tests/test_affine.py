@@ -95,7 +95,7 @@ def test_affine_layers_start_at_the_identity():
     (torch.randn(5, DIM + 1, dtype=torch.float64), ValueError, "features"),
     (torch.randn(DIM, dtype=torch.float64), ValueError, "shape"),
     (torch.full((3, DIM), math.nan, dtype=torch.float64), ValueError, "non-finite"),
-    (torch.ones(3, DIM, dtype=torch.int64), TypeError, "floating-point"),
+    (torch.ones(3, DIM, dtype=torch.int64), TypeError, "float32 or float64"),
 ])
 def test_affine_rejects_bad_input_with_a_clear_error(transform, bad, error, match):
     for fn in (transform.forward, transform.inverse):

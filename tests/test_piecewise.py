@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nfcourse as nf
-from nfcourse.flows.piecewise import PiecewiseLinear, Uniform01, piecewise_linear
+from nfcourse.distributions import Uniform01
+from nfcourse.flows.piecewise import PiecewiseLinear, piecewise_linear
 from nfcourse.testing import (
     autograd_log_abs_det,
     check_batch_shapes,
@@ -385,7 +386,7 @@ def test_flow_with_uniform_base_samples_the_histogram():
 
 
 def test_beta_mixture_log_prob_is_normalised_and_matches_its_samples():
-    from nfcourse.data import BetaMixture1D
+    from nfcourse.densities import BetaMixture1D
 
     target = BetaMixture1D()
     grid = ((torch.arange(100_000, dtype=DTYPE) + 0.5) / 100_000).unsqueeze(1)
@@ -403,7 +404,7 @@ def test_beta_mixture_log_prob_is_normalised_and_matches_its_samples():
 
 
 def test_beta_mixture_rejects_bad_parameters():
-    from nfcourse.data import BetaMixture1D
+    from nfcourse.densities import BetaMixture1D
 
     with pytest.raises(ValueError, match="at least 1"):
         BetaMixture1D(a=(0.5,), b=(2.0,), weights=(1.0,))
