@@ -12,7 +12,7 @@ policy), ``seeding`` (what ``seed`` means), ``checks`` (exercise feedback), ``pl
 ``widgets``.
 """
 
-from . import checks, densities, distributions, images, plot, seeding, targets, testing, vae
+from . import checks, densities, distributions, flows, images, plot, seeding, targets, testing, vae
 from .core import (
     Compose,
     Flow,
@@ -27,3 +27,11 @@ from .train import TrainingDiverged, fit_maximum_likelihood, fit_reverse_kl, tra
 from .validation import check_batch
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "checks", "densities", "distributions", "images", "plot", "seeding", "targets", "testing",
+    "vae", "Compose", "Flow", "InverseTransform", "Transform", "default_device",
+    "to_torch_transform", "BaseDistribution", "DiagonalNormal", "StandardNormal", "Uniform01",
+    "TrainingDiverged", "fit_maximum_likelihood", "fit_reverse_kl", "train", "check_batch",
+]
+__all__ += flows.__all__

@@ -249,16 +249,16 @@ class _TorchTransform(torch.distributions.Transform):
         super().__init__(cache_size=1)
         self.transform = transform
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, _TorchTransform) and other.transform is self.transform
 
-    def _call(self, z):
+    def _call(self, z: Tensor) -> Tensor:
         return self.transform(z)[0]
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> Tensor:
         return self.transform.inverse(x)[0]
 
-    def log_abs_det_jacobian(self, z, x):
+    def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
         return self.transform(z)[1]
 
 

@@ -140,7 +140,7 @@ class PosteriorSample(NamedTuple):
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.Softplus()]
     return nn.Sequential(*layers)
 

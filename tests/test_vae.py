@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
-from nfcourse import images as data, testing, vae
+from nfcourse import images as data
+from nfcourse import testing, vae
 from nfcourse.flows.planar import constrained_u, planar_forward, planar_inverse
 
 D64 = torch.float64
@@ -31,7 +32,7 @@ def _jacobian_log_det(fn, z):
     """log |det| of the autograd Jacobian of ``fn`` at each row of ``z``; ``fn(i, z_i)``."""
     out = []
     for i, zi in enumerate(z):
-        jac = torch.autograd.functional.jacobian(lambda v: fn(i, v), zi)
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: fn(i, v), zi)
         out.append(torch.linalg.slogdet(jac)[1])
     return torch.stack(out)
 
@@ -323,7 +324,7 @@ def test_fit_vae_lowers_the_loss_and_leaves_a_frozen_decoder_alone():
     frozen = [p.clone() for p in model.decoder.parameters()]
     model.decoder.requires_grad_(False)
     vae.fit_vae(model, images, steps=5, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, model.decoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model.decoder.parameters(), strict=True))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         vae.fit_vae(model, images * 255, steps=1, progress=False)
 
@@ -355,7 +356,7 @@ def test_load_mnist_splits_the_shipped_digits_reproducibly():
                           atol=1e-2)
     # the same share of every class in the test set: 100 of each digit
     index = {tuple(row): y for row, y in zip((images / 255.0).astype(np.float32).tolist(),
-                                              labels)}
+                                              labels, strict=True)}
     test_labels = [index[tuple(row)] for row in test.numpy().tolist()]
     assert (np.bincount(test_labels, minlength=10) == 100).all()
     # in a random order: the first 50 test images already hold nearly every digit

@@ -19,6 +19,7 @@ The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) l
 ``nfcourse.distributions``.
 """
 
+from .actnorm import ActNorm
 from .affine import (
     ElementwiseAffine,
     LUAffine,
@@ -27,7 +28,6 @@ from .affine import (
     lu_affine,
     triangular_affine,
 )
-from .actnorm import ActNorm
 from .coupling import (
     AdditiveCoupling,
     AffineCoupling,

@@ -21,7 +21,6 @@ anything but another Gaussian.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch
@@ -68,10 +67,10 @@ class ElementwiseAffine(Transform):
         self.log_scale = nn.Parameter(torch.full((dim,), math.log(scale)))
         self.shift = nn.Parameter(torch.full((dim,), float(shift)))
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return elementwise_affine(z, self.log_scale, self.shift)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return elementwise_affine(x, self.log_scale, self.shift, inverse=True)
 
 
@@ -160,10 +159,10 @@ class TriangularAffine(Transform):
         """The triangular matrix ``T``, shape ``(D, D)``."""
         return triangular_from_entries(self.off_diagonal, torch.exp(self.log_diag), self.upper)
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return triangular_affine(z, self.matrix(), self.shift, self.upper)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return triangular_affine(x, self.matrix(), self.shift, self.upper, inverse=True)
 
 
@@ -219,8 +218,8 @@ class LUAffine(Transform):
         w = lower @ upper
         return w if self.permutation is None else w[self.permutation]
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return lu_affine(z, *self.factors(), self.shift, self.permutation)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return lu_affine(x, *self.factors(), self.shift, self.permutation, inverse=True)

@@ -34,8 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Flow, Transform
-from ..seeding import seeded
 from ..distributions import BaseDistribution
+from ..seeding import seeded
 from .actnorm import ActNorm
 from .affine import ElementwiseAffine
 from .masks import alternating_mask, check_mask, half_mask
@@ -302,8 +302,8 @@ def coupling_flow(
     ``c_k`` with permutations ``P`` between them. With ``actnorm``, an ``ActNorm`` comes
     after each coupling in the forward map (base to data), ``f = a_K o c_K o P o ... o
     a_1 o c_1``; in the normalizing direction (data to base) each block therefore starts
-    by standardising its input with ``ActNorm`` before the coupling (Glow's order). An additive flow ends with an ``ElementwiseAffine`` so that it
-    can change volume.
+    by standardising its input with ``ActNorm`` before the coupling (Glow's order). An
+    additive flow ends with an ``ElementwiseAffine`` so that it can change volume.
 
     Args:
         kind: ``"additive"``, ``"affine"`` or ``"piecewise"``.
