@@ -85,6 +85,7 @@ $(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt
 	touch $@
 
 bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m pytest tests/test_bench.py -q
 	$(BENCH_VENV)/bin/python bench/run.py
 
 # ruff, configured in pyproject.toml; installed from the dev extra on first use.

@@ -212,3 +212,29 @@ def test_one_base_distribution_interface():
         assert z.shape == (4, 2) and base.log_prob(z).shape == (4,)
     with pytest.raises(ValueError, match="dim must be a positive integer"):
         nf.StandardNormal(0)
+
+
+def test_inverse_transform_keeps_the_dimension_and_a_transform_without_inverse_says_so():
+    assert nf.ElementwiseAffine(4).inv().dim == 4
+
+    class ForwardOnly(nf.Transform):
+        def _forward(self, z):
+            return z, z.new_zeros(z.shape[0])
+
+    with pytest.raises(NotImplementedError, match="ForwardOnly has no inverse"):
+        ForwardOnly(2).inverse(torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="dim must be a positive integer"):
+        ForwardOnly(0)
+
+
+def test_trajectory_checks_its_input_and_names_it():
+    with pytest.raises(ValueError, match=r"z has 2 features"):
+        _random_stack().trajectory(torch.zeros(4, 2, dtype=torch.float64))
+
+
+def test_torch_transform_adapters_compare_by_the_wrapped_transform():
+    stack = _random_stack()
+    a, b = nf.to_torch_transform(stack), nf.to_torch_transform(stack)
+    assert a == b
+    assert a != nf.to_torch_transform(_random_stack())
+    assert a != stack

@@ -4,6 +4,7 @@ helpers (``nfcourse.images``), in float64 with non-trivial random parameters."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -227,6 +228,30 @@ def test_piecewise_linear_coupling_round_trip_across_the_box_edge():
 
 
 # ------------------------------------------------------------------ masks and permutations
+
+def test_masks_refuse_what_they_cannot_split():
+    for dim in (1, 0, 2.0):
+        with pytest.raises(ValueError, match="dim >= 2"):
+            alternating_mask(dim)
+        with pytest.raises(ValueError, match="dim >= 2"):
+            half_mask(dim)
+    assert alternating_mask(2, 0).tolist() == [True, False]
+    with pytest.raises(ValueError, match="parity must be 0 or 1"):
+        alternating_mask(4, 2)
+    for height, width in ((0, 5), (5, 0), (1, 1)):
+        with pytest.raises(ValueError, match="at least two pixels"):
+            checkerboard_mask(height, width)
+    assert checkerboard_mask(1, 2).tolist() == [False, True]
+    assert checkerboard_mask(2, 1).tolist() == [False, True]
+    with pytest.raises(ValueError, match="parity must be 0 or 1"):
+        checkerboard_mask(2, 2, parity=-1)
+
+
+def test_layers_describe_themselves():
+    layer = make_layer("piecewise", dim=4, mask=half_mask(4))
+    assert re.search(r"bins=\d+, bound=3.0, min_mass=0.001", repr(layer))
+    assert "transformed=[2, 3], conditioning=[0, 1]" in repr(layer)
+
 
 def test_masks_split_as_documented():
     assert half_mask(5).tolist() == [False, False, True, True, True]

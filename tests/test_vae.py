@@ -186,6 +186,14 @@ def test_with_no_flow_layers_the_elbo_is_the_plain_vae_bound():
     assert (terms.sum_log_abs_det == 0).all()
 
 
+def test_importance_weighted_bound_of_one_image_is_a_log_mean_exp():
+    log_weights = torch.tensor([-1.0, -2.0, -4.0], dtype=D64)  # shape (S,): one image
+    expected = math.log((math.exp(-1) + math.exp(-2) + math.exp(-4)) / 3)
+    assert abs(float(vae.importance_weighted_bound(log_weights)) - expected) < 1e-12
+    with pytest.raises(ValueError, match="samples along its first axis"):
+        vae.importance_weighted_bound(torch.tensor(1.0, dtype=D64))
+
+
 def test_importance_weighted_bound_is_stable_with_logsumexp():
     log_weights = torch.full((100, 3), -1000.0, dtype=D64)
     log_weights[0] = -990.0
