@@ -337,6 +337,39 @@ def test_fit_vae_lowers_the_loss_and_leaves_a_frozen_decoder_alone():
         vae.fit_vae(model, images * 255, steps=1, progress=False)
 
 
+def test_loss_weighs_the_kl_part_by_beta():
+    model, x = _model(), _images(6, dtype=D64)
+    for beta in (1.0, 0.25):
+        torch.manual_seed(5)
+        t = model.elbo_terms(x)
+        expected = -(t.log_likelihood + beta * (t.log_prior - t.log_qK)).mean()
+        torch.manual_seed(5)
+        torch.testing.assert_close(model.loss(x, beta=beta), expected, atol=1e-12, rtol=0)
+    torch.manual_seed(5)
+    loss = model.loss(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(loss, -model.elbo(x).mean(), atol=1e-12, rtol=0)
+
+
+def test_fit_vae_repeats_with_a_seed_and_checks_its_arguments():
+    images = torch.rand(60, 64, generator=_generator(1), dtype=D64) ** 4
+
+    def run(seed, **kwargs):
+        torch.manual_seed(0)
+        model = vae.FlowPosteriorVAE(2, n_flows=1, hidden=8, data_dim=64).double()
+        kwargs = {"batch_size": 7, **kwargs}
+        return vae.fit_vae(model, images, steps=6, seed=seed, progress=False, **kwargs)
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+    assert run(3) != run(3, warmup=0.0)  # the warm-up changes the loss of the first steps
+    assert run(3) != run(3, flow_lr=0.5)
+    with pytest.raises(ValueError, match=r"warmup must be a fraction.*got 1.5"):
+        run(3, warmup=1.5)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        run(3, batch_size=0)
+
+
 def test_output_bias_starts_the_decoder_at_the_average_image():
     model = vae.FlowPosteriorVAE(2, hidden=8)
     with torch.no_grad():
