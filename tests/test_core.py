@@ -238,3 +238,20 @@ def test_torch_transform_adapters_compare_by_the_wrapped_transform():
     assert a == b
     assert a != nf.to_torch_transform(_random_stack())
     assert a != stack
+
+
+def test_forward_kl_is_the_mean_negative_log_likelihood():
+    flow = nf.Flow(_random_stack()).double()
+    x = torch.randn(9, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(flow.forward_kl(x), -flow.log_prob(x).mean())
+
+
+def test_generators_make_the_sampling_losses_repeat():
+    flow = nf.Flow(_random_stack()).double()
+    target = nf.StandardNormal(3).double().log_prob
+    runs = [flow.reverse_kl(target, 20, generator=torch.Generator().manual_seed(2))
+            for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
+    a = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
+    b = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(a, b, atol=0, rtol=0)

@@ -285,3 +285,25 @@ def test_planar_functions_take_one_parameter_set_per_point(batch_shape):
     bad[2] = u[2] - (w[2] @ u[2] + 3.0) * w[2] / (w[2] @ w[2])  # w^T u = -3 for one point
     with pytest.raises(ValueError, match="not invertible"):
         planar_inverse(x, bad, w, b)
+
+
+def test_planar_and_radial_initialisation_follow_their_generator():
+    from nfcourse.flows import RadialFlow
+
+    for make in (PlanarFlow, RadialFlow):
+        a = make(3, generator=torch.Generator().manual_seed(1))
+        b = make(3, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(1)
+        c = make(3, generator=torch.Generator().manual_seed(2))
+        for (name, p), q, r in zip(a.named_parameters(), b.parameters(), c.parameters(),
+                                   strict=True):
+            assert torch.equal(p, q), name
+        assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters(),
+                                                         strict=True))
+    layer = PlanarFlow(4, generator=torch.Generator().manual_seed(0)).double()
+    # w^T u = log(e - 1) at the start: m(w^T u) = 0, so u_hat is small and f is near identity
+    assert abs(float(layer.w @ layer.u) - math.log(math.e - 1)) < 1e-6
+    assert float(layer.u_hat.norm()) < 0.05
+    with pytest.raises(ValueError, match="max_iter must be at least 1"):
+        PlanarFlow(2, max_iter=0)
+    assert PlanarFlow(2, max_iter=1).max_iter == 1
