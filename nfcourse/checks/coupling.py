@@ -373,11 +373,11 @@ SINE_KL_GOAL = 0.1
 
 def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
     """Exercise: the student's ``fit_sine(data, generator)`` trains a coupling flow on
-    10,000 samples of ``nfcourse.data.SineWave`` in mini-batches and returns
+    10,000 samples of ``nfcourse.densities.SineWave`` in mini-batches and returns
     ``(flow, history)``; the flow must reach ``KL(p || q) < 0.1`` nats (measured by
     ``SineWave.kl_divergence`` on 20,000 fresh samples) within 400 steps."""
     from ..core import Flow
-    from ..data import SineWave
+    from ..densities import SineWave
     from ..flows.coupling import AdditiveCoupling, AffineCoupling, PiecewiseLinearCoupling
 
     target = SineWave()

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from .. import testing, vae
+from ..flows.planar import planar_forward
 from .. import vae as _vae
 from . import (  # noqa: F401
     ExerciseError,
@@ -193,9 +194,9 @@ def _reference_stack(z, u_hat, w, b, at_input=True):
     total = z.new_zeros(z.shape[0])
     z_first = z
     for k in range(u_hat.shape[1]):
-        z_new, log_det = vae.amortised_planar(z, u_hat[:, k], w[:, k], b[:, k])
+        z_new, log_det = planar_forward(z, u_hat[:, k], w[:, k], b[:, k])
         if not at_input:
-            _, log_det = vae.amortised_planar(z_first, u_hat[:, k], w[:, k], b[:, k])
+            _, log_det = planar_forward(z_first, u_hat[:, k], w[:, k], b[:, k])
         z = z_new
         total = total + log_det
     return z, total
@@ -212,21 +213,21 @@ def check_planar_stack(planar_stack) -> None:
     zK = as_tensor(zK, "zK", tuple(expected_zK.shape), ("batch", "latent dimensions"))
     total = as_tensor(total, "sum_log_det", tuple(expected_total.shape), ("batch",))
     backwards = _reference_stack(z0, u_hat.flip(1), w.flip(1), b.flip(1))
-    first_only = vae.amortised_planar(z0, u_hat[:, 0], w[:, 0], b[:, 0])
+    first_only = planar_forward(z0, u_hat[:, 0], w[:, 0], b[:, 0])
     compare(zK, expected_zK, "zK", atol=1e-8, slips=[
         Slip("the layers run in reverse order: apply layer 0 first, then layer 1, ..., "
              "layer K-1 last", backwards[0]),
         Slip("only the first layer was applied: loop over all K layers, feeding each "
              "layer's output to the next", first_only[0]),
         Slip("each layer must act on the previous layer's output; yours all act on z0",
-             z0 + sum(vae.amortised_planar(z0, u_hat[:, k], w[:, k], b[:, k])[0] - z0
+             z0 + sum(planar_forward(z0, u_hat[:, k], w[:, k], b[:, k])[0] - z0
                       for k in range(u_hat.shape[1]))),
     ])
     compare(total, expected_total, "sum_log_det", atol=1e-8, slips=[
         Slip("each layer's log-det must be evaluated at that layer's input; yours are all "
              "evaluated at z0", _reference_stack(z0, u_hat, w, b, at_input=False)[1]),
         Slip("sum_log_det has the log-det of the last layer only: add up all K",
-             vae.amortised_planar(_reference_stack(z0, u_hat[:, :-1], w[:, :-1],
+             planar_forward(_reference_stack(z0, u_hat[:, :-1], w[:, :-1],
                                                    b[:, :-1])[0],
                                   u_hat[:, -1], w[:, -1], b[:, -1])[1]),
         Slip("sum_log_det has the log-det of the first layer only: add up all K",
@@ -296,8 +297,8 @@ _DIGITS_FLOOR = (0.0, "minus the ELBO of binary images is positive, since the EL
 
 def digit_images() -> tuple[Tensor, Tensor]:
     """scikit-learn's 8 x 8 digits as grey levels in ``[0, 1]``: ``(train, test)`` of shapes
-    ``(1438, 64)`` and ``(359, 64)`` (``nfcourse.data.load_digits`` divided by 16)."""
-    from ..data import load_digits
+    ``(1438, 64)`` and ``(359, 64)`` (``nfcourse.images.load_digits`` divided by 16)."""
+    from ..images import load_digits
 
     train, test = load_digits()
     return train / 16, test / 16
