@@ -68,15 +68,24 @@ def history_of(history, name: str, budget: int) -> list[float]:
 
 def _diverged_message(text: str, floor: tuple[float, str] | None) -> str:
     """Why ``nfcourse.train`` stopped: a loss that ran off below the lowest value the true
-    loss can take points at a sign error, anything else at the learning rate."""
-    summary = text.split(";")[0]
+    loss can take points at a sign error, one that grew without bound at a loss the
+    optimiser cannot descend, anything else (NaN) at the learning rate."""
+    summary = re.sub(r"^training diverged: ", "", text.split(". Likely causes")[0].split(";")[0])
     last = re.search(r"last finite loss: ([-+0-9.e]+|inf|nan)", text)
     value = float(last.group(1)) if last else math.nan
     ran_off = "became -inf" in text or (floor is not None and math.isfinite(value)
                                         and value < floor[0] - max(1.0, abs(floor[0])))
     if floor is not None and ran_off:
         return (f"training diverged: {summary}. The loss ran off far below "
-                f"{floor[0]:.4g}, the lowest value the true loss can take: {floor[1]}")
+                f"{floor[0]:.4g}, the lowest value the true loss can take: {floor[1]}. A "
+                "loss with the wrong overall sign (the mean log-likelihood, not its negative, "
+                "or a KL with its sign flipped) runs off the same way")
+    if math.isfinite(value) and value > 1e6:
+        return (f"training diverged: {summary}. The loss grew without bound instead of "
+                "falling: the optimiser is not descending the loss you meant. Check that "
+                "every term reaches the parameters through the flow (a sample that is "
+                "detached, or drawn without gradients, leaves a term the optimiser cannot "
+                f"see), and the signs of the terms; otherwise {LR_HINT}")
     return f"training diverged: {summary}. NaN during training: {LR_HINT}"
 
 

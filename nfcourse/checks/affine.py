@@ -280,7 +280,7 @@ def check_affine_layer(layer_class, dim: int = 3) -> None:
     x, log_det = layer(z)
     named = dict(layer.named_parameters())
     check_gradients(x.sum() + log_det.sum(), named, f"{name}'s output and log-det")
-    x_back, log_det_back = layer.inverse(x.detach())
+    x_back, log_det_back = layer.inverse(x.detach().to(F64))
     check_gradients(x_back.sum() + log_det_back.sum(), named, f"{name}.inverse")
     stack = Compose(layer, layer_class(dim).double(), ElementwiseAffine(dim, 2.0).double())
     with torch.no_grad():
