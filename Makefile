@@ -78,9 +78,10 @@ check-browser:
 	headless Chromium: install it first (apt-get install chromium; .ci/run does)"; exit 1; }
 
 # Unit tests and notebooks under each Python of PYTHON_VERSIONS found on this machine
-# (PATH or pyenv), each in its own .venv-3.X; one summary line per version.
+# (PATH or pyenv), each in its own .venv-3.X; one summary line per version. Versions in
+# PYTHONS_SKIP are left out (CI leaves out .venv's, which make test has just tested).
 pythons:
-	MAKE="$(MAKE)" bash tools/pythons.sh $(PYTHON_VERSIONS)
+	MAKE="$(MAKE)" PYTHONS_SKIP="$(PYTHONS_SKIP)" bash tools/pythons.sh $(PYTHON_VERSIONS)
 
 # Fresh environments with the direct dependencies unpinned (torch stays pinned), the tests
 # under every Python version, then constraints.txt pins what those green runs installed.

@@ -7,7 +7,8 @@
 # installed by the Makefile's venv recipe from the same constraints file, and runs the
 # unit tests and every chapter, solution and exercise notebook under nbval (not the
 # website, which `make test` checks). One summary line per version at the end; the exit
-# status is non-zero when a version that was found fails.
+# status is non-zero when a version that was found fails. PYTHONS_SKIP lists versions not
+# to run again (CI: the version of .venv, which `make test` has just tested in full).
 #
 # Logs and the installed versions (pip freeze) land in build/pythons/.
 set -uo pipefail
@@ -43,6 +44,10 @@ counts() {
 summary=()
 status=0
 for version in "$@"; do
+  if [[ " ${PYTHONS_SKIP:-} " == *" $version "* ]]; then
+    summary+=("python$version  skipped (PYTHONS_SKIP)")
+    continue
+  fi
   if ! python=$(find_python "$version"); then
     summary+=("python$version  not found on this machine: skipped")
     continue
