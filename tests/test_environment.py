@@ -74,3 +74,24 @@ def test_ci_runs_the_readme_test_command_and_every_python():
 def test_no_notebook_is_committed_as_ipynb():
     ignored = (ROOT / ".gitignore").read_text()
     assert "*.ipynb" in ignored
+
+
+def test_the_supported_python_versions_agree_everywhere():
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tested = re.search(r"^PYTHON_VERSIONS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    tested = tested.split()
+    classifiers = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+                   if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert classifiers == tested, "pyproject's classifiers and make pythons' versions differ"
+    readme = (ROOT / "README.md").read_text().splitlines()
+    promise = next(line for line in readme if line.startswith("On a fresh machine with Python"))
+    assert re.findall(r"3\.\d+", promise) == tested, f"README says: {promise}"
+    requires = SpecifierSet(project["requires-python"])
+    minors = [int(v.split(".")[1]) for v in tested]
+    assert minors == list(range(minors[0], minors[-1] + 1))
+    assert all(f"{v}.0" in requires for v in tested)
+    assert f"3.{minors[0] - 1}.0" not in requires and f"3.{minors[-1] + 1}.0" not in requires
+    conda = re.search(r"^\s*- python=(\d+\.\d+)\s*$", (ROOT / "environment.yml").read_text(), re.M)
+    assert conda and conda[1] in tested
