@@ -19,7 +19,7 @@ export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: all venv book test unit notebooks website lab exercises check-exercises check-browser \
-	bench pythons pins clean
+	classroom bench lint mutation pythons pins clean
 
 all: book
 
@@ -57,6 +57,12 @@ exercises: $(STAMP)
 
 check-exercises: $(STAMP)
 	$(BIN)/python tools/make_exercises.py --check
+
+# The nbgrader course folder for teachers (book/teachers.md); HIDDEN_SEED=N changes the
+# inputs of the hidden tests.
+classroom: $(STAMP)
+	$(BIN)/python tools/make_classroom.py --out build/classroom \
+		$(if $(HIDDEN_SEED),--hidden-seed $(HIDDEN_SEED))
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not notebook and not website" -n 2 -q
@@ -96,9 +102,35 @@ pins: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=. chapters/00_introduction.md
 
-bench: $(STAMP)
-	$(PIP) -r bench/requirements.txt
-	$(BIN)/python bench/run.py
+# The benchmark's reference libraries live in an environment of their own, so that
+# make bench never changes what .venv holds (and which tests make test runs).
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+$(BENCH_STAMP): pyproject.toml constraints.txt bench/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check -c constraints.txt \
+		-e ".[course]" -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m pytest tests/test_bench.py -q
+	$(BENCH_VENV)/bin/python bench/run.py
+
+# ruff, configured in pyproject.toml; installed from the dev extra on first use.
+lint: $(STAMP)
+	test -x $(BIN)/ruff || $(PIP) -e ".[dev]"
+	$(BIN)/ruff check nfcourse tests tools bench conftest.py
+
+# Mutation testing of core.py, flows/ and vae.py with mutmut (configured in pyproject.toml:
+# the unit tests of those modules only, and for each mutant only the tests that reach the
+# mutated function, stopping at the first failure). Time-boxed to MUTATION_TIME seconds on
+# two workers; the score and the surviving mutants are in tests/MUTATION.md.
+MUTATION_TIME ?= 2100
+mutation: $(STAMP)
+	test -x $(BIN)/mutmut || $(PIP) -e ".[dev]"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 timeout $(MUTATION_TIME) $(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results
 
 clean:
-	rm -rf build book/_build book/_widgets_js
+	rm -rf build book/_build book/_widgets_js mutants

@@ -3,7 +3,7 @@
 For each coupling flow this measures, on one CPU thread,
 
 * the test ``KL(p || q) = E_p[log p(x) - log q(x)]`` (nats) on the checkerboard and the ring
-  of Gaussians of ``nfcourse.data``, after a fixed budget of training steps, with its
+  of Gaussians of ``nfcourse.densities``, after a fixed budget of training steps, with its
   standard error over the test points;
 * the seconds per 100 training steps (Adam, batch 512, wall clock of the whole loop:
   sampling a batch, the loss, the backward pass and the update);
@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import nfcourse
-from nfcourse.data import Checkerboard, GaussianRing, ToyDensity
+from nfcourse.densities import Checkerboard, GaussianRing, ToyDensity
 from nfcourse.flows.coupling import coupling_flow
 
 __all__ = [

@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 import nfcourse
-from nfcourse.flows.coupling import conditioner_mlp, coupling_flow, half_mask
+from nfcourse.flows.coupling import conditioner_mlp, coupling_flow
+from nfcourse.flows.masks import half_mask
 
 __all__ = [
     "Layer",

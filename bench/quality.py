@@ -4,7 +4,7 @@ The course's coupling flows (``bench/coupling.py``'s ``CONFIGS``) and zuko's ``N
 ``RealNVP`` (four transforms, hidden widths (64, 64)) are trained by maximum likelihood with
 the same budget (Adam, learning rate 1e-3 with cosine decay, batch 512, one CPU thread) on
 the checkerboard and the ring of Gaussians, and scored by the test ``KL(p || q)``, which
-the exact density of ``nfcourse.data`` makes computable: the mean of
+the exact density of ``nfcourse.densities`` makes computable: the mean of
 ``log p(x) - log q(x)`` over fresh samples of ``p``, with its standard error.
 """
 

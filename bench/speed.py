@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from bench import coupling, libraries
-from nfcourse.data import Checkerboard
+from nfcourse.densities import Checkerboard
 
 __all__ = [
     "LIBRARIES",
@@ -128,7 +128,7 @@ def layer_speed(device: str | torch.device = "cpu", batches=(1024, 65536), repea
     for name, build, kwargs in LAYER_CASES:
         layers = build(device=device, **kwargs)
         params[f"{name}, D = {kwargs['dim']}"] = {
-            l.library: libraries.parameter_count(l.module) for l in layers}
+            layer.library: libraries.parameter_count(layer.module) for layer in layers}
         dim = kwargs["dim"]
         for batch in batches:
             torch.manual_seed(batch)

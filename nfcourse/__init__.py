@@ -3,26 +3,35 @@
 Convention (chapter 1): ``forward(z) -> (x, log_abs_det)`` maps base to data, ``x = f(z)``;
 ``inverse(x) -> (z, log_abs_det)`` normalizes. Tensors are batch first, ``(B, D)``.
 
-Modules: ``core`` (transforms, composition, flow model), ``flows`` (one module per chapter),
-``train`` (the training loop), ``data`` (toy densities and shipped data sets), ``targets``
-(the energy functions of chapter 3), ``images`` (dequantization, bits per dimension),
-``vae`` (chapter 6), ``testing`` (numerical checks), ``checks`` (exercise feedback),
-``plot`` and ``widgets``.
+Modules: ``core`` (transforms, composition, flow model), ``distributions`` (the base
+distributions), ``flows`` (one module per chapter), ``train`` (the training loop),
+``densities`` (toy densities with exact log-densities), ``targets`` (the energy functions
+of chapter 3), ``images`` (image data sets, dequantization, bits per dimension), ``vae``
+(chapter 6), ``testing`` (numerical checks), ``validation`` (input checks and the dtype
+policy), ``seeding`` (what ``seed`` means), ``checks`` (exercise feedback), ``plot`` and
+``widgets``.
 """
 
-from . import checks, data, images, plot, targets, testing, vae
+from . import checks, densities, distributions, flows, images, plot, seeding, targets, testing, vae
 from .core import (
     Compose,
-    DiagonalNormal,
     Flow,
     InverseTransform,
-    StandardNormal,
     Transform,
-    check_batch,
     default_device,
     to_torch_transform,
 )
-from .flows import *  # noqa: F401,F403
+from .distributions import BaseDistribution, DiagonalNormal, StandardNormal, Uniform01
+from .flows import *  # noqa: F403
 from .train import TrainingDiverged, fit_maximum_likelihood, fit_reverse_kl, train
+from .validation import check_batch
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "checks", "densities", "distributions", "images", "plot", "seeding", "targets", "testing",
+    "vae", "Compose", "Flow", "InverseTransform", "Transform", "default_device",
+    "to_torch_transform", "BaseDistribution", "DiagonalNormal", "StandardNormal", "Uniform01",
+    "TrainingDiverged", "fit_maximum_likelihood", "fit_reverse_kl", "train", "check_batch",
+]
+__all__ += flows.__all__

@@ -15,11 +15,13 @@ distribution ``p_Z`` in front of a transform, and evaluates
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
+
+from .distributions import BaseDistribution, DiagonalNormal, StandardNormal
+from .validation import check_batch, module_dtype
 
 __all__ = [
     "Transform",
@@ -29,6 +31,7 @@ __all__ = [
     "DiagonalNormal",
     "Flow",
     "check_batch",
+
     "default_device",
     "to_torch_transform",
 ]
@@ -37,40 +40,6 @@ __all__ = [
 def default_device() -> torch.device:
     """The device the course trains on: CUDA when available, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def check_batch(x: Tensor, dim: int | None, name: str = "input") -> Tensor:
-    """Check that ``x`` is a finite floating-point batch of shape ``(B, dim)``.
-
-    Raises ``TypeError`` for a non-tensor or an integer tensor and ``ValueError`` for a
-    wrong shape or non-finite values, with a message naming what was expected.
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, D), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor (float32 or float64), got {x.dtype}; "
-            "convert it with .float() or .double()"
-        )
-    if x.dim() != 2:
-        expected = f"(B, {dim})" if dim is not None else "(B, D)"
-        raise ValueError(
-            f"{name} must have shape {expected} (batch first), got shape {tuple(x.shape)}"
-        )
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(
-            f"{name} has {x.shape[1]} features but this transform works in dimension {dim}: "
-            f"expected shape (B, {dim}), got {tuple(x.shape)}"
-        )
-    # The sum is finite only if every entry is: one cheap reduction in the common case,
-    # and the exact elementwise test only when the sum is not finite.
-    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
-        bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
-        raise ValueError(
-            f"{name} contains non-finite values (NaN or inf) in rows {bad[:5].tolist()}"
-            + (" ..." if len(bad) > 5 else "")
-        )
-    return x
 
 
 class Transform(nn.Module):
@@ -92,11 +61,14 @@ class Transform(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Map base to data: returns ``x = f(z)`` of shape ``(B, D)`` and
         ``log |det df/dz|`` of shape ``(B,)``."""
-        return self._forward(check_batch(z, self.dim, "z"))
+        return self._forward(self._check(z, "z"))
 
     def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map data to base: returns ``z = f^{-1}(x)`` and ``log |det df^{-1}/dx|``."""
-        return self._inverse(check_batch(x, self.dim, "x"))
+        return self._inverse(self._check(x, "x"))
+
+    def _check(self, x: Tensor, name: str) -> Tensor:
+        return check_batch(x, self.dim, name, dtype=module_dtype(self), owner=type(self).__name__)
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -171,57 +143,10 @@ class Compose(Transform):
 
     def trajectory(self, z: Tensor) -> list[Tensor]:
         """The points after each layer: ``[z, f_1(z), f_2(f_1(z)), ..., f(z)]``."""
-        points = [check_batch(z, self.dim, "z")]
+        points = [self._check(z, "z")]
         for t in self.transforms:
             points.append(t._forward(points[-1])[0])
         return points
-
-
-class StandardNormal(nn.Module):
-    """The standard normal ``N(0, I_D)``, the default base distribution.
-
-    It is a module (with a buffer) so that ``flow.to(device)`` moves it with the flow.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.register_buffer("_zero", torch.zeros(()))
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        """``log N(z; 0, I) = -0.5 ||z||^2 - (D/2) log(2 pi)``, shape ``(B,)``."""
-        check_batch(z, self.dim, "z")
-        return -0.5 * (z**2).sum(dim=1) - 0.5 * self.dim * math.log(2 * math.pi)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(
-            n, self.dim, device=self._zero.device, dtype=self._zero.dtype, generator=generator
-        )
-
-
-class DiagonalNormal(nn.Module):
-    """A Gaussian ``N(mu, diag(sigma^2))`` with learnable ``mu`` and ``log sigma``."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.loc = nn.Parameter(torch.zeros(dim))
-        self.log_scale = nn.Parameter(torch.zeros(dim))
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        check_batch(z, self.dim, "z")
-        u = (z - self.loc) * torch.exp(-self.log_scale)
-        return (
-            -0.5 * (u**2).sum(dim=1)
-            - self.log_scale.sum()
-            - 0.5 * self.dim * math.log(2 * math.pi)
-        )
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        eps = torch.randn(
-            n, self.dim, device=self.loc.device, dtype=self.loc.dtype, generator=generator
-        )
-        return self.loc + torch.exp(self.log_scale) * eps
 
 
 class Flow(nn.Module):
@@ -229,14 +154,18 @@ class Flow(nn.Module):
 
     ``log p_X(x) = log p_Z(f^{-1}(x)) + log |det df^{-1}/dx|`` (chapter 1).
 
+    The public methods check their input once (shape, dtype, finiteness, counts) and then
+    run the layers and the base without further checks.
+
     Args:
         transform: the map ``f`` from base to data (a ``Transform``, or a list of them,
             which is composed with ``f_1`` applied first).
-        base: the base distribution; a module with ``log_prob(z)`` and ``sample(n)``.
+        base: the base distribution, a ``BaseDistribution`` (``nfcourse.distributions``).
             Defaults to ``StandardNormal(transform.dim)``.
     """
 
-    def __init__(self, transform: Transform | Iterable[Transform], base: nn.Module | None = None):
+    def __init__(self, transform: Transform | Iterable[Transform],
+                 base: BaseDistribution | None = None):
         super().__init__()
         if not isinstance(transform, Transform):
             transform = Compose(*transform)
@@ -244,18 +173,34 @@ class Flow(nn.Module):
             if transform.dim is None:
                 raise ValueError("pass a base distribution for a transform without a fixed dim")
             base = StandardNormal(transform.dim)
+        if not isinstance(base, BaseDistribution):
+            raise TypeError(
+                f"base must be an nfcourse BaseDistribution (StandardNormal, DiagonalNormal, "
+                f"Uniform01 or a subclass), got {type(base).__name__}; subclass "
+                "nfcourse.distributions.BaseDistribution and implement _log_prob and _sample"
+            )
+        if transform.dim is not None and transform.dim != base.dim:
+            raise ValueError(
+                f"the transform works in dimension {transform.dim} but the base in "
+                f"dimension {base.dim}; build the base with dim={transform.dim}"
+            )
         self.transform = transform
         self.base = base
         self.dim = base.dim
 
+    def _check(self, x: Tensor, name: str = "x") -> Tensor:
+        return check_batch(x, self.dim, name, dtype=module_dtype(self), owner="the flow")
+
+    def _log_prob(self, x: Tensor) -> Tensor:
+        z, log_abs_det = self.transform._inverse(x)
+        return self.base._log_prob(z) + log_abs_det
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density of data points ``x`` of shape ``(B, D)``; returns ``(B,)``."""
-        check_batch(x, self.dim, "x")
-        z, log_abs_det = self.transform._inverse(x)
-        return self.base.log_prob(z) + log_abs_det
+        return self._log_prob(self._check(x))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples ``x = f(z)``, ``z ~ p_Z``."""
+        """Draw ``n`` samples ``x = f(z)``, ``z ~ p_Z``, shape ``(n, D)``."""
         return self.transform._forward(self.base.sample(n, generator=generator))[0]
 
     def sample_and_log_prob(
@@ -265,10 +210,11 @@ class Flow(nn.Module):
         ``log q(x) = log p_Z(z) - log |det df/dz|``."""
         z = self.base.sample(n, generator=generator)
         x, log_abs_det = self.transform._forward(z)
-        return x, self.base.log_prob(z) - log_abs_det
+        return x, self.base._log_prob(z) - log_abs_det
 
     def forward_kl(self, x: Tensor) -> Tensor:
-        """Maximum-likelihood loss: the mean negative log-likelihood of the data batch.
+        """Maximum-likelihood loss: the mean negative log-likelihood of the data batch
+        ``x`` (shape ``(B, D)``, ``B >= 1``).
 
         Equals ``KL(p_data || q)`` up to the data entropy, which does not depend on the flow.
         """
@@ -279,7 +225,13 @@ class Flow(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Reverse-KL loss to an unnormalised log-density ``log p~``:
-        ``E_q[log q(x) - log p~(x)] = KL(q || p) - log Z``, estimated with ``n`` samples."""
+        ``E_q[log q(x) - log p~(x)] = KL(q || p) - log Z``, estimated with ``n >= 1``
+        samples."""
+        if not callable(log_target):
+            raise TypeError(
+                f"log_target must be a function from points (n, D) to log-densities (n,), "
+                f"got {type(log_target).__name__}"
+            )
         x, log_q = self.sample_and_log_prob(n, generator=generator)
         return (log_q - log_target(x)).mean()
 
@@ -297,16 +249,16 @@ class _TorchTransform(torch.distributions.Transform):
         super().__init__(cache_size=1)
         self.transform = transform
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, _TorchTransform) and other.transform is self.transform
 
-    def _call(self, z):
+    def _call(self, z: Tensor) -> Tensor:
         return self.transform(z)[0]
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> Tensor:
         return self.transform.inverse(x)[0]
 
-    def log_abs_det_jacobian(self, z, x):
+    def log_abs_det_jacobian(self, z: Tensor, x: Tensor) -> Tensor:
         return self.transform(z)[1]
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 __all__ = [
     "density_grid",
     "plot_density",
+    "add_colorbar",
     "plot_density_1d",
     "plot_samples",
     "plot_deformed_grid",
@@ -52,16 +53,31 @@ def _axes(ax):
     return ax
 
 
+def add_colorbar(image, ax, label: str = "density"):
+    """A colour bar for ``image`` (what ``imshow`` or ``contourf`` returned) beside ``ax``,
+    as tall as the axes and labelled, so that a colour can be read as a number."""
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label(label)
+    return bar
+
+
 def plot_density(
     log_prob: Callable[[Tensor], Tensor], bounds: Bounds = ((-4, 4), (-4, 4)), ax=None,
     title: str = "density", resolution: int = 200, cmap: str = "viridis", device=None,
+    colorbar: bool = False, colorbar_label: str = "density", vmax: float | None = None,
 ):
-    """Heat map of ``exp(log_prob)`` on ``bounds``."""
+    """Heat map of ``exp(log_prob)`` on ``bounds``.
+
+    ``colorbar=True`` adds a colour bar labelled ``colorbar_label``; ``vmax`` fixes the top
+    of the colour scale (for example to share one scale across panels)."""
     ax = _axes(ax)
     x1, x2, logp = density_grid(log_prob, bounds, resolution, device=device)
     (a, b), (c, d) = bounds
-    ax.imshow(np.exp(logp), origin="lower", extent=(a, b, c, d), cmap=cmap, aspect="auto")
+    image = ax.imshow(np.exp(logp), origin="lower", extent=(a, b, c, d), cmap=cmap,
+                      aspect="auto", vmin=0.0, vmax=vmax)
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$")
+    if colorbar:
+        add_colorbar(image, ax, colorbar_label)
     return ax
 
 
@@ -123,16 +139,32 @@ def plot_deformed_grid(
 @torch.no_grad()
 def plot_layers(
     transform, z: Tensor, bounds: Bounds | None = None, titles: Sequence[str] | None = None,
-    max_panels: int = 6, size: float = 2.6,
+    max_panels: int = 6, size: float = 2.6, ncols: int | None = None, axes=None,
 ):
     """Layer-by-layer transport: base samples ``z`` and their images after each layer of a
     ``Compose``. Points are coloured by their angle in the base, so each panel shows where
-    the mass of each region went. Returns the figure."""
+    the mass of each region went. Returns the figure.
+
+    The panels go in rows of ``ncols`` (all in one row by default), each ``size`` inches
+    wide; or pass ``axes``, a sequence of at least as many axes as panels, to draw into an
+    existing figure (unused axes are hidden)."""
     points = transform.trajectory(z)
     idx = np.unique(np.linspace(0, len(points) - 1, min(max_panels, len(points))).round()
                     .astype(int))
-    fig, axes = plt.subplots(1, len(idx), figsize=(size * len(idx), size + 0.3))
-    axes = np.atleast_1d(axes)
+    if axes is None:
+        ncols = len(idx) if ncols is None else max(1, min(ncols, len(idx)))
+        nrows = int(np.ceil(len(idx) / ncols))
+        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows),
+                                 squeeze=False)
+        created = True
+    else:
+        fig, created = np.ravel(axes)[0].figure, False
+    axes = np.ravel(axes)
+    if len(axes) < len(idx):
+        raise ValueError(f"plot_layers needs {len(idx)} axes for its panels, got "
+                         f"{len(axes)}; pass more axes or a smaller max_panels")
+    for ax in axes[len(idx):]:
+        ax.set_visible(False)
     z0 = z.detach().cpu().numpy()
     colour = np.arctan2(z0[:, 1], z0[:, 0])
     for ax, k in zip(axes, idx):
@@ -145,7 +177,8 @@ def plot_layers(
         ax.set_title(titles[k] if titles else ("base $z$" if k == 0 else f"after layer {k}"))
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    if created:
+        fig.tight_layout()
     return fig
 
 

@@ -95,11 +95,12 @@ def check_batch_shapes(transform, dim: int, batch_sizes=(1, 7), dtype=torch.floa
     for b in batch_sizes:
         z = torch.randn(b, dim, dtype=dtype) * 0.5
         for name, fn in (("forward", transform.forward), ("inverse", transform.inverse)):
-            out, log_det = fn(z)
-            if out.shape != (b, dim) or log_det.shape != (b,):
+            out, log_abs_det = fn(z)
+            if out.shape != (b, dim) or log_abs_det.shape != (b,):
                 raise AssertionError(
                     f"{name} on a batch of shape {(b, dim)} returned shapes "
-                    f"{tuple(out.shape)} and {tuple(log_det.shape)}; expected {(b, dim)} and {(b,)}"
+                    f"{tuple(out.shape)} and {tuple(log_abs_det.shape)}; "
+                    f"expected {(b, dim)} and {(b,)}"
                 )
 
 
@@ -108,7 +109,8 @@ def parameters_without_gradient(module: nn.Module, loss: Tensor) -> list[str]:
     from ``loss``."""
     params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
-    return [n for (n, _), g in zip(params, grads) if g is None or not bool((g != 0).any())]
+    return [n for (n, _), g in zip(params, grads, strict=True)
+            if g is None or not bool((g != 0).any())]
 
 
 def check_gradients_reach(module: nn.Module, loss: Tensor) -> None:

@@ -13,11 +13,12 @@ and the importance-weighted bound (Burda et al. 2016) with ``S`` samples is
 works on leading batch shapes ``(*, B, D)`` so that ``S`` posterior samples of ``B`` images
 travel together.
 
-Amortised planar layer (chapter 3 derives it, ``nfcourse.flows.planar``):
-``f(z) = z + u_hat tanh(w^T z + b)`` with
-``u_hat = u + (m(w^T u) - w^T u) w / ||w||^2``, ``m(a) = -1 + softplus(a)``, so that
-``w^T u_hat > -1`` and ``f`` is invertible; ``log |det J| = log |1 + u_hat^T psi(z)|``,
-``psi(z) = tanh'(w^T z + b) w``. Here ``u, w, b`` differ from image to image.
+The planar layers are chapter 3's, ``nfcourse.flows.planar``, called with one parameter
+set per image: ``f(z) = z + u_hat tanh(w^T z + b)`` with ``u_hat = constrained_u(u, w)``,
+so that ``w^T u_hat > -1`` and ``f`` is invertible, and
+``log |det J| = log |1 + u_hat^T psi(z)|``, ``psi(z) = tanh'(w^T z + b) w``
+(``planar_forward``; ``planar_inverse`` inverts it). The Gaussian log-densities are those
+of the base distributions, ``nfcourse.distributions``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .flows.planar import constrained_u, solve_planar_projection
+from .distributions import diagonal_normal_log_prob, standard_normal_log_prob
+from .flows.planar import SOFTPLUS_ONE, constrained_u, planar_forward, planar_inverse
+from .seeding import generator as seeded_generator
 from .train import train
+from .validation import FLOAT_DTYPES, check_count
 
 __all__ = [
-    "amortised_planar",
-    "amortised_planar_inverse",
-    "diagonal_normal_log_prob",
-    "standard_normal_log_prob",
     "gaussian_kl",
     "bernoulli_log_likelihood",
     "importance_weighted_bound",
@@ -51,63 +51,7 @@ __all__ = [
     "grid_log_joint",
 ]
 
-_LOG_2PI = math.log(2 * math.pi)
-_SOFTPLUS_ONE = math.log(math.e - 1)  # softplus(a) = 1, so m(a) = -1 + softplus(a) = 0
-
-
 # --- the maths, as pure functions ---------------------------------------------------------
-
-def amortised_planar(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor
-                     ) -> tuple[Tensor, Tensor]:
-    """One planar layer with its own parameters for every point of the batch.
-
-    ``f(z) = z + u_hat tanh(w^T z + b)``, ``log |det J| = log |1 + u_hat^T psi(z)|``,
-    ``psi(z) = (1 - tanh^2(w^T z + b)) w``. Pass ``u_hat = constrained_u(u, w)``
-    (``nfcourse.flows.planar``, chapter 3) so that ``w^T u_hat > -1`` and ``f`` is
-    invertible. ``nfcourse.flows.planar.PlanarFlow`` is the same map with one parameter
-    set shared by the whole batch.
-
-    Args:
-        z: points, shape ``(*, D)``.
-        u_hat, w: parameters, shape ``(*, D)`` (broadcast against ``z``).
-        b: bias, shape ``(*,)``.
-
-    Returns:
-        ``f(z)`` of shape ``(*, D)`` and ``log |det df/dz|`` of shape ``(*,)``.
-    """
-    h = torch.tanh((w * z).sum(dim=-1) + b)
-    x = z + u_hat * h.unsqueeze(-1)
-    u_dot_psi = (1 - h**2) * (w * u_hat).sum(dim=-1)
-    return x, torch.log(torch.abs(1 + u_dot_psi))
-
-
-@torch.no_grad()
-def amortised_planar_inverse(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor
-                             ) -> tuple[Tensor, Tensor]:
-    """Invert :func:`amortised_planar` (without gradients); returns ``z = f^{-1}(x)`` and
-    ``log |det df^{-1}/dx| = -log |det df/dz|``. Needs ``w^T u_hat > -1``.
-
-    As in chapter 3, ``alpha = w^T z`` solves the scalar equation
-    ``w^T x = alpha + (w^T u_hat) tanh(alpha + b)``, whose right side increases in
-    ``alpha``; ``nfcourse.flows.planar.solve_planar_projection`` finds the root for every
-    point at once, then ``z = x - u_hat tanh(alpha + b)``.
-    """
-    alpha = solve_planar_projection((w * x).sum(dim=-1), (w * u_hat).sum(dim=-1), b)
-    z = x - u_hat * torch.tanh(alpha + b).unsqueeze(-1)
-    _, log_abs_det = amortised_planar(z, u_hat, w, b)
-    return z, -log_abs_det
-
-
-def diagonal_normal_log_prob(z: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
-    """``log N(z; mu, diag sigma^2)`` summed over the last axis, ``sigma = exp(log_sigma)``."""
-    eps = (z - mu) * torch.exp(-log_sigma)
-    return (-0.5 * eps**2 - log_sigma - 0.5 * _LOG_2PI).sum(dim=-1)
-
-
-def standard_normal_log_prob(z: Tensor) -> Tensor:
-    """``log N(z; 0, I)`` summed over the last axis: the prior ``log p(z)``."""
-    return (-0.5 * z**2 - 0.5 * _LOG_2PI).sum(dim=-1)
-
 
 def gaussian_kl(mu: Tensor, log_sigma: Tensor) -> Tensor:
     """Closed-form ``KL(N(mu, diag sigma^2) || N(0, I)) =
@@ -138,16 +82,21 @@ def check_images(x: Tensor, data_dim: int = 784, name: str = "x") -> Tensor:
     """Check a batch of flattened images: a floating-point tensor ``(B, data_dim)`` with
     values in ``[0, 1]``. Raises ``TypeError``/``ValueError`` saying what was expected."""
     if not isinstance(x, Tensor):
+        hint = (f"; convert it with torch.as_tensor({name}, dtype=torch.float32)"
+                if type(x).__module__ == "numpy" else "")
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, {data_dim}), "
-                        f"got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor with values in [0, 1], got "
-                        f"{x.dtype}; divide integer pixels by 255 and call .float()")
+                        f"got {type(x).__name__}{hint}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 tensor with values in [0, 1], "
+                        f"got {x.dtype}; divide integer pixels by 255 and call .float()")
     if x.dim() != 2 or x.shape[1] != data_dim:
         side = math.isqrt(data_dim)
         hint = (f"; flatten {side} x {side} images with x.reshape(len(x), -1)"
                 if side * side == data_dim else "")
         raise ValueError(f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least "
+                         "one image")
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf")
     lo, hi = float(x.min()), float(x.max())
@@ -164,34 +113,34 @@ class ELBOTerms(NamedTuple):
     log_likelihood: Tensor  #: log p(x | zK), the decoder
     log_prior: Tensor  #: log p(zK), the standard normal prior
     log_q0: Tensor  #: log q0(z0 | x), the encoder's Gaussian
-    sum_log_det: Tensor  #: sum_k log |det J_k|, the flow
+    sum_log_abs_det: Tensor  #: sum_k log |det J_k|, the flow
 
     @property
     def log_qK(self) -> Tensor:
         """``log qK(zK | x) = log q0(z0 | x) - sum_k log |det J_k|``."""
-        return self.log_q0 - self.sum_log_det
+        return self.log_q0 - self.sum_log_abs_det
 
     @property
     def elbo(self) -> Tensor:
         """``log p(x | zK) + log p(zK) - log q0(z0 | x) + sum_k log |det J_k|``."""
-        return self.log_likelihood + self.log_prior - self.log_q0 + self.sum_log_det
+        return self.log_likelihood + self.log_prior - self.log_q0 + self.sum_log_abs_det
 
 
 class PosteriorSample(NamedTuple):
     """A draw from the flow posterior: ``z0``, ``zK`` of shape ``(*, B, D)``; ``log_q0``
-    and ``sum_log_det`` of shape ``(*, B)``."""
+    and ``sum_log_abs_det`` of shape ``(*, B)``."""
 
     z0: Tensor
     zK: Tensor
     log_q0: Tensor
-    sum_log_det: Tensor
+    sum_log_abs_det: Tensor
 
 
 # --- the networks ---------------------------------------------------------------------------
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(a, b), nn.Softplus()]
     return nn.Sequential(*layers)
 
@@ -242,7 +191,7 @@ class Encoder(nn.Module):
         # let the layers become image-dependent as training goes on.
         d, k = self.latent_dim, self.n_flows
         w = torch.randn(k, d) / math.sqrt(d)
-        u = _SOFTPLUS_ONE * w / (w * w).sum(dim=-1, keepdim=True)
+        u = SOFTPLUS_ONE * w / (w * w).sum(dim=-1, keepdim=True)
         self.flow_params.weight.mul_(0.01)
         self.flow_params.bias.copy_(torch.cat([u, w, torch.zeros(k, 1)], dim=-1).flatten())
 
@@ -322,43 +271,71 @@ class FlowPosteriorVAE(nn.Module):
             groups.append({"params": flow, "lr": lr / 10 if flow_lr is None else flow_lr})
         return groups
 
+    def _check_dtype(self, x: Tensor, name: str = "x") -> None:
+        dtype = next(self.parameters()).dtype
+        if x.dtype != dtype:
+            raise TypeError(f"{name} is {x.dtype} but the model has {dtype} parameters; "
+                            f"convert {name} with .to({dtype}) or the model with "
+                            f".to({x.dtype}) so that both have one dtype")
+
+    def _check_latents(self, x: Tensor, z: Tensor, name: str = "z") -> None:
+        expected = f"(*, {x.shape[0]}, {self.latent_dim})"
+        if not isinstance(z, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got "
+                            f"{type(z).__name__}")
+        if z.dim() < 2 or z.shape[-2:] != (x.shape[0], self.latent_dim):
+            raise ValueError(
+                f"{name} must have shape {expected}: leading sample dimensions, then one row "
+                f"of {self.latent_dim} latent coordinates for each of the {x.shape[0]} images "
+                f"of x; got shape {tuple(z.shape)}")
+        if z.dtype != x.dtype:
+            raise TypeError(f"{name} is {z.dtype} but x is {x.dtype}; convert {name} with "
+                            f".to({x.dtype})")
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
     def _noise(self, x: Tensor, n_samples: int | None, eps: Tensor | None) -> Tensor:
+        if n_samples is not None:
+            n_samples = check_count(n_samples, "n_samples")
         shape = (x.shape[0], self.latent_dim) if n_samples is None \
             else (n_samples, x.shape[0], self.latent_dim)
         if eps is None:
             return torch.randn(shape, dtype=x.dtype, device=x.device)
-        if eps.shape[-2:] != shape[-2:]:
-            raise ValueError(f"eps must have shape (*, {shape[-2]}, {shape[-1]}), "
-                             f"got {tuple(eps.shape)}")
+        if not isinstance(eps, Tensor) or eps.shape[-2:] != shape[-2:]:
+            got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
+            raise ValueError(f"eps must have shape (*, {shape[-2]}, {shape[-1]}), got {got}")
         return eps
 
     def flow(self, z0: Tensor, u_hat: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """Push ``z0`` through the ``K`` layers; returns ``zK`` and ``sum_k log |det J_k|``."""
-        z, sum_log_det = z0, z0.new_zeros(z0.shape[:-1])
+        """Push ``z0`` (``(*, B, D)``) through the ``K`` planar layers of chapter 3, each with
+        its parameters for every image (``u_hat, w`` ``(B, K, D)``, ``b`` ``(B, K)``); returns
+        ``zK`` and ``sum_k log |det J_k|``."""
+        z, sum_log_abs_det = z0, z0.new_zeros(z0.shape[:-1])
         for k in range(self.n_flows):
-            z, log_abs_det = amortised_planar(z, u_hat[:, k], w[:, k], b[:, k])
-            sum_log_det = sum_log_det + log_abs_det
-        return z, sum_log_det
+            z, log_abs_det = planar_forward(z, u_hat[:, k], w[:, k], b[:, k])
+            sum_log_abs_det = sum_log_abs_det + log_abs_det
+        return z, sum_log_abs_det
 
     def sample_posterior(self, x: Tensor, n_samples: int | None = None,
                          eps: Tensor | None = None) -> PosteriorSample:
         """Draw ``zK ~ qK(. | x)``: one per image (shape ``(B, D)``), or ``n_samples`` per
         image (shape ``(S, B, D)``), or from given standard-normal noise ``eps``."""
         x = check_images(x, self.data_dim)
+        self._check_dtype(x)
         mu, log_sigma, (u_hat, w, b) = self.encoder(x)
         eps = self._noise(x, n_samples, eps)
         z0 = mu + torch.exp(log_sigma) * eps                  # the reparameterisation
         log_q0 = diagonal_normal_log_prob(z0, mu, log_sigma)  # log q0(z0 | x)
-        zK, sum_log_det = self.flow(z0, u_hat, w, b)          # zK, sum_k log |det J_k|
-        return PosteriorSample(z0, zK, log_q0, sum_log_det)
+        zK, sum_log_abs_det = self.flow(z0, u_hat, w, b)          # zK, sum_k log |det J_k|
+        return PosteriorSample(z0, zK, log_q0, sum_log_abs_det)
 
     def elbo_terms(self, x: Tensor, n_samples: int | None = None,
                    eps: Tensor | None = None) -> ELBOTerms:
         """The four terms of the ELBO for one posterior sample per image (or ``n_samples``)."""
-        z0, zK, log_q0, sum_log_det = self.sample_posterior(x, n_samples, eps)
+        z0, zK, log_q0, sum_log_abs_det = self.sample_posterior(x, n_samples, eps)
         log_likelihood = bernoulli_log_likelihood(x, self.decoder(zK))  # log p(x | zK)
         log_prior = standard_normal_log_prob(zK)                        # log p(zK)
-        return ELBOTerms(log_likelihood, log_prior, log_q0, sum_log_det)
+        return ELBOTerms(log_likelihood, log_prior, log_q0, sum_log_abs_det)
 
     def elbo(self, x: Tensor, n_samples: int | None = None,
              eps: Tensor | None = None) -> Tensor:
@@ -379,8 +356,11 @@ class FlowPosteriorVAE(nn.Module):
         ``(S, B)``: their mean estimates the ELBO, :func:`importance_weighted_bound` of
         them bounds ``log p(x)`` more tightly. Drawn ``chunk_size`` samples at a time; by
         default as many as keep the decoder's output near four million numbers."""
+        x = check_images(x, self.data_dim)
+        n_samples = check_count(n_samples, "n_samples")
         if chunk_size is None:
             chunk_size = max(1, 4_000_000 // (x.shape[0] * self.data_dim))
+        chunk_size = check_count(chunk_size, "chunk_size")
         chunks = []
         for start in range(0, n_samples, chunk_size):
             chunks.append(self.elbo(x, n_samples=min(chunk_size, n_samples - start)))
@@ -391,30 +371,36 @@ class FlowPosteriorVAE(nn.Module):
         """``log p(x, z) = log p(x | z) + log p(z)`` for images ``x`` ``(B, data_dim)`` and
         latents ``z`` ``(*, B, D)``; the unnormalised true posterior ``p(z | x)``."""
         x = check_images(x, self.data_dim)
+        self._check_dtype(x)
+        self._check_latents(x, z)
         return bernoulli_log_likelihood(x, self.decoder(z)) + standard_normal_log_prob(z)
 
     @torch.no_grad()
     def posterior_log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """``log qK(z | x)`` at given points ``z`` (``(*, B, D)``): invert the layers one by
-        one (:func:`amortised_planar_inverse`) and use
+        one (chapter 3's ``planar_inverse``, with this image's parameters) and use
         ``log qK(zK) = log q0(z0) - sum_k log |det J_k|``."""
         x = check_images(x, self.data_dim)
+        self._check_dtype(x)
+        self._check_latents(x, z)
         mu, log_sigma, (u_hat, w, b) = self.encoder(x)
         total = z.new_zeros(z.shape[:-1])
         for k in reversed(range(self.n_flows)):
-            z, log_abs_det_inverse = amortised_planar_inverse(z, u_hat[:, k], w[:, k], b[:, k])
+            z, log_abs_det_inverse = planar_inverse(z, u_hat[:, k], w[:, k], b[:, k])
             total = total + log_abs_det_inverse
         return diagonal_normal_log_prob(z, mu, log_sigma) + total
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Pixel probabilities decoded from the flow image of the encoder mean (eps = 0)."""
+        x = check_images(x, self.data_dim)
         zK = self.sample_posterior(x, eps=x.new_zeros(x.shape[0], self.latent_dim)).zK
         return torch.sigmoid(self.decoder(zK))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Pixel probabilities ``sigmoid(decoder(z))`` for ``n`` draws ``z ~ N(0, I)``."""
+        n = check_count(n, "n")
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
                         device="cpu" if generator is not None else p.device).to(p.device)
@@ -441,7 +427,8 @@ def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup}")
     device = next(model.parameters()).device
     images = images.to(device)
-    index_generator = torch.Generator().manual_seed(0 if seed is None else seed)
+    batch_size = check_count(batch_size, "batch_size")
+    index_generator = seeded_generator(seed)
     optimizer = torch.optim.Adam(model.parameter_groups(lr, flow_lr))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     warmup_steps = warmup * steps

@@ -95,7 +95,7 @@ def test_affine_layers_start_at_the_identity():
     (torch.randn(5, DIM + 1, dtype=torch.float64), ValueError, "features"),
     (torch.randn(DIM, dtype=torch.float64), ValueError, "shape"),
     (torch.full((3, DIM), math.nan, dtype=torch.float64), ValueError, "non-finite"),
-    (torch.ones(3, DIM, dtype=torch.int64), TypeError, "floating-point"),
+    (torch.ones(3, DIM, dtype=torch.int64), TypeError, "float32 or float64"),
 ])
 def test_affine_rejects_bad_input_with_a_clear_error(transform, bad, error, match):
     for fn in (transform.forward, transform.inverse):
@@ -247,3 +247,13 @@ def test_affine_widget_has_scale_and_shift_sliders_and_draws_the_pushed_density(
     np.testing.assert_allclose(p, expected, rtol=1e-6, atol=1e-12)
     assert abs(np.trapezoid(p, x) - 1) < 1e-6
     plt.close("all")
+
+
+def test_upper_triangular_affine_is_upper_triangular():
+    from nfcourse.flows.affine import TriangularAffine
+
+    layer = TriangularAffine(3, upper=True).double()
+    with torch.no_grad():
+        layer.off_diagonal.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    m = layer.matrix()
+    assert torch.equal(m, torch.triu(m)) and not torch.equal(m, torch.tril(m))

@@ -4,27 +4,26 @@ helpers (``nfcourse.images``), in float64 with non-trivial random parameters."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
+import nfcourse as nf
 from nfcourse import Compose, Flow, testing
+from nfcourse.flows.actnorm import ActNorm
 from nfcourse.flows.coupling import (
-    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
-    Permutation,
     PiecewiseLinearCoupling,
-    ReversePermutation,
     additive_coupling,
     affine_coupling,
-    alternating_mask,
-    checkerboard_mask,
     coupling_flow,
-    half_mask,
     piecewise_linear_coupling,
     soft_clamp,
 )
+from nfcourse.flows.masks import alternating_mask, checkerboard_mask, half_mask
+from nfcourse.flows.permutation import Permutation, ReversePermutation
 from nfcourse.flows.piecewise import piecewise_linear
 from nfcourse.images import bits_per_dim, dequantize
 
@@ -163,8 +162,8 @@ def test_piecewise_linear_coupling_rescaling_keeps_the_log_det_of_chapter_4():
     bound = 2.5
     y = torch.rand(8, 3, dtype=torch.float64) * 2 * bound - bound
     logits = torch.randn(8, 3, 6, dtype=torch.float64)
-    out, log_det = piecewise_linear_coupling(y, logits, bound)
-    v, expected_log_det = piecewise_linear((y + bound) / (2 * bound), logits)
+    out, log_det = piecewise_linear_coupling(y, logits, bound, min_mass=1e-3)
+    v, expected_log_det = piecewise_linear((y + bound) / (2 * bound), logits, min_mass=1e-3)
     torch.testing.assert_close(out, 2 * bound * v - bound)
     torch.testing.assert_close(log_det, expected_log_det)
 
@@ -179,12 +178,80 @@ def test_piecewise_linear_coupling_is_the_identity_outside_the_box():
         assert torch.equal(log_det, torch.zeros_like(log_det))
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e3, 1e6])
+def test_piecewise_linear_coupling_round_trips_both_ways_at_extreme_logits(scale):
+    # Large conditioner outputs give near-empty bins; the minimum mass keeps both round
+    # trips exact to rounding (x -> z -> x divides by the bin masses).
+    bound = 3.0
+    g = torch.Generator().manual_seed(int(scale) % 1000)
+    logits = scale * torch.randn(400, 2, 8, generator=g, dtype=torch.float64)
+    y = (torch.rand(400, 2, generator=g, dtype=torch.float64) * 2 - 1) * bound * 1.1
+    for first in (False, True):
+        out, log_abs_det = piecewise_linear_coupling(y, logits, bound, inverse=first)
+        back, log_abs_det_back = piecewise_linear_coupling(out, logits, bound,
+                                                           inverse=not first)
+        assert torch.isfinite(out).all() and torch.isfinite(log_abs_det).all()
+        assert (back - y).abs().max() < 1e-9, (scale, first)
+        assert (log_abs_det + log_abs_det_back).abs().max() < 1e-9
+
+
+def test_piecewise_linear_coupling_layer_round_trips_both_ways_at_extreme_parameters():
+    layer = make_layer("piecewise", dim=4, mask=half_mask(4))
+    with torch.no_grad():
+        for p in layer.conditioner.parameters():
+            p.mul_(1e3)
+    x = points(n=300, dim=4, scale=2.0)
+    testing.check_round_trip(layer, x, atol=1e-8)  # z -> x -> z
+    testing.check_round_trip(layer.inv(), x, atol=1e-8)  # x -> z -> x
+
+
+def test_piecewise_linear_coupling_layer_normalizes_with_the_cdf():
+    # The layer is written in the normalizing direction: inverse (data to base) applies
+    # psi = 2B phi(u) - B, the histogram's CDF; forward applies psi^{-1}. Swapping them
+    # changes the values.
+    layer = make_layer("piecewise", dim=4, mask=half_mask(4))
+    x = points(n=7, dim=4)
+    h = layer.conditioner(x[:, :2])
+    logits = h.view(7, 2, layer.bins)
+    u = (x[:, 2:] + layer.bound) / (2 * layer.bound)
+    phi, log_phi_prime = piecewise_linear(u, logits, min_mass=layer.min_mass)
+    z, log_abs_det = layer.inverse(x)
+    torch.testing.assert_close(z[:, 2:], 2 * layer.bound * phi - layer.bound)
+    torch.testing.assert_close(log_abs_det, log_phi_prime)
+    x_back, _ = layer.forward(z)
+    torch.testing.assert_close(x_back, x)
+
+
 def test_piecewise_linear_coupling_round_trip_across_the_box_edge():
     layer = make_layer("piecewise", dim=4, mask=half_mask(4))
     testing.check_round_trip(layer, points(n=200, dim=4, scale=2.5), atol=1e-8)
 
 
 # ------------------------------------------------------------------ masks and permutations
+
+def test_masks_refuse_what_they_cannot_split():
+    for dim in (1, 0, 2.0):
+        with pytest.raises(ValueError, match="dim >= 2"):
+            alternating_mask(dim)
+        with pytest.raises(ValueError, match="dim >= 2"):
+            half_mask(dim)
+    assert alternating_mask(2, 0).tolist() == [True, False]
+    with pytest.raises(ValueError, match="parity must be 0 or 1"):
+        alternating_mask(4, 2)
+    for height, width in ((0, 5), (5, 0), (1, 1)):
+        with pytest.raises(ValueError, match="at least two pixels"):
+            checkerboard_mask(height, width)
+    assert checkerboard_mask(1, 2).tolist() == [False, True]
+    assert checkerboard_mask(2, 1).tolist() == [False, True]
+    with pytest.raises(ValueError, match="parity must be 0 or 1"):
+        checkerboard_mask(2, 2, parity=-1)
+
+
+def test_layers_describe_themselves():
+    layer = make_layer("piecewise", dim=4, mask=half_mask(4))
+    assert re.search(r"bins=\d+, bound=3.0, min_mass=0.001", repr(layer))
+    assert "transformed=[2, 3], conditioning=[0, 1]" in repr(layer)
+
 
 def test_masks_split_as_documented():
     assert half_mask(5).tolist() == [False, False, True, True, True]
@@ -240,6 +307,42 @@ def test_actnorm_log_det_round_trip_and_gradients():
     testing.check_round_trip(layer, z, atol=1e-8)
     x, log_det = layer(z)
     testing.check_gradients_reach(layer, (x**2).sum() + log_det.sum())
+
+
+def test_actnorm_is_not_reinitialised_after_reverse_kl_training():
+    # Reverse-KL training only runs forward; the first log_prob afterwards must not
+    # overwrite the trained parameters with the statistics of that batch.
+    torch.manual_seed(0)
+    flow = Flow(ActNorm(2))
+    target = lambda x: -0.5 * (((x - torch.tensor([0.7, 0.7])) / 0.5) ** 2).sum(1)  # noqa: E731
+    nf.fit_reverse_kl(flow, target, steps=200, lr=0.05, progress=False)
+    trained = flow.transform.shift.detach().clone()
+    assert (trained - 0.7).abs().max() < 0.1
+    flow.log_prob(torch.randn(64, 2) * 5 - 14)
+    assert torch.equal(flow.transform.shift.detach(), trained)
+    assert bool(flow.transform.initialized)
+
+
+def test_actnorm_is_not_initialised_after_an_optimiser_step():
+    layer = ActNorm(2).double()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = points(n=16, dim=2) * 3 + 2
+    layer.eval()
+    (layer.inverse(x)[0] ** 2).sum().backward()
+    optimizer.step()
+    stepped = layer.shift.detach().clone()
+    layer.train()
+    layer.inverse(x)
+    assert torch.equal(layer.shift.detach(), stepped)
+
+
+def test_actnorm_initialises_after_a_dtype_change_and_refuses_a_single_point():
+    layer = ActNorm(2).double()  # .double() is not a training step
+    x = points(n=16, dim=2) * 3 + 2
+    layer.inverse(x)
+    torch.testing.assert_close(layer.shift.detach(), x.mean(0))
+    with pytest.raises(ValueError, match="at least 2 points, got a batch of 1"):
+        ActNorm(2).double().inverse(x[:1])
 
 
 def test_actnorm_does_not_initialise_in_eval_mode():
@@ -361,7 +464,7 @@ def test_coupling_rejects_bad_input_tensors():
     layer = make_layer("affine", dim=4, mask=half_mask(4))
     with pytest.raises(ValueError, match=r"\(B, 4\)"):
         layer(torch.randn(3, 5, dtype=torch.float64))
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="float32 or float64"):
         layer(torch.ones(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="non-finite"):
         layer.inverse(torch.full((2, 4), float("nan"), dtype=torch.float64))

@@ -137,7 +137,7 @@ def test_affine_log_det_is_the_sum_of_log_scales(z):
         (torch.zeros(DIM, dtype=torch.float64), ValueError, "batch first"),
         (torch.tensor([[0.0, math.inf, 0.0]], dtype=torch.float64), ValueError, "non-finite"),
         (torch.tensor([[0.0, math.nan, 0.0]], dtype=torch.float64), ValueError, "non-finite"),
-        (torch.zeros(4, DIM, dtype=torch.int64), TypeError, "floating-point"),
+        (torch.zeros(4, DIM, dtype=torch.int64), TypeError, "float32 or float64"),
     ],
     ids=["wrong_dim", "no_batch", "inf", "nan", "integer"],
 )

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nfcourse as nf
-from nfcourse.flows.piecewise import PiecewiseLinear, Uniform01, piecewise_linear
+from nfcourse.distributions import Uniform01
+from nfcourse.flows.piecewise import PiecewiseLinear, piecewise_linear
 from nfcourse.testing import (
     autograd_log_abs_det,
     check_batch_shapes,
@@ -297,6 +298,9 @@ def test_piecewise_linear_strict_mode_rejects_points_outside_unit_interval():
                 piecewise_linear(x, logits, inverse=inverse, strict=True)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         PiecewiseLinear(2, 4, strict=True).double()(torch.tensor([[0.5, 2.0]], dtype=DTYPE))
+    with pytest.raises(ValueError, match=r"inputs \(y\) range over \[-0.5, 0.5\]"):
+        PiecewiseLinear(2, 4, strict=True).double().inverse(
+            torch.tensor([[0.5, -0.5]], dtype=DTYPE))
 
 
 @pytest.mark.parametrize("logit_shape, match", [
@@ -385,7 +389,7 @@ def test_flow_with_uniform_base_samples_the_histogram():
 
 
 def test_beta_mixture_log_prob_is_normalised_and_matches_its_samples():
-    from nfcourse.data import BetaMixture1D
+    from nfcourse.densities import BetaMixture1D
 
     target = BetaMixture1D()
     grid = ((torch.arange(100_000, dtype=DTYPE) + 0.5) / 100_000).unsqueeze(1)
@@ -403,7 +407,7 @@ def test_beta_mixture_log_prob_is_normalised_and_matches_its_samples():
 
 
 def test_beta_mixture_rejects_bad_parameters():
-    from nfcourse.data import BetaMixture1D
+    from nfcourse.densities import BetaMixture1D
 
     with pytest.raises(ValueError, match="at least 1"):
         BetaMixture1D(a=(0.5,), b=(2.0,), weights=(1.0,))
@@ -428,5 +432,21 @@ def test_piecewise_widget_has_one_slider_per_bin_and_draws_map_and_density():
     _draw_piecewise(fig, **{f"m{k}": float(k + 1) for k in range(NUM_BINS)})
     ax_map, ax_density = fig.axes
     y = [float(v) for v in ax_map.lines[0].get_ydata()]
-    assert y[0] == 0 and abs(y[-1] - 1) < 1e-12 and all(b >= a for a, b in zip(y, y[1:]))
+    assert y[0] == 0 and abs(y[-1] - 1) < 1e-12
+    assert all(b >= a for a, b in zip(y, y[1:], strict=False))
     plt.close("all")
+
+
+def test_minimum_bin_mass_bounds_every_mass_and_keeps_the_map_exact():
+    layer = PiecewiseLinear(2, 5, init_scale=40.0, min_mass=0.01,
+                            generator=torch.Generator().manual_seed(0)).double()
+    q = layer.bin_masses().detach()
+    assert float(q.min()) >= 0.01 - 1e-15 and float(q.min()) < 0.0101
+    torch.testing.assert_close(q.sum(-1), torch.ones(2, dtype=DTYPE))
+    x = torch.rand(300, 2, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    check_round_trip(layer, x, atol=1e-12)
+    check_round_trip(layer.inv(), x, atol=1e-12)
+    check_log_det(layer, x[:20], atol=1e-10)
+    with pytest.raises(ValueError, match=r"min_mass must lie in \[0, 1/K\)"):
+        PiecewiseLinear(2, 5, min_mass=0.2)
+    assert "min_mass=0.01" in repr(layer)

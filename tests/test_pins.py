@@ -92,6 +92,17 @@ def test_write_refuses_an_environment_that_lacks_a_direct_dependency(tmp_path, m
     constraints = tmp_path / "constraints.txt"
     constraints.write_text("torch==2.13.0\n")
     (tmp_path / "3.11.freeze").write_text("numpy==2.4.6\n")
+    (tmp_path / "3.12.freeze").write_text("numpy==2.5.5\ntqdm==4.70.1\n")
     with pytest.raises(SystemExit, match="no version of tqdm"):
-        pins.main(["write", str(constraints), str(tmp_path / "3.11.freeze")])
+        pins.main(["write", str(constraints), str(tmp_path / "3.11.freeze"),
+                   str(tmp_path / "3.12.freeze")])
     assert constraints.read_text() == "torch==2.13.0\n"
+
+
+def test_write_keeps_the_pins_of_an_extra_that_no_environment_installs(tmp_path, monkeypatch):
+    monkeypatch.setattr(pins, "direct_dependencies", lambda: {"numpy", "ruff"})
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("numpy==1.0\nruff==0.16.9\ntorch==2.13.0\n")
+    (tmp_path / "3.11.freeze").write_text("numpy==2.4.6\n")
+    pins.main(["write", str(constraints), str(tmp_path / "3.11.freeze")])
+    assert constraints.read_text() == "numpy==2.4.6\nruff==0.16.9\ntorch==2.13.0\n"

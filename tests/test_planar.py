@@ -243,3 +243,66 @@ def test_default_planar_layer_starts_near_the_identity():
     assert abs(float((flow.w @ flow.u_hat).detach())) < 0.05
     assert (x - z).abs().max() < 0.1
     assert log_det.abs().max() < 0.05
+
+
+def test_unconstrained_planar_map_inverts_when_it_is_invertible():
+    # constrained=False uses the raw u; while w^T u >= -1 the layer is still invertible, and
+    # its inverse must use this layer's own parameters, tolerance and iteration limit.
+    flow = PlanarFlow(3, constrained=False, tol=1e-13, max_iter=60).double()
+    with torch.no_grad():
+        flow.w.copy_(torch.tensor([0.8, -0.4, 1.1]))
+        flow.u.copy_(torch.tensor([0.9, 0.3, -0.2]))
+        flow.b.fill_(0.4)
+    z = torch.randn(40, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    testing.check_round_trip(flow, z, atol=1e-10)
+    testing.check_log_det(flow.inv(), flow(z)[0].detach(), atol=1e-8)
+    flow.max_iter = 1
+    with pytest.raises(RuntimeError, match="did not converge in 1 iterations"):
+        flow.inverse(3 * z)
+
+
+@pytest.mark.parametrize("batch_shape", [(5,), (4, 5)])
+def test_planar_functions_take_one_parameter_set_per_point(batch_shape):
+    # The VAE of chapter 6 calls chapter 3's planar map with parameters for every image.
+    g = torch.Generator().manual_seed(7)
+    d = 3
+    u = 2 * torch.randn(5, d, generator=g, dtype=torch.float64)
+    w = 2 * torch.randn(5, d, generator=g, dtype=torch.float64)
+    b = torch.randn(5, generator=g, dtype=torch.float64)
+    u_hat = constrained_u(u, w)
+    z = torch.randn(*batch_shape, d, generator=g, dtype=torch.float64)
+    x, log_abs_det = planar_forward(z, u_hat, w, b)
+    assert x.shape == z.shape and log_abs_det.shape == batch_shape
+    for i in range(5):  # each point with its own parameters is the shared-parameter map
+        zi = z[..., i, :].reshape(-1, d)
+        xi, ldi = planar_forward(zi, u_hat[i], w[i], b[i])
+        torch.testing.assert_close(x[..., i, :].reshape(-1, d), xi)
+        torch.testing.assert_close(log_abs_det[..., i].reshape(-1), ldi)
+    z_back, log_abs_det_inverse = planar_inverse(x, u_hat, w, b)
+    torch.testing.assert_close(z_back, z, atol=1e-10, rtol=0)
+    torch.testing.assert_close(log_abs_det_inverse, -log_abs_det, atol=1e-10, rtol=0)
+    bad = u_hat.clone()
+    bad[2] = u[2] - (w[2] @ u[2] + 3.0) * w[2] / (w[2] @ w[2])  # w^T u = -3 for one point
+    with pytest.raises(ValueError, match="not invertible"):
+        planar_inverse(x, bad, w, b)
+
+
+def test_planar_and_radial_initialisation_follow_their_generator():
+    from nfcourse.flows import RadialFlow
+
+    for make in (PlanarFlow, RadialFlow):
+        a = make(3, generator=torch.Generator().manual_seed(1))
+        b = make(3, generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(1)
+        c = make(3, generator=torch.Generator().manual_seed(2))
+        for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+            assert torch.equal(p, q), name
+        assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters(),
+                                                         strict=True))
+    layer = PlanarFlow(4, generator=torch.Generator().manual_seed(0)).double()
+    # w^T u = log(e - 1) at the start: m(w^T u) = 0, so u_hat is small and f is near identity
+    assert abs(float(layer.w @ layer.u) - math.log(math.e - 1)) < 1e-6
+    assert float(layer.u_hat.norm()) < 0.05
+    with pytest.raises(ValueError, match="max_iter must be at least 1"):
+        PlanarFlow(2, max_iter=0)
+    assert PlanarFlow(2, max_iter=1).max_iter == 1

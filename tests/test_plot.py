@@ -24,7 +24,7 @@ def _labelled(ax):
 
 
 def test_density_grid_evaluates_the_log_density_on_the_grid():
-    ring = nf.data.GaussianRing()
+    ring = nf.densities.GaussianRing()
     x1, x2, logp = plot.density_grid(ring.log_prob, ((-3, 3), (-2, 2)), resolution=31)
     assert x1.shape == x2.shape == logp.shape == (31, 31)
     point = torch.tensor([[x1[5, 7], x2[5, 7]]], dtype=torch.float32)
@@ -32,13 +32,13 @@ def test_density_grid_evaluates_the_log_density_on_the_grid():
 
 
 def test_plot_helpers_label_their_axes():
-    ring = nf.data.GaussianRing()
+    ring = nf.densities.GaussianRing()
     flow = nf.Flow(nf.Compose(nf.SinhArcsinh(2, 0.3, 1.2), nf.ElementwiseAffine(2, 1.5)))
     assert _labelled(plot.plot_density(ring.log_prob, ring.bounds, resolution=40))
     assert _labelled(plot.plot_samples(ring.sample(100)))
     assert _labelled(plot.plot_deformed_grid(flow.transform, n_lines=5, resolution=20))
     assert _labelled(plot.plot_loss([3.0, 2.0, 1.5] * 10, reference=1.0))
-    mix = nf.data.GaussianMixture1D()
+    mix = nf.densities.GaussianMixture1D()
     assert _labelled(plot.plot_density_1d(mix.log_prob, (-4, 4), label="truth"))
 
 
@@ -63,3 +63,26 @@ def test_slider_figure_raises_when_the_drawing_fails():
 
     with pytest.raises(RuntimeError, match="cannot draw"):
         slider_figure(broken, a=widgets.FloatSlider(value=1.0))
+
+
+def test_plot_density_adds_a_labelled_colour_bar_on_request():
+    ring = nf.densities.GaussianRing()
+    ax = plot.plot_density(ring.log_prob, ring.bounds, resolution=30)
+    assert len(ax.figure.axes) == 1
+    ax = plot.plot_density(ring.log_prob, ring.bounds, resolution=30, colorbar=True,
+                           colorbar_label="q(x)", vmax=0.5)
+    bars = [other for other in ax.figure.axes if other is not ax]
+    assert len(bars) == 1 and bars[0].get_ylabel() == "q(x)"
+    assert ax.images[0].get_clim() == (0.0, 0.5)
+
+
+def test_plot_layers_lays_panels_in_rows_and_draws_into_given_axes():
+    stack = nf.Compose(*[nf.ElementwiseAffine(2, 1.1, 0.1) for _ in range(4)])
+    fig = plot.plot_layers(stack, torch.randn(50, 2), ncols=3, size=2.0)
+    assert len(fig.axes) == 6 and sum(ax.get_visible() for ax in fig.axes) == 5
+    assert np.allclose(fig.get_size_inches(), (6.0, 4.6))
+    fig, axes = plt.subplots(2, 5)
+    assert plot.plot_layers(stack, torch.randn(50, 2), axes=axes[1]) is fig
+    assert axes[1, 4].get_title() == "after layer 4" and axes[0, 0].get_title() == ""
+    with pytest.raises(ValueError, match="needs 5 axes"):
+        plot.plot_layers(stack, torch.randn(50, 2), axes=axes[0, :3])

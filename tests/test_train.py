@@ -8,7 +8,7 @@ import nfcourse as nf
 
 def _fit(seed):
     flow = nf.Flow(nf.ElementwiseAffine(1))
-    data = nf.data.GaussianMixture1D(means=(3.0,), stds=(0.5,)).sample(500)
+    data = nf.densities.GaussianMixture1D(means=(3.0,), stds=(0.5,)).sample(500)
     history = nf.fit_maximum_likelihood(flow, data, steps=300, lr=0.05, seed=seed,
                                         progress=False)
     return flow, history
@@ -54,3 +54,51 @@ def test_reverse_kl_fit_matches_a_shifted_gaussian():
 def test_train_rejects_no_parameters():
     with pytest.raises(ValueError, match="no trainable parameters"):
         nf.train(lambda s: torch.tensor(0.0), [], steps=1, progress=False)
+
+
+def test_maximum_likelihood_divergence_raises_training_diverged_not_a_data_error():
+    # A learning rate far too large sends the parameters to inf/NaN: the fit must say that
+    # training diverged, not that the data holds non-finite values.
+    torch.manual_seed(0)
+    flow = nf.Flow([nf.PlanarFlow(2) for _ in range(3)])
+    data = nf.densities.GaussianRing().sample(512)
+    with pytest.raises(nf.TrainingDiverged, match=r"training diverged.*step \d+.*learning rate"):
+        nf.fit_maximum_likelihood(flow, data, steps=300, lr=1e6, progress=False)
+
+
+def test_an_exploding_loss_raises_training_diverged():
+    p = torch.nn.Parameter(torch.tensor(1.0))
+
+    def loss_fn(step):
+        return p * 10.0 ** (5 * step)
+
+    with pytest.raises(nf.TrainingDiverged, match=r"exploded to [\d.]+e\+1[45] .*step 3.*"
+                                                  r"clip_grad_norm"):
+        nf.train(loss_fn, [p], steps=10, progress=False)
+    history = nf.train(lambda step: p * 1e12, [p], steps=2, max_loss=1e13, progress=False)
+    assert len(history) == 2
+
+
+def test_seeded_training_leaves_the_global_random_state_alone():
+    state = torch.get_rng_state()
+    _fit(3)
+    nf.coupling_flow("affine", 2, 2, seed=5)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_seed_none_draws_from_the_global_random_state():
+    torch.manual_seed(11)
+    _, a = _fit(None)
+    torch.manual_seed(11)
+    _, b = _fit(None)
+    _, c = _fit(None)
+    assert a == b and a != c
+    torch.manual_seed(0)
+    f1 = nf.coupling_flow("affine", 2, 2, seed=None, zero_init=False)
+    f2 = nf.coupling_flow("affine", 2, 2, seed=None, zero_init=False)
+    assert not torch.equal(f1.transform[0].conditioner[0].weight,
+                           f2.transform[0].conditioner[0].weight)
+    f3 = nf.coupling_flow("affine", 2, 2, seed=4, zero_init=False)
+    f4 = nf.coupling_flow("affine", 2, 2, seed=4, zero_init=False)
+    assert torch.equal(f3.transform[0].conditioner[0].weight,
+                       f4.transform[0].conditioner[0].weight)

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal
 
-from nfcourse import data, testing, vae
-from nfcourse.flows.planar import constrained_u
+from nfcourse import images as data
+from nfcourse import testing, vae
+from nfcourse.flows.planar import constrained_u, planar_forward, planar_inverse
 
 D64 = torch.float64
 
@@ -31,7 +32,7 @@ def _jacobian_log_det(fn, z):
     """log |det| of the autograd Jacobian of ``fn`` at each row of ``z``; ``fn(i, z_i)``."""
     out = []
     for i, zi in enumerate(z):
-        jac = torch.autograd.functional.jacobian(lambda v: fn(i, v), zi)
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: fn(i, v), zi)
         out.append(torch.linalg.slogdet(jac)[1])
     return torch.stack(out)
 
@@ -53,19 +54,19 @@ def _model(latent_dim=3, n_flows=2, seed=0, hidden=32, data_dim=64):
     return model
 
 
-# --- the amortised planar layer ------------------------------------------------------------
+# --- chapter 3's planar layer with per-example parameters ------------------------------
 
 @pytest.mark.parametrize("dim", [1, 2, 5])
-def test_amortised_planar_log_det_matches_autograd_jacobian(dim):
+def test_per_example_planar_log_det_matches_autograd_jacobian(dim):
     u_hat, w, b = _planar_parameters(6, dim, seed=dim)
     z = torch.randn(6, dim, generator=_generator(10 + dim), dtype=D64)
-    _, log_det = vae.amortised_planar(z, u_hat, w, b)
+    _, log_det = planar_forward(z, u_hat, w, b)
     expected = _jacobian_log_det(
-        lambda i, v: vae.amortised_planar(v, u_hat[i], w[i], b[i])[0], z)
+        lambda i, v: planar_forward(v, u_hat[i], w[i], b[i])[0], z)
     assert torch.allclose(log_det, expected, atol=1e-8, rtol=0)
 
 
-def test_amortised_planar_with_shared_parameters_is_the_chapter_3_planar_layer():
+def test_per_example_planar_with_shared_parameters_is_the_chapter_3_planar_layer():
     from nfcourse.flows.planar import PlanarFlow
 
     torch.manual_seed(0)
@@ -76,17 +77,17 @@ def test_amortised_planar_with_shared_parameters_is_the_chapter_3_planar_layer()
     z = torch.randn(9, 4, generator=_generator(1), dtype=D64)
     x_ref, log_det_ref = layer(z)
     u_hat = layer.u_hat.detach().expand(9, -1)
-    x, log_det = vae.amortised_planar(z, u_hat, layer.w.detach().expand(9, -1),
+    x, log_det = planar_forward(z, u_hat, layer.w.detach().expand(9, -1),
                                       layer.b.detach().expand(9))
     assert torch.allclose(x, x_ref, atol=1e-12)
     assert torch.allclose(log_det, log_det_ref, atol=1e-12)
 
 
-def test_amortised_planar_inverse_round_trips_and_negates_the_log_det():
+def test_per_example_planar_inverse_round_trips_and_negates_the_log_det():
     u_hat, w, b = _planar_parameters(50, 3, seed=4, scale=3.0)
     z = 2 * torch.randn(50, 3, generator=_generator(5), dtype=D64)
-    x, log_det = vae.amortised_planar(z, u_hat, w, b)
-    z_back, log_det_inverse = vae.amortised_planar_inverse(x, u_hat, w, b)
+    x, log_det = planar_forward(z, u_hat, w, b)
+    z_back, log_det_inverse = planar_inverse(x, u_hat, w, b)
     assert (z_back - z).abs().max() < 1e-9
     assert (log_det + log_det_inverse).abs().max() < 1e-9
 
@@ -153,11 +154,11 @@ def test_elbo_equals_the_hand_computed_sum_of_its_terms():
     expected = log_likelihood + log_prior - log_q0 + sum_log_det
 
     for got, want in [(terms.log_likelihood, log_likelihood), (terms.log_prior, log_prior),
-                      (terms.log_q0, log_q0), (terms.sum_log_det, sum_log_det),
+                      (terms.log_q0, log_q0), (terms.sum_log_abs_det, sum_log_det),
                       (terms.elbo, expected), (model.elbo(x, eps=eps), expected)]:
         assert torch.allclose(got, want, atol=1e-10)
     assert torch.allclose(terms.log_qK, log_q0 - sum_log_det, atol=1e-10)
-    assert (terms.sum_log_det.abs() > 1e-3).all(), "the flow should not be the identity here"
+    assert (terms.sum_log_abs_det.abs() > 1e-3).all(), "the flow should not be the identity here"
 
 
 def test_with_no_flow_layers_the_elbo_is_the_plain_vae_bound():
@@ -182,7 +183,15 @@ def test_with_no_flow_layers_the_elbo_is_the_plain_vae_bound():
     mc = terms.log_prior - terms.log_q0
     standard_error = mc.std(0) / math.sqrt(20_000)
     assert ((mc.mean(0) + kl).abs() < 4 * standard_error + 1e-6).all()
-    assert (terms.sum_log_det == 0).all()
+    assert (terms.sum_log_abs_det == 0).all()
+
+
+def test_importance_weighted_bound_of_one_image_is_a_log_mean_exp():
+    log_weights = torch.tensor([-1.0, -2.0, -4.0], dtype=D64)  # shape (S,): one image
+    expected = math.log((math.exp(-1) + math.exp(-2) + math.exp(-4)) / 3)
+    assert abs(float(vae.importance_weighted_bound(log_weights)) - expected) < 1e-12
+    with pytest.raises(ValueError, match="samples along its first axis"):
+        vae.importance_weighted_bound(torch.tensor(1.0, dtype=D64))
 
 
 def test_importance_weighted_bound_is_stable_with_logsumexp():
@@ -272,7 +281,7 @@ def test_posterior_log_prob_matches_the_log_density_of_posterior_samples():
     s = model.sample_posterior(x, n_samples=5)
     with torch.no_grad():
         got = model.posterior_log_prob(x, s.zK)
-    assert torch.allclose(got, (s.log_q0 - s.sum_log_det).detach(), atol=1e-8)
+    assert torch.allclose(got, (s.log_q0 - s.sum_log_abs_det).detach(), atol=1e-8)
 
 
 def test_flow_posterior_density_integrates_to_one_in_2d():
@@ -280,7 +289,7 @@ def test_flow_posterior_density_integrates_to_one_in_2d():
     with torch.no_grad():  # layers that bend the Gaussian visibly: |u_hat| about 1 to 2
         model.encoder.flow_params.weight.normal_(0, 0.2)
     x = _images(2, dtype=D64)
-    assert (model.sample_posterior(x, n_samples=100).sum_log_det.abs().mean(0) > 0.2).all()
+    assert (model.sample_posterior(x, n_samples=100).sum_log_abs_det.abs().mean(0) > 0.2).all()
     g = torch.linspace(-9, 9, 241, dtype=D64)
     z1, z2 = torch.meshgrid(g, g, indexing="xy")
     z = torch.stack([z1.flatten(), z2.flatten()], 1).unsqueeze(1).expand(-1, 2, -1)
@@ -323,9 +332,42 @@ def test_fit_vae_lowers_the_loss_and_leaves_a_frozen_decoder_alone():
     frozen = [p.clone() for p in model.decoder.parameters()]
     model.decoder.requires_grad_(False)
     vae.fit_vae(model, images, steps=5, progress=False)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, model.decoder.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(frozen, model.decoder.parameters(), strict=True))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         vae.fit_vae(model, images * 255, steps=1, progress=False)
+
+
+def test_loss_weighs_the_kl_part_by_beta():
+    model, x = _model(), _images(6, dtype=D64)
+    for beta in (1.0, 0.25):
+        torch.manual_seed(5)
+        t = model.elbo_terms(x)
+        expected = -(t.log_likelihood + beta * (t.log_prior - t.log_qK)).mean()
+        torch.manual_seed(5)
+        torch.testing.assert_close(model.loss(x, beta=beta), expected, atol=1e-12, rtol=0)
+    torch.manual_seed(5)
+    loss = model.loss(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(loss, -model.elbo(x).mean(), atol=1e-12, rtol=0)
+
+
+def test_fit_vae_repeats_with_a_seed_and_checks_its_arguments():
+    images = torch.rand(60, 64, generator=_generator(1), dtype=D64) ** 4
+
+    def run(seed, **kwargs):
+        torch.manual_seed(0)
+        model = vae.FlowPosteriorVAE(2, n_flows=1, hidden=8, data_dim=64).double()
+        kwargs = {"batch_size": 7, **kwargs}
+        return vae.fit_vae(model, images, steps=6, seed=seed, progress=False, **kwargs)
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+    assert run(3) != run(3, warmup=0.0)  # the warm-up changes the loss of the first steps
+    assert run(3) != run(3, flow_lr=0.5)
+    with pytest.raises(ValueError, match=r"warmup must be a fraction.*got 1.5"):
+        run(3, warmup=1.5)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        run(3, batch_size=0)
 
 
 def test_output_bias_starts_the_decoder_at_the_average_image():
@@ -355,7 +397,7 @@ def test_load_mnist_splits_the_shipped_digits_reproducibly():
                           atol=1e-2)
     # the same share of every class in the test set: 100 of each digit
     index = {tuple(row): y for row, y in zip((images / 255.0).astype(np.float32).tolist(),
-                                              labels)}
+                                              labels, strict=True)}
     test_labels = [index[tuple(row)] for row in test.numpy().tolist()]
     assert (np.bincount(test_labels, minlength=10) == 100).all()
     # in a random order: the first 50 test images already hold nearly every digit
@@ -366,7 +408,8 @@ def _write_idx(path, images, compress):
     header = (0x00000803).to_bytes(4, "big") + b"".join(
         int(n).to_bytes(4, "big") for n in images.shape)
     payload = header + images.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
+    with (gzip.open if compress else open)(path, "wb") as file:
+        file.write(payload)
 
 
 def test_load_mnist_reads_an_npz_file_and_idx_files(tmp_path):

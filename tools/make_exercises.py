@@ -40,23 +40,27 @@ def _tags(cell) -> list[str]:
     return list(cell.metadata.get("tags", []))
 
 
-def make_exercise(solution_path: Path) -> str:
-    nb = jupytext.read(solution_path)
-    solution_cells = {i for i, c in enumerate(nb.cells) if "### BEGIN SOLUTION" in c.source}
+def has_solution(cell) -> bool:
+    """Whether the cell holds a region between ``### BEGIN SOLUTION`` and ``### END
+    SOLUTION``."""
+    return "### BEGIN SOLUTION" in cell.source
+
+
+def course_notebook(nb):
+    """A copy of a solution notebook with the course rules applied and the solutions kept:
+    the folded-box cells of the website are left out, stub and check cells get the tag
+    ``raises-exception``, and the website's ``hide-*`` tags are dropped. The exercise
+    notebook is this notebook with its solutions cleared; the classroom's source notebook
+    is this notebook with nbgrader's cell metadata added."""
     nb = copy.deepcopy(nb)
-    clear = ClearSolutions(enforce_metadata=False, code_stub={"python": STUB},
-                           text_stub=TEXT_STUB)
-    nb, _ = clear.preprocess(nb, {})
-    nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
     cells = []
-    for i, cell in enumerate(nb.cells):
+    for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = BOX.sub("", cell.source).strip()
             if not cell.source:
                 continue
-        cell.metadata.pop("nbgrader", None)
         tags = _tags(cell)
-        if cell.cell_type == "code" and (i in solution_cells or "check" in tags):
+        if cell.cell_type == "code" and (has_solution(cell) or "check" in tags):
             if "raises-exception" not in tags:
                 tags.append("raises-exception")
         tags = [t for t in tags if t not in {"hide-input", "hide-output", "hide-cell"}]
@@ -66,6 +70,23 @@ def make_exercise(solution_path: Path) -> str:
             cell.metadata.pop("tags", None)
         cells.append(cell)
     nb.cells = cells
+    return nb
+
+
+def clear_solutions(nb, enforce_metadata: bool = False):
+    """Replace every solution region by its stub (nbgrader's ``ClearSolutions``) and drop
+    the outputs; the configuration that ``nbgrader generate_assignment`` uses too."""
+    clear = ClearSolutions(enforce_metadata=enforce_metadata, code_stub={"python": STUB},
+                           text_stub=TEXT_STUB)
+    nb, _ = clear.preprocess(copy.deepcopy(nb), {})
+    nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
+    return nb
+
+
+def make_exercise(solution_path: Path) -> str:
+    nb = clear_solutions(course_notebook(jupytext.read(solution_path)))
+    for cell in nb.cells:
+        cell.metadata.pop("nbgrader", None)
     nb.metadata.get("jupytext", {}).get("text_representation", {}).pop("jupytext_version", None)
     text = jupytext.writes(nb, fmt="md:myst")
     banner = (

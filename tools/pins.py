@@ -70,10 +70,6 @@ def frozen_versions(freeze: Path, wanted: set[str]) -> dict[str, str]:
             package, version = line.split("==", 1)
             if name(package) in wanted:
                 versions[name(package)] = version.strip()
-    missing = wanted - set(versions)
-    if missing:
-        raise SystemExit(f"{freeze}: no version of {', '.join(sorted(missing))}; "
-                         "was the environment installed?")
     return versions
 
 
@@ -126,7 +122,18 @@ def main(argv: list[str]) -> None:
     for freeze in freezes:
         for package, version in frozen_versions(freeze, direct).items():
             by_package[package][python_version(freeze)] = version
-    pinned = [line for package in direct for line in pins(package, by_package[package])]
+    # An extra that the tested environments do not install (make lint's dev tools) keeps
+    # its pins; a package that some environments have and others lack is an error.
+    absent = sorted(p for p, versions in by_package.items() if not versions)
+    partial = sorted(p for p, versions in by_package.items() if 0 < len(versions) < len(freezes))
+    if partial:
+        raise SystemExit(f"no version of {', '.join(partial)} in some of {', '.join(argv[2:])}; "
+                         "was every environment installed?")
+    if absent:
+        print(f"not installed by the tested environments, pins kept: {', '.join(absent)}")
+    kept += [line for line in lines if name(line) in absent]
+    pinned = [line for package in direct if package not in absent
+              for line in pins(package, by_package[package])]
     write(path, header, kept + pinned)
 
 

@@ -16,92 +16,98 @@ import torch
 from torch import Tensor
 
 from .. import testing
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    check_gradients,
+    compare,
+    describe_difference,
+    run,
+    tolerances,
+)
 
-__all__ = ["ExerciseError", "call_student", "check_close", "check_transform"]
-
-
-class ExerciseError(AssertionError):
-    """The answer to an exercise is not right yet; the message says how."""
+__all__ = [
+    "ExerciseError",
+    "Slip",
+    "as_number",
+    "as_tensor",
+    "call_student",
+    "check_close",
+    "check_gradients",
+    "check_transform",
+    "compare",
+    "describe_difference",
+    "run",
+    "tolerances",
+]
 
 
 def call_student(fn: Callable, *args, name: str | None = None):
-    """Call the student's function, turning the stub's ``NotImplementedError`` into a
-    message that says which exercise is still open."""
-    name = name or getattr(fn, "__name__", "your function")
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise ExerciseError(
-            f"{name} is not written yet: replace `raise NotImplementedError()` with your code"
-        ) from None
+    """Call the student's function; the stub's ``NotImplementedError`` and the usual Python
+    errors become messages that say what happened (see ``run``)."""
+    return run(fn, *args, name=name)
 
 
 def check_close(got, expected, what: str, atol: float = 1e-6, rtol: float = 1e-5) -> None:
-    """Compare the student's tensor ``got`` with ``expected`` element by element."""
-    if not isinstance(got, Tensor):
-        raise ExerciseError(f"{what} should be a torch.Tensor, got {type(got).__name__}")
+    """Compare the student's tensor ``got`` with ``expected`` element by element, with at
+    least the tolerance of ``got``'s dtype, and describe the structure of a mismatch."""
     expected = torch.as_tensor(expected)
-    if got.shape != expected.shape:
-        raise ExerciseError(
-            f"{what} has shape {tuple(got.shape)}; expected {tuple(expected.shape)}"
-        )
-    got_, exp_ = got.detach().to(torch.float64), expected.detach().to(torch.float64)
-    if not torch.isfinite(got_).all():
-        bad = int((~torch.isfinite(got_)).flatten().nonzero()[0])
-        raise ExerciseError(f"{what} contains NaN or inf (first at flat index {bad})")
-    diff = (got_ - exp_).abs()
-    ok = diff <= atol + rtol * exp_.abs()
-    if not bool(ok.all()):
-        worst = int(diff.flatten().argmax())
-        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), diff.shape))
-        where = f"sample {index[0]}" if len(index) == 1 else f"index {index}"
-        raise ExerciseError(
-            f"{what} differs from the expected value by {float(diff.flatten()[worst]):.3g} at "
-            f"{where}: got {float(got_.flatten()[worst]):.6g}, "
-            f"expected {float(exp_.flatten()[worst]):.6g}"
-        )
+    got = as_tensor(got, what, tuple(expected.shape))
+    largest = compare(got, expected, what, atol=atol, rtol=rtol)
     print(f"Correct: {what} matches ({got.numel()} values, largest difference "
-          f"{float(diff.max()):.1e}).")
+          f"{largest:.1e}).")
+
+
+def _pair(out, name: str, first: str) -> tuple:
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        kind = type(out).__name__ + (f" of shape {tuple(out.shape)}"
+                                     if isinstance(out, Tensor) else "")
+        raise ExerciseError(f"{name} should return a pair ({first}, log_det), got a {kind}")
+    return tuple(out)
 
 
 def check_transform(transform, dim: int, n: int = 8, atol: float = 1e-6,
-                    invertible: bool = True, seed: int = 0) -> None:
-    """Check a student's transform: batch shapes, log-det against the autograd Jacobian,
-    and (when ``invertible``) the round trip, in float64 on random points."""
+                    invertible: bool = True, seed: int = 0, scale: float = 1.0,
+                    quiet: bool = False, log_det_slips: Callable | None = None) -> None:
+    """Check a student's transform in float64 on ``n`` random points of ``R^dim`` (times
+    ``scale``): the shapes (B, D) and (B,), the log-det against the autograd Jacobian, and
+    (when ``invertible``) the round trip and the inverse's log-det, naming the usual slips
+    (the inverse's log-det reported by the forward pass, a log-det with a constant missing,
+    a per-coordinate log-det, an input modified in place). ``log_det_slips(z, expected)``
+    may add the exercise's own slips of the forward log-det."""
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, dim, generator=g, dtype=torch.float64)
+    z = scale * torch.randn(n, dim, generator=g, dtype=torch.float64)
     name = type(transform).__name__
-    try:
-        transform = transform.double()
-        x, log_det = transform.forward(z)
-        if x.shape != (n, dim) or log_det.shape != (n,):
-            raise ExerciseError(
-                f"{name}.forward on a batch of shape {(n, dim)} returned shapes "
-                f"{tuple(x.shape)} and {tuple(log_det.shape)}; expected {(n, dim)} and {(n,)}"
-            )
-        err = testing.log_det_error(transform, z)
-        if not bool((err <= atol).all()):
-            k = int(err.argmax())
-            raise ExerciseError(
-                f"your log-det differs from the autograd Jacobian by {float(err[k]):.3g} at "
-                f"sample {k}; recheck the derivative of each step"
-            )
-        if invertible:
-            point_err, log_det_err = testing.round_trip_error(transform, z)
-            if not bool((point_err <= atol).all()):
-                k = int(point_err.argmax())
-                raise ExerciseError(
-                    f"inverse(forward(z)) misses z by {float(point_err[k]):.3g} at sample {k}"
-                )
-            if not bool((log_det_err <= atol).all()):
-                k = int(log_det_err.argmax())
-                raise ExerciseError(
-                    f"the inverse log-det is not minus the forward log-det: they sum to "
-                    f"{float(log_det_err[k]):.3g} at sample {k}"
-                )
-    except NotImplementedError:
-        raise ExerciseError(
-            f"{name} is not finished: replace `raise NotImplementedError()` with your code"
-        ) from None
-    print(f"Correct: {name} passes the shape, log-det"
-          + (" and round-trip" if invertible else "") + f" checks on {n} points.")
+    transform = transform.double()
+    x, log_det = _pair(run(transform.forward, z, name=f"{name}.forward"),
+                       f"{name}.forward", "x")
+    x = as_tensor(x, f"the x of {name}.forward", (n, dim), ("batch", "coordinates"))
+    log_det = as_tensor(log_det, f"the log-det of {name}.forward", (n,), ("batch",))
+    expected = testing.autograd_log_abs_det(lambda v: transform.forward(v)[0], z)
+    compare(log_det, expected, f"the log-det of {name}.forward", atol=atol, slips=[
+        Slip("it is minus log|det J| of the forward map, the inverse's log-det; the "
+             "forward pass returns log|det dx/dz|, which is positive where the map "
+             "stretches", -expected),
+        Slip("it is |det J| itself; return its logarithm", expected.exp()),
+        *(log_det_slips(z, expected) if log_det_slips else []),
+    ], advice="Derive log|det dx/dz| step by step; autograd's Jacobian is the reference")
+    if invertible:
+        x_ref = x.detach().to(torch.float64)
+        z_back, log_det_inv = _pair(run(transform.inverse, x_ref, name=f"{name}.inverse"),
+                                    f"{name}.inverse", "z")
+        z_back = as_tensor(z_back, f"the z of {name}.inverse", (n, dim),
+                           ("batch", "coordinates"))
+        log_det_inv = as_tensor(log_det_inv, f"the log-det of {name}.inverse", (n,),
+                                ("batch",))
+        compare(z_back, z, f"inverse(forward(z)) of {name}", atol=atol, like=(x,),
+                advice="Undo the forward steps in reverse order, each with its own inverse")
+        compare(log_det_inv, -expected, f"the log-det of {name}.inverse", atol=atol,
+                like=(x,), slips=[
+            Slip("the inverse's log-det is the forward one; it must be its negative "
+                 "(the inverse shrinks where the forward map stretches)", expected),
+        ])
+    if not quiet:
+        print(f"Correct: {name} passes the shape, log-det"
+              + (" and round-trip" if invertible else "") + f" checks on {n} points.")

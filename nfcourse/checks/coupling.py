@@ -18,7 +18,18 @@ from torch import Tensor, nn
 
 from ..flows.coupling import AffineCoupling, PiecewiseLinearCoupling, alternating_mask
 from ..images import bits_per_dim as _bits_per_dim
-from . import ExerciseError, call_student
+from . import (  # noqa: F401
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    call_student,
+    check_close,
+    check_gradients,
+    compare,
+    run,
+)
+from ._training import describe_shortfall, run_training
 
 __all__ = [
     "make_conditioner",
@@ -50,75 +61,83 @@ def _reference_forward(z: Tensor, conditioner: nn.Module) -> tuple[Tensor, Tenso
     return x, s.sum(dim=1), s
 
 
-def _unpack_pair(out, name: str, what: str) -> tuple[Tensor, Tensor]:
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise ExerciseError(f"{name} should return a pair ({what}, log_det), "
-                            f"got {type(out).__name__}")
-    for label, t in zip((what, "log_det"), out):
-        if not isinstance(t, Tensor):
-            raise ExerciseError(f"{name}: {label} should be a torch.Tensor, "
-                                f"got {type(t).__name__}")
-    return out
+def _unpack_pair(out, name: str, what: str, shape, n: int) -> tuple[Tensor, Tensor]:
+    if not (isinstance(out, tuple | list) and len(out) == 2):
+        kind = type(out).__name__ + (f" of shape {tuple(out.shape)}"
+                                     if isinstance(out, Tensor) else "")
+        raise ExerciseError(f"{name} should return a pair ({what}, log_det), got a {kind}")
+    first = as_tensor(out[0], f"the {what} of {name}", shape, ("batch", "coordinates"))
+    log_det = as_tensor(out[1], f"the log_det of {name}", (n,), ("batch",))
+    return first, log_det
 
 
-def _worst(diff: Tensor) -> tuple[float, int]:
-    per_sample = diff.reshape(diff.shape[0], -1).amax(dim=1)
-    k = int(per_sample.argmax())
-    return float(per_sample[k]), k
+_SPLIT_HINT = ("split z into halves along the coordinates: z[:, :d] and z[:, d:], or "
+               "z.chunk(2, dim=1); torch.split(z, 2) cuts pieces of size 2 along the batch")
+
+
+def _coupling_cases(seeds):
+    for dim, n, seed in seeds:
+        conditioner = make_conditioner(dim, seed)
+        z = 1.5 * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 10),
+                              dtype=torch.float64)
+        yield dim, n, conditioner, z
 
 
 def check_affine_coupling_forward(fn: Callable, atol: float = 1e-8) -> None:
     """Check ``fn(z, conditioner) -> (x, log_det)`` of the affine coupling: the first half
     of ``z`` conditions, ``(s, t) = conditioner(z_A)`` split in two halves,
-    ``x_B = exp(s) z_B + t``, ``log_det = sum(s)``."""
+    ``x_B = exp(s) z_B + t``, ``log_det = sum(s)``; gradients must reach the conditioner."""
     name = getattr(fn, "__name__", "your function")
-    for dim, n, seed in ((4, 6, 0), (6, 9, 1)):
-        conditioner = make_conditioner(dim, seed)
-        z = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 10),
-                        dtype=torch.float64)
-        with torch.no_grad():
-            x, log_det = _unpack_pair(call_student(fn, z.clone(), conditioner, name=name),
-                                      name, "x")
-            x_ref, log_det_ref, s = _reference_forward(z, conditioner)
+    for dim, n, conditioner, z in _coupling_cases(((4, 6, 0), (6, 9, 1))):
         d = dim // 2
-        if x.shape != z.shape:
-            raise ExerciseError(f"x has shape {tuple(x.shape)} for z of shape "
-                                f"{tuple(z.shape)}; a coupling keeps the shape (B, D)")
-        x = x.to(torch.float64)
-        if not torch.allclose(x[:, :d], z[:, :d], atol=atol, rtol=0):
-            raise ExerciseError(
-                "the conditioning half x_A must equal z_A: a coupling passes it through "
-                f"unchanged (D = {dim}, off by {_worst((x[:, :d] - z[:, :d]).abs())[0]:.3g})"
-            )
-        err, k = _worst((x - x_ref).abs())
-        if err > atol:
-            t = x_ref[:, d:] - z[:, d:] * torch.exp(s)
-            hints = [
-                (z[:, d:] * s + t, "the scale is exp(s), not s"),
-                (z[:, d:] * torch.exp(t) + s, "you swapped s and t: the first half of the "
-                 "conditioner's output is the log-scale s, the second the shift t"),
-                ((z[:, d:] + t) * torch.exp(s), "shift after scaling: x_B = exp(s) z_B + t"),
-            ]
-            for wrong, hint in hints:
-                if torch.allclose(x[:, d:], wrong, atol=1e-6):
-                    raise ExerciseError(f"x_B is not right: {hint}")
-            raise ExerciseError(
-                f"x_B differs from exp(s) * z_B + t by {err:.3g} at sample {k} (D = {dim}); "
-                "compute (s, t) from z_A only, with s the first half of the output"
-            )
-        if log_det.shape != (n,):
-            raise ExerciseError(
-                f"log_det has shape {tuple(log_det.shape)}; expected ({n},), one number per "
-                "sample: sum the log-scales over the transformed coordinates (dim=1)"
-            )
-        log_det = log_det.to(torch.float64)
-        if not torch.allclose(log_det, log_det_ref, atol=atol, rtol=0):
-            if torch.allclose(log_det, torch.exp(s).sum(dim=1), atol=1e-6):
-                raise ExerciseError("log_det is log |det J| = sum of s, not the sum of exp(s)")
-            if torch.allclose(log_det, s.mean(dim=1), atol=1e-6):
-                raise ExerciseError("log_det should sum s over the coordinates, not average")
-            err, k = _worst((log_det - log_det_ref).abs().unsqueeze(1))
-            raise ExerciseError(f"log_det differs from sum(s) by {err:.3g} at sample {k}")
+        x, log_det = _unpack_pair(run(fn, z.clone(), conditioner, name=name, hint=_SPLIT_HINT),
+                                  name, "x", (n, dim), n)
+        with torch.no_grad():
+            x_ref, log_det_ref, s = _reference_forward(z, conditioner)
+            za, zb = z[:, :d], z[:, d:]
+            t = x_ref[:, d:] - zb * torch.exp(s)
+            s_b, t_b = conditioner(zb).chunk(2, dim=1)
+
+            def with_b(x_b, first=za):
+                return torch.cat([first, x_b], dim=1)
+
+            compare(x, x_ref, f"x for D = {dim}", atol=atol,
+                    groups={"the conditioning half x_A": torch.arange(dim) < d},
+                    labels=[f"sample {k}" for k in range(n)], slips=[
+                        Slip("the scale is exp(s), not s", with_b(zb * s + t)),
+                        Slip("you swapped s and t: the first half of the conditioner's "
+                             "output is the log-scale s, the second the shift t",
+                             with_b(zb * torch.exp(t) + s)),
+                        Slip("shift after scaling: x_B = exp(s) z_B + t, not "
+                             "exp(s) (z_B + t)", with_b((zb + t) * torch.exp(s))),
+                        Slip("the scale is exp(s); exp(-s) belongs to the inverse",
+                             with_b(zb * torch.exp(-s) + t)),
+                        Slip("the conditioner takes z_A, the half that passes through; you "
+                             "fed it z_B", with_b(zb * torch.exp(s_b) + t_b)),
+                        Slip("the two halves are swapped in the output: x = cat([x_A, x_B]) "
+                             "with the conditioning half first",
+                             torch.cat([x_ref[:, d:], za], dim=1)),
+                        Slip("the conditioning half x_A must equal z_A: a coupling passes it "
+                             "through unchanged", torch.cat([za * torch.exp(s) + t,
+                                                             x_ref[:, d:]], dim=1)),
+                    ], advice="compute (s, t) from z_A only, with s the first half of the "
+                              "output, and x_B = exp(s) z_B + t")
+            compare(log_det, log_det_ref, f"log_det for D = {dim}", atol=atol, terms={
+                "the term sum(s)": s.sum(1), "sum(t)": t.sum(1),
+                "sum(exp(s))": torch.exp(s).sum(1), "sum(z_B)": zb.sum(1)}, slips=[
+                Slip("log_det is log |det J| = sum of s, not the sum of exp(s)",
+                     torch.exp(s).sum(dim=1)),
+                Slip("log_det should sum s over the coordinates, not average",
+                     s.mean(dim=1)),
+                Slip("this is the inverse's log-det, -sum(s); the forward map stretches by "
+                     "exp(s), so its log-det is +sum(s)", -s.sum(dim=1)),
+                Slip("log_det sums the conditioner's whole output (s and t); only s enters",
+                     s.sum(dim=1) + t.sum(dim=1)),
+            ])
+        params = dict(conditioner.named_parameters())
+        check_gradients(x.sum() + log_det.sum(), {f"the conditioner's {k}": v
+                                                  for k, v in params.items()},
+                        f"{name}'s output")
     print("Correct: the affine coupling keeps x_A = z_A, maps x_B = exp(s) z_B + t and its "
           "log-det is the sum of s (checked for D = 4 and D = 6).")
 
@@ -128,40 +147,46 @@ def check_affine_coupling_inverse(fn: Callable, atol: float = 1e-8) -> None:
     ``z_A = x_A``, ``z_B = (x_B - t) exp(-s)`` with ``(s, t) = conditioner(x_A)``,
     ``log_det = -sum(s)``."""
     name = getattr(fn, "__name__", "your function")
-    for dim, n, seed in ((4, 6, 2), (6, 9, 3)):
-        conditioner = make_conditioner(dim, seed)
-        z = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 10),
-                        dtype=torch.float64)
+    for dim, n, conditioner, z in _coupling_cases(((4, 6, 2), (6, 9, 3))):
+        d = dim // 2
         with torch.no_grad():
             x, log_det_forward, s = _reference_forward(z, conditioner)
-            z_back, log_det = _unpack_pair(call_student(fn, x.clone(), conditioner, name=name),
-                                           name, "z")
-        if z_back.shape != z.shape:
-            raise ExerciseError(f"z has shape {tuple(z_back.shape)}; expected {tuple(z.shape)}")
-        z_back = z_back.to(torch.float64)
-        d = dim // 2
-        err, k = _worst((z_back - z).abs())
-        if err > atol:
-            if not torch.allclose(z_back[:, :d], z[:, :d], atol=atol, rtol=0):
-                raise ExerciseError("z_A must equal x_A: the conditioning half passes through")
-            t = x[:, d:] - z[:, d:] * torch.exp(s)
-            if torch.allclose(z_back[:, d:], x[:, d:] * torch.exp(-s) - t, atol=1e-6):
-                raise ExerciseError("undo the shift before the scale: z_B = (x_B - t) exp(-s)")
-            if torch.allclose(z_back[:, d:], (x[:, d:] - t) * torch.exp(s), atol=1e-6):
-                raise ExerciseError("to undo a stretch by exp(s), multiply by exp(-s)")
-            raise ExerciseError(
-                f"inverse(forward(z)) misses z by {err:.3g} at sample {k} (D = {dim}); the "
-                "conditioner takes x_A, which equals z_A, so it returns the same (s, t)"
-            )
-        if log_det.shape != (n,):
-            raise ExerciseError(f"log_det has shape {tuple(log_det.shape)}; expected ({n},)")
-        log_det = log_det.to(torch.float64)
-        if not torch.allclose(log_det, -log_det_forward, atol=atol, rtol=0):
-            if torch.allclose(log_det, log_det_forward, atol=1e-6):
-                raise ExerciseError("the inverse shrinks where the forward map stretches: "
-                                    "its log-det is minus the sum of s")
-            err, k = _worst((log_det + log_det_forward).abs().unsqueeze(1))
-            raise ExerciseError(f"log_det differs from -sum(s) by {err:.3g} at sample {k}")
+        z_back, log_det = _unpack_pair(run(fn, x.clone(), conditioner, name=name,
+                                           hint=_SPLIT_HINT), name, "z", (n, dim), n)
+        with torch.no_grad():
+            xa, xb = x[:, :d], x[:, d:]
+            t = xb - z[:, d:] * torch.exp(s)
+            s_b, t_b = conditioner(xb).chunk(2, dim=1)
+
+            def with_b(z_b):
+                return torch.cat([xa, z_b], dim=1)
+
+            compare(z_back, z, f"inverse(forward(z)) for D = {dim}", atol=atol,
+                    labels=[f"sample {k}" for k in range(n)], slips=[
+                        Slip("undo the shift before the scale: z_B = (x_B - t) exp(-s)",
+                             with_b(xb * torch.exp(-s) - t)),
+                        Slip("to undo a stretch by exp(s), multiply by exp(-s)",
+                             with_b((xb - t) * torch.exp(s))),
+                        Slip("undo the shift by subtracting t: z_B = (x_B - t) exp(-s)",
+                             with_b((xb + t) * torch.exp(-s))),
+                        Slip("the scale is exp(s), not s: divide by exp(s)",
+                             with_b((xb - t) / s)),
+                        Slip("the conditioner takes x_A (which equals z_A), so that it "
+                             "returns the same (s, t) as in the forward pass; you fed it x_B",
+                             with_b((xb - t_b) * torch.exp(-s_b))),
+                        Slip("you swapped s and t: the first half of the conditioner's "
+                             "output is the log-scale s", with_b((xb - s) * torch.exp(-t))),
+                    ])
+            compare(log_det, -log_det_forward, f"log_det for D = {dim}", atol=atol, terms={
+                "the term -sum(s)": -s.sum(1), "sum(t)": t.sum(1),
+                "sum(exp(s))": torch.exp(s).sum(1)}, slips=[
+                Slip("this is the forward map's log-det: the inverse shrinks where the "
+                     "forward map stretches, so its log-det is -sum(s)", log_det_forward),
+                Slip("log_det should sum -s over the coordinates, not average",
+                     -s.mean(dim=1)),
+                Slip("the inverse's log-det is -sum(s), not -sum(exp(s))",
+                     -torch.exp(s).sum(dim=1)),
+            ])
     print("Correct: your inverse undoes the affine coupling and its log-det is -sum(s) "
           "(checked for D = 4 and D = 6).")
 
@@ -184,103 +209,227 @@ def check_coupling_jacobian(jacobian_fn: Callable, log_det_fn: Callable,
         order = torch.cat([layer.cond_index, layer.trans_index])
         full = torch.autograd.functional.jacobian(lambda v: layer(v.unsqueeze(0))[0][0], z)
         expected = full[order][:, order]
-        jac = call_student(jacobian_fn, layer, z.clone(), name="coupling_jacobian")
-        if not isinstance(jac, Tensor):
-            raise ExerciseError(f"coupling_jacobian should return a tensor, "
-                                f"got {type(jac).__name__}")
-        if jac.shape != expected.shape:
-            raise ExerciseError(f"the Jacobian of a map of R^{layer.dim} has shape "
-                                f"{tuple(expected.shape)}, got {tuple(jac.shape)}")
-        jac = jac.detach().to(torch.float64)
-        if not torch.allclose(jac, expected, atol=atol, rtol=0):
-            if torch.allclose(jac, full, atol=atol, rtol=0):
-                raise ExerciseError("reorder rows and columns: jac[order][:, order] with "
-                                    "order = cat([layer.cond_index, layer.trans_index])")
-            if torch.allclose(jac, expected.T, atol=atol, rtol=0):
-                raise ExerciseError("your matrix is transposed: row i holds the derivatives "
-                                    "of output x_i")
-            diff = (jac - expected).abs()
-            i, j = (int(v) for v in torch.unravel_index(diff.argmax(), diff.shape))
-            raise ExerciseError(f"the Jacobian differs from autograd's at row {i}, column "
-                                f"{j} by {float(diff[i, j]):.3g}")
+        kind = type(layer).__name__
+        jac = as_tensor(run(jacobian_fn, layer, z.clone(), name="coupling_jacobian"),
+                        f"the Jacobian of the {kind}", tuple(expected.shape),
+                        ("rows: outputs x_i", "columns: inputs z_j"))
+        compare(jac, expected, f"the Jacobian of the {kind}", atol=atol,
+                labels=[f"row {i}" for i in range(layer.dim)], slips=[
+                    Slip("reorder rows and columns: jac[order][:, order] with "
+                         "order = cat([layer.cond_index, layer.trans_index])", full),
+                    Slip("your matrix is transposed: row i holds the derivatives of output "
+                         "x_i", expected.T),
+                    Slip("reorder the rows AND the columns with the same order",
+                         full[order]),
+                    Slip("reorder the columns as well as the rows, with the same order",
+                         full[:, order]),
+                    Slip("this is the Jacobian of the inverse map; the exercise asks for "
+                         "dx/dz of the forward map", torch.linalg.inv(expected)),
+                ])
         n_cond = len(layer.cond_index)
-        log_det = call_student(log_det_fn, jac.clone(), n_cond, name="triangular_log_det")
+        jac_ref = expected.clone()
+        log_det = as_number(run(log_det_fn, jac_ref.clone(), n_cond, name="triangular_log_det"),
+                            "triangular_log_det")
         reported = layer(z.unsqueeze(0))[1][0].detach()
-        if not isinstance(log_det, Tensor) or log_det.numel() != 1:
-            raise ExerciseError("triangular_log_det should return a tensor holding one number")
-        log_det = log_det.detach().to(torch.float64).reshape(())
-        if abs(float(log_det - reported)) > atol:
-            if abs(float(log_det - torch.diagonal(jac).sum())) < 1e-6:
-                raise ExerciseError("the determinant of a triangular matrix is the product of "
-                                    "its diagonal: sum the logs of |J_ii|, not the J_ii")
-            raise ExerciseError(
-                f"your log-det {float(log_det):.6g} differs from the layer's "
-                f"{float(reported):.6g}; sum log |J_ii| over the diagonal"
-            )
+        diag = torch.diagonal(jac_ref)
+        compare(log_det.reshape(1), reported.reshape(1),
+                f"your log-det of the {kind}", atol=atol, slips=[
+                    Slip("the determinant of a triangular matrix is the product of its "
+                         "diagonal: sum the logs of |J_ii|, not the J_ii",
+                         diag.sum().reshape(1)),
+                    Slip("sum the logs of the diagonal entries |J_ii|, not of every entry",
+                         torch.log(jac_ref.abs() + (jac_ref == 0)).sum().reshape(1)),
+                    Slip("the diagonal entries can be below one; the log-det is sum log "
+                         "|J_ii|, you returned sum |log J_ii|",
+                         diag.abs().log().abs().sum().reshape(1)),
+                    Slip("that is the log-det of the inverse: the forward layer's is "
+                         "+sum log |J_ii|", -diag.abs().log().sum().reshape(1)),
+                    Slip("you returned det J itself; take the log of its absolute value",
+                         diag.prod().reshape(1)),
+                    Slip("the first n_cond diagonal entries are ones; sum the logs of the "
+                         "LAST D - n_cond entries, not the first ones",
+                         diag[:len(diag) - n_cond].abs().log().sum().reshape(1)),
+                ])
     print("Correct: with the conditioning coordinates first the Jacobian is lower "
           "triangular, and the sum of log |J_ii| is the layer's log-det.")
 
 
 def check_dequantize(fn: Callable, levels: int = 17) -> None:
-    """Check ``fn(x, levels, generator) -> y``: ``y = (x + u) / L`` with ``u ~ U[0, 1)``."""
+    """Check ``fn(x, levels, generator) -> y``: ``y = (x + u) / L`` with ``u ~ U[0, 1)``,
+    one independent draw per pixel and image, taken from ``generator``."""
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, levels, (400, 64), generator=g).to(torch.float64)
-    y = call_student(fn, x.clone(), levels, torch.Generator().manual_seed(1), name="dequantize")
-    if not isinstance(y, Tensor) or y.shape != x.shape:
-        raise ExerciseError(f"dequantize should return a tensor of shape {tuple(x.shape)}")
-    if not y.is_floating_point():
-        raise ExerciseError("dequantize should return floating-point values")
-    y = y.to(torch.float64)
+    x[0] = 0.0
+    x[1] = levels - 1
+    y = as_tensor(run(fn, x.clone(), levels, torch.Generator().manual_seed(1), name="dequantize"),
+                  "dequantize's output", tuple(x.shape), ("images", "pixels"))
+    y = y.detach().to(torch.float64)
+    if not bool(torch.isfinite(y).all()):
+        raise ExerciseError("dequantize returned NaN or inf")
     if float(y.max()) > 1.5:
-        if torch.equal(torch.floor(y), x):
+        if bool(((levels * y - x) == 0).all()) or torch.equal(torch.floor(y), x):
             raise ExerciseError("divide by the number of levels L: y must lie in [0, 1)")
         if float((y - x / levels).min()) >= 0 and float((y - x / levels).max()) < 1:
             raise ExerciseError("the noise u must be added before dividing by L, so that "
                                 "y stays inside the cell [x/L, (x+1)/L)")
         raise ExerciseError("y must lie in [0, 1): y = (x + u) / L")
-    if bool((y < 0).any()) or bool((y >= 1).any()):
-        raise ExerciseError("y must lie in [0, 1): use u from torch.rand, in [0, 1)")
-    cell = torch.floor(levels * y)
-    if not torch.equal(cell, x):
-        raise ExerciseError("each y must stay inside its pixel's cell [x/L, (x+1)/L): "
-                            "y = (x + u) / L with u in [0, 1)")
+    if bool(((levels - 1) * y - x).ge(0).all()) and bool(((levels - 1) * y - x).lt(1).all()) \
+            and float(y.max()) > 1:
+        raise ExerciseError("divide by L, the number of levels, not by L - 1: y must lie in "
+                            "[0, 1)")
+    cell = torch.floor(levels * y + 1e-9)
+    if bool((y < 0).any()) or bool((y >= 1).any()) or not torch.equal(cell, x):
+        u = levels * y - x
+        if float(u.min()) < -0.5 and abs(float(u.mean())) < 0.1:
+            raise ExerciseError("the noise has negative values: a standard normal (randn) is "
+                                "not U[0, 1); use torch.rand")
+        if float((x / levels - y).abs().max()) < 1e-12:
+            raise ExerciseError("y = x / L: the noise u is missing")
+        raise ExerciseError("each y must stay inside its pixel's cell [x/L, (x+1)/L), in "
+                            "[0, 1): y = (x + u) / L with u from torch.rand, in [0, 1)")
     u = levels * y - x
     if float(u.std()) < 0.05:
-        raise ExerciseError("the noise u looks constant; draw it uniformly on [0, 1) for "
-                            "every pixel, e.g. torch.rand(x.shape, generator=generator)")
+        raise ExerciseError("the noise u looks constant (the same value everywhere, e.g. "
+                            "0.5); draw it uniformly on [0, 1) for every pixel, e.g. "
+                            "torch.rand(x.shape, generator=generator)")
+    if float((u - u[:1]).abs().max()) < 1e-9:
+        raise ExerciseError("every image gets the same noise vector (one draw of shape "
+                            "(D,) broadcast over the batch): the noise must be independent "
+                            "across images, torch.rand(x.shape, generator=generator)")
+    if float((u - u[:, :1]).abs().max()) < 1e-9:
+        raise ExerciseError("every pixel of an image gets the same noise value (one draw "
+                            "per image): the noise must be independent across pixels, "
+                            "torch.rand(x.shape, generator=generator)")
+    rows = torch.corrcoef(u[:, :8].T)  # correlation between pixels, across images
+    cols = torch.corrcoef(u[:8])       # correlation between images, across pixels
+    off = (rows - torch.eye(8, dtype=torch.float64)).abs().max().item()
+    off_img = (cols - torch.eye(8, dtype=torch.float64)).abs().max().item()
+    if off > 0.5 or off_img > 0.8:
+        raise ExerciseError("the noise of different pixels or images is correlated: draw "
+                            "one independent U[0, 1) value per pixel and image")
     mean, std = float(u.mean()), float(u.std())
     if abs(mean - 0.5) > 0.02 or abs(std - math.sqrt(1 / 12)) > 0.02:
         raise ExerciseError(f"the noise has mean {mean:.3f} and standard deviation "
                             f"{std:.3f}; U[0, 1) has 0.5 and {math.sqrt(1 / 12):.3f}")
-    print(f"Correct: every y lies in its cell [x/L, (x+1)/L), and the noise has mean "
-          f"{mean:.3f} and standard deviation {std:.3f}, as U[0, 1) should.")
+    again = as_tensor(run(fn, x.clone(), levels, torch.Generator().manual_seed(1),
+                          name="dequantize"), "dequantize's output", tuple(x.shape))
+    if not torch.equal(again.detach().to(torch.float64), y):
+        raise ExerciseError("two calls with generators seeded alike gave different noise: "
+                            "draw u from the generator argument, torch.rand(x.shape, "
+                            "generator=generator), not from the global random state")
+    print(f"Correct: every y lies in its cell [x/L, (x+1)/L), the noise is independent "
+          f"across pixels and images, comes from the generator, and has mean {mean:.3f} "
+          f"and standard deviation {std:.3f}, as U[0, 1) should.")
 
 
 def check_bits_per_dim(fn: Callable) -> None:
-    """Check ``fn(nll_nats, dim, levels)``: ``(NLL + D ln L) / (D ln 2)``."""
-    cases = [(0.0, 64, 17), (-80.0, 64, 17), (150.0, 784, 256), (-3.5, 2, 5)]
-    for nll, dim, levels in cases:
-        got = call_student(fn, nll, dim, levels, name="bits_per_dim")
-        try:
-            got = float(got)
-        except (TypeError, ValueError):
-            raise ExerciseError(f"bits_per_dim should return a number, "
-                                f"got {type(got).__name__}") from None
-        expected = _bits_per_dim(nll, dim, levels)
-        if abs(got - expected) <= 1e-9 * max(1.0, abs(expected)):
-            continue
-        where = f"for NLL = {nll} nats, D = {dim}, L = {levels}"
-        if abs(got - nll / (dim * math.log(2))) < 1e-9:
-            raise ExerciseError(f"{where}: add the scaling term D ln L to the NLL: the "
-                                "density of y = (x + u)/L is L^D times the density of x + u")
-        if abs(got - (nll - dim * math.log(levels)) / (dim * math.log(2))) < 1e-9:
-            raise ExerciseError(f"{where}: the scaling term D ln L is added, not subtracted")
-        if abs(got - (nll + dim * math.log(levels)) / dim) < 1e-9:
-            raise ExerciseError(f"{where}: you have nats per dimension; divide by ln 2 "
-                                "for bits")
-        if abs(got - (nll + dim * math.log(levels)) / math.log(2)) < 1e-9:
-            raise ExerciseError(f"{where}: divide by the number of dimensions D")
-        raise ExerciseError(f"{where}: got {got:.6g} bits per dimension, expected "
-                            f"{expected:.6g}")
+    """Check ``fn(nll_nats, dim, levels)``: ``(NLL + D ln L) / (D ln 2)``; a Python number
+    or a tensor (float32 or float64) is accepted."""
+    cases = [(0.0, 64, 17), (-80.0, 64, 17), (150.0, 784, 256), (-3.5, 2, 5), (12.0, 3, 2)]
+    answers = [as_number(run(fn, nll, dim, levels, name="bits_per_dim"),
+                         f"bits_per_dim({nll}, {dim}, {levels})") for nll, dim, levels in cases]
+    got = torch.stack([a.detach().to(torch.float64) for a in answers])
+
+    def each(f):
+        return torch.tensor([f(nll, dim, levels) for nll, dim, levels in cases],
+                            dtype=torch.float64)
+
+    ln2 = math.log(2)
+    expected = each(_bits_per_dim)
+    compare(got, expected, "bits_per_dim", like=answers, rtol=1e-6,
+            labels=[f"NLL = {nll} nats, D = {dim}, L = {levels}" for nll, dim, levels in cases],
+            slips=[
+                Slip("add the scaling term D ln L to the NLL: the density of y = (x + u)/L is "
+                     "L^D times the density of x + u",
+                     each(lambda n, d, L: n / (d * ln2))),
+                Slip("the scaling term D ln L is added, not subtracted",
+                     each(lambda n, d, L: (n - d * math.log(L)) / (d * ln2))),
+                Slip("you have nats per dimension; divide by ln 2 for bits",
+                     each(lambda n, d, L: (n + d * math.log(L)) / d)),
+                Slip("divide by the number of dimensions D",
+                     each(lambda n, d, L: (n + d * math.log(L)) / ln2)),
+                Slip("the scaling term is D ln L, in nats like the NLL; you added D log2 L "
+                     "(already bits) before dividing by ln 2",
+                     each(lambda n, d, L: (n + d * math.log2(L)) / (d * ln2))),
+                Slip("the scaling term is D ln L, one ln L per dimension; you added ln L once",
+                     each(lambda n, d, L: (n + math.log(L)) / (d * ln2))),
+                Slip("the scaling term is D ln L with L the number of levels, not L - 1",
+                     each(lambda n, d, L: (n + d * math.log(L - 1)) / (d * ln2))),
+                Slip("divide by ln 2 to turn nats into bits; you multiplied by it",
+                     each(lambda n, d, L: (n + d * math.log(L)) * ln2 / d)),
+                Slip("bits per dimension counts the negative log-likelihood: NLL enters with "
+                     "a plus sign", each(lambda n, d, L: (-n + d * math.log(L)) / (d * ln2))),
+            ])
     print(f"Correct: for example the uniform model (NLL = 0) of 17-level pixels gets "
           f"log2(17) = {math.log2(17):.4f} bits per dimension.")
+
+
+# --- Exercise: train a coupling flow to a KL goal ---------------------------------------------
+
+
+SINE_STEPS = 400
+SINE_KL_GOAL = 0.1
+
+
+def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
+    """Exercise: the student's ``fit_sine(data, generator)`` trains a coupling flow on
+    10,000 samples of ``nfcourse.densities.SineWave`` in mini-batches and returns
+    ``(flow, history)``; the flow must reach ``KL(p || q) < 0.1`` nats (measured by
+    ``SineWave.kl_divergence`` on 20,000 fresh samples) within 400 steps."""
+    from ..core import Flow
+    from ..densities import SineWave
+    from ..flows.coupling import AdditiveCoupling, AffineCoupling, PiecewiseLinearCoupling
+
+    target = SineWave()
+    data = target.sample(10_000, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    flow, history = run_training(
+        fit_sine, data.clone(), generator, name="fit_sine", budget=SINE_STEPS,
+        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
+        floor=(target.entropy(), "an honest negative log-likelihood cannot go below the "
+                                 "entropy of the data; is the sign of your loss right?"))
+    try:
+        kl, error = target.kl_divergence(flow, seed=10_000 + seed)
+    except Exception as failure:  # the flow cannot evaluate fresh points
+        raise ExerciseError(f"evaluating your flow on fresh points failed: "
+                            f"{type(failure).__name__}: {failure}") from None
+    if math.isfinite(kl) and kl < SINE_KL_GOAL:
+        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} ± {error:.4f} nats on "
+              f"20,000 fresh points (goal: below {SINE_KL_GOAL}) after {len(history)} steps.")
+        return
+    entropy = target.entropy()
+    test_nll = entropy + kl if math.isfinite(kl) else math.inf
+    tail = history[-max(1, len(history) // 10):]
+    recent = sum(tail) / len(tail)
+    x = data.to(next(flow.parameters()).dtype)
+    with torch.no_grad():
+        train_nll = float(-flow.log_prob(x).mean())
+    kinds = {type(m) for m in flow.modules()}
+    additive = AdditiveCoupling in kinds and not kinds & {AffineCoupling,
+                                                          PiecewiseLinearCoupling}
+    flipped = math.isfinite(train_nll) and abs(recent + train_nll) <= 0.1 * (1 + abs(recent))
+    if flipped:
+        reason = ("your loss is the mean log-likelihood, not its negative: the optimiser "
+                  "minimises, so the loss is -log q(x) averaged over the batch")
+    elif math.isfinite(test_nll) and recent < test_nll - 0.3:
+        reason = (f"your losses end near {recent:.3f} nats, but fresh points score "
+                  f"{test_nll:.3f}: the flow learned the points it saw, not the density. "
+                  "Is a new random batch drawn at every step (torch.randint with the "
+                  "generator, inside the loss function)?")
+    else:
+        reason = describe_shortfall(
+            history, flow, budget=SINE_STEPS, loss_value=train_nll,
+            slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
+            floor=(entropy, "an honest negative log-likelihood cannot stay below the "
+                            "entropy of the data"),
+            went_up="is the sign of your loss right, and the learning rate not too large?",
+            model_hint=("additive couplings keep volume: only the last elementwise layer "
+                        "can change it, so the narrow band of the sine wave is hard to "
+                        "reach. Affine or piecewise-linear couplings can stretch and "
+                        "squeeze") if additive else None)
+    raise ExerciseError(
+        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
+        f"{SINE_KL_GOAL}. Likely cause: {reason}")
+
+
+__all__ += ["check_fit_sine"]

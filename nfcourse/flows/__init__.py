@@ -7,13 +7,19 @@ module             chapter  transforms
 ``affine``         2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
 ``planar``         3        ``PlanarFlow`` (with a numerical inverse)
 ``radial``         3        ``RadialFlow``
-``piecewise``      4        ``PiecewiseLinear`` (and the base ``Uniform01``)
+``piecewise``      4        ``PiecewiseLinear``
 ``coupling``       5        ``AdditiveCoupling``, ``AffineCoupling``,
-                            ``PiecewiseLinearCoupling``, ``Permutation``,
-                            ``ReversePermutation``, ``ActNorm``, ``coupling_flow``
+                            ``PiecewiseLinearCoupling``, ``coupling_flow``
+``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
+``permutation``    5        ``Permutation``, ``ReversePermutation``
+``actnorm``        5        ``ActNorm``
 =================  =======  ==========================================================
+
+The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
+``nfcourse.distributions``.
 """
 
+from .actnorm import ActNorm
 from .affine import (
     ElementwiseAffine,
     LUAffine,
@@ -23,17 +29,16 @@ from .affine import (
     triangular_affine,
 )
 from .coupling import (
-    ActNorm,
     AdditiveCoupling,
     AffineCoupling,
     Coupling,
-    Permutation,
     PiecewiseLinearCoupling,
-    ReversePermutation,
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
-from .piecewise import PiecewiseLinear, Uniform01, piecewise_linear
+from .masks import alternating_mask, checkerboard_mask, half_mask
+from .permutation import Permutation, ReversePermutation
+from .piecewise import PiecewiseLinear, piecewise_linear
 from .planar import (
     PlanarFlow,
     constrained_u,
@@ -58,10 +63,12 @@ __all__ = [
     "ReversePermutation",
     "SinhArcsinh",
     "TriangularAffine",
-    "Uniform01",
+    "alternating_mask",
+    "checkerboard_mask",
     "constrained_u",
     "coupling_flow",
     "elementwise_affine",
+    "half_mask",
     "lu_affine",
     "piecewise_linear",
     "planar_forward",

@@ -21,7 +21,6 @@ anything but another Gaussian.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
 
 import torch
@@ -44,11 +43,11 @@ def elementwise_affine(z: Tensor, log_scale: Tensor, shift: Tensor, inverse: boo
                        ) -> tuple[Tensor, Tensor]:
     """``x = exp(s) z + b`` and ``sum(s)``, or the inverse ``z = (x - b) exp(-s)`` and
     ``-sum(s)``; the log-det is broadcast to the batch, shape ``(B,)``."""
-    log_det = log_scale.sum(dim=-1).expand(z.shape[0]) if log_scale.dim() == 1 \
+    log_abs_det = log_scale.sum(dim=-1).expand(z.shape[0]) if log_scale.dim() == 1 \
         else log_scale.sum(dim=-1)
     if not inverse:
-        return torch.exp(log_scale) * z + shift, log_det
-    return (z - shift) * torch.exp(-log_scale), -log_det
+        return torch.exp(log_scale) * z + shift, log_abs_det
+    return (z - shift) * torch.exp(-log_scale), -log_abs_det
 
 
 class ElementwiseAffine(Transform):
@@ -68,10 +67,10 @@ class ElementwiseAffine(Transform):
         self.log_scale = nn.Parameter(torch.full((dim,), math.log(scale)))
         self.shift = nn.Parameter(torch.full((dim,), float(shift)))
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return elementwise_affine(z, self.log_scale, self.shift)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return elementwise_affine(x, self.log_scale, self.shift, inverse=True)
 
 
@@ -100,12 +99,12 @@ def triangular_affine(z: Tensor, matrix: Tensor, shift: Tensor, upper: bool = Fa
     (``(D, D)``, lower unless ``upper``), or the inverse ``z = T^{-1} (x - b)`` by a
     triangular solve and ``-log |det T|``. Points are rows: ``z`` has shape ``(B, D)``,
     the log-det shape ``(B,)``."""
-    log_det = _log_abs_diagonal(matrix, z.shape[0])
+    log_abs_det = _log_abs_diagonal(matrix, z.shape[0])
     if not inverse:
-        return z @ matrix.T + shift, log_det
+        return z @ matrix.T + shift, log_abs_det
     x = z
     z = torch.linalg.solve_triangular(matrix, (x - shift).T, upper=upper).T
-    return z, -log_det
+    return z, -log_abs_det
 
 
 def lu_affine(z: Tensor, lower: Tensor, upper: Tensor, shift: Tensor,
@@ -121,18 +120,18 @@ def lu_affine(z: Tensor, lower: Tensor, upper: Tensor, shift: Tensor,
         shift: ``b``, ``(D,)``.
         permutation: ``P`` as indices, ``(P v)_i = v_{perm_i}``; ``None`` for ``P = I``.
     """
-    log_det = _log_abs_diagonal(upper, z.shape[0])
+    log_abs_det = _log_abs_diagonal(upper, z.shape[0])
     if not inverse:
         x = z @ upper.T @ lower.T
         if permutation is not None:
             x = x[:, permutation]
-        return x + shift, log_det
+        return x + shift, log_abs_det
     h = z - shift
     if permutation is not None:
         h = h[:, torch.argsort(permutation)]
     h = torch.linalg.solve_triangular(lower, h.T, upper=False, unitriangular=True)
     z = torch.linalg.solve_triangular(upper, h, upper=True).T
-    return z, -log_det
+    return z, -log_abs_det
 
 
 class TriangularAffine(Transform):
@@ -160,10 +159,10 @@ class TriangularAffine(Transform):
         """The triangular matrix ``T``, shape ``(D, D)``."""
         return triangular_from_entries(self.off_diagonal, torch.exp(self.log_diag), self.upper)
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return triangular_affine(z, self.matrix(), self.shift, self.upper)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return triangular_affine(x, self.matrix(), self.shift, self.upper, inverse=True)
 
 
@@ -219,8 +218,8 @@ class LUAffine(Transform):
         w = lower @ upper
         return w if self.permutation is None else w[self.permutation]
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return lu_affine(z, *self.factors(), self.shift, self.permutation)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return lu_affine(x, *self.factors(), self.shift, self.permutation, inverse=True)

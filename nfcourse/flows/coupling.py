@@ -17,9 +17,10 @@ inverse needs only ``g^{-1}``: the conditioner is never inverted. Three choices 
   direction to ``u = (x_B + B) / (2B)`` and mapped back to ``[-B, B]``; the identity
   outside the box ``[-B, B]``.
 
-Between couplings a ``Permutation`` changes which coordinates condition and which are
-transformed; ``ActNorm`` (Kingma and Dhariwal 2018) standardises with a data-dependent
-initialisation. ``coupling_flow`` assembles them into an ``nfcourse.Flow``.
+Between couplings a ``Permutation`` (``nfcourse.flows.permutation``) changes which
+coordinates condition and which are transformed; ``ActNorm`` (``nfcourse.flows.actnorm``,
+Kingma and Dhariwal 2018) standardises with a data-dependent initialisation; the masks live
+in ``nfcourse.flows.masks``. ``coupling_flow`` assembles them into an ``nfcourse.Flow``.
 
 The layers select coordinates with index tensors built once (``index_select``,
 ``index_copy``) and call the conditioner once per layer.
@@ -33,13 +34,15 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Flow, Transform
+from ..distributions import BaseDistribution
+from ..seeding import seeded
+from .actnorm import ActNorm
 from .affine import ElementwiseAffine
-from .piecewise import piecewise_linear
+from .masks import alternating_mask, check_mask, half_mask
+from .permutation import Permutation, ReversePermutation
+from .piecewise import _check_min_mass, _piecewise_linear
 
 __all__ = [
-    "half_mask",
-    "alternating_mask",
-    "checkerboard_mask",
     "conditioner_mlp",
     "soft_clamp",
     "additive_coupling",
@@ -49,63 +52,9 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "PiecewiseLinearCoupling",
-    "Permutation",
-    "ReversePermutation",
-    "ActNorm",
     "coupling_flow",
     "COUPLING_KINDS",
 ]
-
-
-# --------------------------------------------------------------------------------------
-# Masks: True marks a coordinate the layer transforms, False one it conditions on.
-# --------------------------------------------------------------------------------------
-
-def half_mask(dim: int, flip: bool = False) -> Tensor:
-    """``(D,)`` boolean mask that transforms the second half ``[D//2, D)`` (the first half
-    when ``flip``) and conditions on the rest."""
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"a coupling needs dim >= 2 to split, got {dim!r}")
-    mask = torch.arange(dim) >= dim // 2
-    return ~mask if flip else mask
-
-
-def alternating_mask(dim: int, parity: int = 1) -> Tensor:
-    """``(D,)`` boolean mask that transforms the coordinates with index ``i % 2 == parity``."""
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"a coupling needs dim >= 2 to split, got {dim!r}")
-    if parity not in (0, 1):
-        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
-    return torch.arange(dim) % 2 == parity
-
-
-def checkerboard_mask(height: int, width: int, parity: int = 1) -> Tensor:
-    """``(H * W,)`` boolean mask of an image flattened row by row: transforms the pixels
-    ``(r, c)`` with ``(r + c) % 2 == parity``, the spatial checkerboard of RealNVP."""
-    if height < 1 or width < 1 or height * width < 2:
-        raise ValueError(f"an image mask needs at least two pixels, got {height} x {width}")
-    if parity not in (0, 1):
-        raise ValueError(f"parity must be 0 or 1, got {parity!r}")
-    r = torch.arange(height).unsqueeze(1)
-    c = torch.arange(width).unsqueeze(0)
-    return ((r + c) % 2 == parity).flatten()
-
-
-def _check_mask(mask) -> Tensor:
-    mask = torch.as_tensor(mask)
-    if mask.dim() != 1:
-        raise ValueError(f"mask must be a 1D tensor of shape (D,), got shape {tuple(mask.shape)}")
-    if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("mask must hold booleans or 0/1 values (1 = transformed)")
-        mask = mask.to(torch.bool)
-    n_transformed = int(mask.sum())
-    if n_transformed == 0 or n_transformed == len(mask):
-        raise ValueError(
-            f"mask must transform some coordinates and condition on the others; it marks "
-            f"{n_transformed} of {len(mask)} as transformed"
-        )
-    return mask
 
 
 # --------------------------------------------------------------------------------------
@@ -145,8 +94,8 @@ def soft_clamp(h: Tensor, bound: float) -> Tensor:
 def additive_coupling(inputs: Tensor, shift: Tensor, inverse: bool = False
                       ) -> tuple[Tensor, Tensor]:
     """``x_B = z_B + t`` (or ``z_B = x_B - t``); the log-det is zero, shape ``(B,)``."""
-    log_det = inputs.new_zeros(inputs.shape[0])
-    return (inputs - shift if inverse else inputs + shift), log_det
+    log_abs_det = inputs.new_zeros(inputs.shape[0])
+    return (inputs - shift if inverse else inputs + shift), log_abs_det
 
 
 def affine_coupling(inputs: Tensor, log_scale: Tensor, shift: Tensor, inverse: bool = False
@@ -159,7 +108,8 @@ def affine_coupling(inputs: Tensor, log_scale: Tensor, shift: Tensor, inverse: b
 
 
 def piecewise_linear_coupling(inputs: Tensor, logits: Tensor, bound: float,
-                              inverse: bool = False) -> tuple[Tensor, Tensor]:
+                              inverse: bool = False, min_mass: float = 1e-3
+                              ) -> tuple[Tensor, Tensor]:
     """The map ``psi(y) = 2B phi((y + B) / (2B)) - B`` on the box ``[-B, B]``, the identity
     outside, where ``phi`` is chapter 4's piecewise-linear map with bin masses
     ``softmax(logits)``; ``inverse`` applies ``psi^{-1}``.
@@ -167,13 +117,17 @@ def piecewise_linear_coupling(inputs: Tensor, logits: Tensor, bound: float,
     ``u = (y + B) / (2B)`` maps the box onto ``[0, 1]`` and ``2B v - B`` maps it back; the
     two rescalings cancel in the derivative, ``psi'(y) = phi'(u) = K q_k``, so the log-det is
     the one of ``phi``. ``inputs`` ``(B, D_B)``, ``logits`` ``(B, D_B, K)``; log-det ``(B,)``.
+
+    The bin masses are ``q = m + (1 - K m) softmax(logits)`` with the minimum mass
+    ``m = min_mass``, so that conditioner outputs of any size leave every slope at least
+    ``K m`` and both round trips exact to rounding.
     """
     width = 2.0 * bound
     u = (inputs + bound) / width
-    v, log_det = piecewise_linear(u, logits, inverse=inverse)
+    v, log_abs_det = _piecewise_linear(u, logits, inverse, min_mass)
     inside = (u >= 0) & (u <= 1)
     # outside the box the map is the identity; keep those inputs bit for bit
-    return torch.where(inside, v * width - bound, inputs), log_det
+    return torch.where(inside, v * width - bound, inputs), log_abs_det
 
 
 # --------------------------------------------------------------------------------------
@@ -197,9 +151,9 @@ class Coupling(Transform):
 
     params_per_coordinate: int = 1
 
-    def __init__(self, mask, hidden: Sequence[int] = (64, 64),
+    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
                  activation: type[nn.Module] = nn.ReLU, zero_init: bool = True):
-        mask = _check_mask(mask)
+        mask = check_mask(mask)
         super().__init__(len(mask))
         self.register_buffer("mask", mask)
         self.register_buffer("cond_index", (~mask).nonzero().flatten())
@@ -215,8 +169,8 @@ class Coupling(Transform):
     def _couple(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         z_cond = z.index_select(1, self.cond_index)
         z_trans = z.index_select(1, self.trans_index)
-        x_trans, log_det = self._transform(z_trans, self.conditioner(z_cond), inverse)
-        return z.index_copy(1, self.trans_index, x_trans), log_det
+        x_trans, log_abs_det = self._transform(z_trans, self.conditioner(z_cond), inverse)
+        return z.index_copy(1, self.trans_index, x_trans), log_abs_det
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return self._couple(z, inverse=False)
@@ -243,7 +197,7 @@ class AdditiveCoupling(Coupling):
 
     params_per_coordinate = 1
 
-    def _transform(self, inputs, h, inverse):
+    def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         return additive_coupling(inputs, h, inverse)
 
 
@@ -263,7 +217,7 @@ class AffineCoupling(Coupling):
 
     params_per_coordinate = 2
 
-    def __init__(self, mask, hidden: Sequence[int] = (64, 64),
+    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
                  activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
                  scale_bound: float = 3.0):
         if not scale_bound > 0:
@@ -271,7 +225,7 @@ class AffineCoupling(Coupling):
         super().__init__(mask, hidden, activation, zero_init)
         self.scale_bound = float(scale_bound)
 
-    def _transform(self, inputs, h, inverse):
+    def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         raw_scale, shift = h.chunk(2, dim=1)
         return affine_coupling(inputs, soft_clamp(raw_scale, self.scale_bound), shift, inverse)
 
@@ -293,14 +247,16 @@ class PiecewiseLinearCoupling(Coupling):
             masses start equal and the layer is the identity.
         bins: the number of bins ``K``.
         bound: the half-width ``B`` of the box that is rescaled onto ``[0, 1]``.
+        min_mass: the smallest bin mass ``m``, ``0 <= m < 1/K``: the masses are
+            ``q = m + (1 - K m) softmax(NN(x_A))``.
 
     References: Muller, McWilliams, Rousselle, Gross and Novak, "Neural Importance
     Sampling", ACM Transactions on Graphics 2019.
     """
 
-    def __init__(self, mask, hidden: Sequence[int] = (64, 64),
+    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
                  activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
-                 bins: int = 16, bound: float = 4.0):
+                 bins: int = 16, bound: float = 4.0, min_mass: float = 1e-3):
         if not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins must be a positive integer, got {bins!r}")
         if not bound > 0:
@@ -309,95 +265,17 @@ class PiecewiseLinearCoupling(Coupling):
         super().__init__(mask, hidden, activation, zero_init)
         self.bins = bins
         self.bound = float(bound)
+        self.min_mass = _check_min_mass(min_mass, bins)
 
-    def _transform(self, inputs, h, inverse):
+    def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         logits = h.view(h.shape[0], self.n_transformed, self.bins)
-        return piecewise_linear_coupling(inputs, logits, self.bound, inverse=not inverse)
+        # written in the normalizing direction: the forward map (base to data) is psi^{-1}
+        return piecewise_linear_coupling(inputs, logits, self.bound, inverse=not inverse,
+                                         min_mass=self.min_mass)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", bins={self.bins}, bound={self.bound}"
-
-
-# --------------------------------------------------------------------------------------
-# Permutations and ActNorm
-# --------------------------------------------------------------------------------------
-
-class Permutation(Transform):
-    """Reorders the coordinates: ``x_i = z_{pi(i)}``. A permutation matrix has
-    ``|det P| = 1``, so ``log |det J| = 0``; the inverse applies ``pi^{-1}``.
-
-    Args:
-        permutation: ``(D,)`` integers, a rearrangement of ``0, ..., D - 1``.
-    """
-
-    def __init__(self, permutation):
-        perm = torch.as_tensor(permutation)
-        if perm.dim() != 1 or perm.dtype in (torch.bool,) or perm.is_floating_point():
-            raise ValueError(f"permutation must be a 1D integer tensor, got {perm!r}")
-        perm = perm.to(torch.long)
-        if not torch.equal(perm.sort().values, torch.arange(len(perm))):
-            raise ValueError(
-                f"permutation must contain each of 0, ..., {len(perm) - 1} exactly once, "
-                f"got {perm.tolist()}"
-            )
-        super().__init__(len(perm))
-        self.register_buffer("permutation", perm)
-        self.register_buffer("inverse_permutation", torch.argsort(perm))
-
-    @classmethod
-    def random(cls, dim: int, seed: int = 0) -> Permutation:
-        """A uniformly random permutation, reproducible through ``seed``."""
-        return cls(torch.randperm(dim, generator=torch.Generator().manual_seed(seed)))
-
-    def _forward(self, z):
-        return z.index_select(1, self.permutation), z.new_zeros(z.shape[0])
-
-    def _inverse(self, x):
-        return x.index_select(1, self.inverse_permutation), x.new_zeros(x.shape[0])
-
-
-class ReversePermutation(Permutation):
-    """Reverses the order of the coordinates, ``x_i = z_{D-1-i}``; ``log |det J| = 0``.
-    In two dimensions it swaps ``z_1`` and ``z_2``."""
-
-    def __init__(self, dim: int):
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        super().__init__(torch.arange(dim - 1, -1, -1))
-
-
-class ActNorm(ElementwiseAffine):
-    """Activation normalisation: ``x = exp(s) * z + b`` with ``s, b`` of shape ``(D,)`` and
-    ``log |det J| = sum_i s_i``, initialised from the first data batch it normalises so that
-    its output ``z = (x - b) exp(-s)`` has zero mean and unit variance per coordinate.
-
-    The initialisation runs on the first call of ``inverse`` in training mode (the data
-    direction); after it the parameters are trained like any others.
-
-    Args:
-        dim: the dimension ``D``.
-
-    References: Kingma and Dhariwal, "Glow: Generative Flow with Invertible 1x1
-    Convolutions", NeurIPS 2018.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__(dim)
-        self.register_buffer("initialized", torch.tensor(False))
-
-    @torch.no_grad()
-    def initialize(self, x: Tensor) -> None:
-        """Set ``b`` to the mean and ``exp(s)`` to the standard deviation of ``x``."""
-        if x.shape[0] < 2:
-            raise ValueError("ActNorm needs a batch of at least 2 points to initialise")
-        self.shift.copy_(x.mean(dim=0))
-        self.log_scale.copy_(torch.log(x.std(dim=0).clamp_min(1e-6)))
-        self.initialized.fill_(True)
-
-    def _inverse(self, x):
-        if self.training and not bool(self.initialized):
-            self.initialize(x)
-        return super()._inverse(x)
+        return (super().extra_repr()
+                + f", bins={self.bins}, bound={self.bound}, min_mass={self.min_mass}")
 
 
 # --------------------------------------------------------------------------------------
@@ -416,15 +294,16 @@ def coupling_flow(
     mask: str | Sequence[Tensor] = "half", permutation: str | None = "reverse",
     actnorm: bool = False, activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
     scale_bound: float = 3.0, bins: int = 16, bound: float = 4.0, seed: int | None = 0,
-    base: nn.Module | None = None,
+    base: BaseDistribution | None = None, min_mass: float = 1e-3,
 ) -> Flow:
     """A flow of ``n_layers`` coupling layers with a standard normal base.
 
     The forward map (base to data) is ``f = c_K o P o ... o P o c_1``: coupling layers
-    ``c_k`` with permutations ``P`` between them. With ``actnorm``, an ``ActNorm`` follows
-    each coupling, so that in the data direction every block starts by standardising its
-    input (Glow's order). An additive flow ends with an ``ElementwiseAffine`` so that it
-    can change volume.
+    ``c_k`` with permutations ``P`` between them. With ``actnorm``, an ``ActNorm`` comes
+    after each coupling in the forward map (base to data), ``f = a_K o c_K o P o ... o
+    a_1 o c_1``; in the normalizing direction (data to base) each block therefore starts
+    by standardising its input with ``ActNorm`` before the coupling (Glow's order). An
+    additive flow ends with an ``ElementwiseAffine`` so that it can change volume.
 
     Args:
         kind: ``"additive"``, ``"affine"`` or ``"piecewise"``.
@@ -437,15 +316,19 @@ def coupling_flow(
             ``None`` puts none and, for a named ``mask``, complements the mask at every
             other layer instead (in two dimensions the two give the same family of flows,
             up to the order of the output coordinates).
-        actnorm: put an ``ActNorm`` before every coupling.
+        actnorm: put an ``ActNorm`` after every coupling, in the forward map (base to
+            data); that is before every coupling in the normalizing direction.
         activation: the conditioners' activation.
         zero_init: start every coupling as the identity (zero last conditioner layer).
         scale_bound: the affine couplings' largest log-scale ``c``.
         bins: the piecewise-linear couplings' number of bins ``K``.
         bound: the piecewise-linear couplings' box half-width ``B``.
-        seed: seeds the parameter initialisation and random permutations (``None``: keep
-            the current random state).
+        seed: an integer makes the parameter initialisation and the random permutations
+            repeat, drawn from a random state of their own (the global one is left as it
+            was); ``None`` draws them from torch's global random state. This is what
+            ``seed`` means throughout the package.
         base: the base distribution (default ``StandardNormal(dim)``).
+        min_mass: the piecewise-linear couplings' smallest bin mass ``m``.
     """
     if kind not in COUPLING_KINDS:
         raise ValueError(f"kind must be one of {sorted(COUPLING_KINDS)}, got {kind!r}")
@@ -468,21 +351,21 @@ def coupling_flow(
         masks = list(mask)
         if len(masks) != n_layers:
             raise ValueError(f"got {len(masks)} masks for {n_layers} layers")
-    if seed is not None:
-        torch.manual_seed(seed)
     layer_class = COUPLING_KINDS[kind]
     layer_kwargs = {"affine": {"scale_bound": scale_bound},
-                    "piecewise": {"bins": bins, "bound": bound}}.get(kind, {})
+                    "piecewise": {"bins": bins, "bound": bound, "min_mass": min_mass}
+                    }.get(kind, {})
     layers: list[Transform] = []
-    for k in range(n_layers):
-        if k > 0 and permutation == "reverse":
-            layers.append(ReversePermutation(dim))
-        elif k > 0 and permutation == "random":
-            layers.append(Permutation.random(dim, seed=(0 if seed is None else seed) + k))
-        layers.append(layer_class(masks[k], hidden=hidden, activation=activation,
-                                  zero_init=zero_init, **layer_kwargs))
-        if actnorm:
-            layers.append(ActNorm(dim))
+    with seeded(seed):  # nn.Linear initialises from the global state: fork it
+        for k in range(n_layers):
+            if k > 0 and permutation == "reverse":
+                layers.append(ReversePermutation(dim))
+            elif k > 0 and permutation == "random":
+                layers.append(Permutation.random(dim, seed=None if seed is None else seed + k))
+            layers.append(layer_class(masks[k], hidden=hidden, activation=activation,
+                                      zero_init=zero_init, **layer_kwargs))
+            if actnorm:
+                layers.append(ActNorm(dim))
     if kind == "additive":
         layers.append(ElementwiseAffine(dim))
     return Flow(layers, base=base)

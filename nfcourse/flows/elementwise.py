@@ -84,10 +84,10 @@ class SinhArcsinh(Transform):
         self.skew = nn.Parameter(torch.full((dim,), float(skew)))
         self.log_tail = nn.Parameter(torch.full((dim,), math.log(tail)))
 
-    def _forward(self, z):
+    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return sinh_arcsinh(z, self.skew, self.log_tail)
 
-    def _inverse(self, x):
+    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return sinh_arcsinh(x, self.skew, self.log_tail, inverse=True)
 
     def extra_repr(self) -> str:

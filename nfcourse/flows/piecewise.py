@@ -24,8 +24,14 @@ are the identity, which keeps the map a continuous, increasing bijection of the 
 because ``g(0) = 0`` and ``g(1) = 1``. With ``strict=True`` a coordinate outside ``[0, 1]``
 raises a ``ValueError`` instead.
 
+Minimum bin mass: with ``min_mass = m > 0`` the masses are
+``q_k = m + (1 - K m) softmax(logits)_k``, so that no bin is thinner than ``m`` however large
+the logits grow (the spline libraries do the same). Every slope is then at least ``K m``, and
+the inverse, which divides by ``q_k``, loses at most a factor ``1 / (K m)`` of precision; with
+``m = 0`` (the default of ``piecewise_linear``) the masses are the softmax itself.
+
 ``PiecewiseLinear`` holds learnable logits of shape ``(D, K)`` and applies the map to each
-of the ``D`` coordinates; ``Uniform01`` is the uniform base distribution on ``[0, 1]^D``.
+of the ``D`` coordinates; its base distribution is ``nfcourse.distributions.Uniform01``.
 """
 
 from __future__ import annotations
@@ -35,9 +41,30 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..core import Transform, check_batch
+from ..core import Transform
 
-__all__ = ["piecewise_linear", "PiecewiseLinear", "Uniform01"]
+__all__ = ["piecewise_linear", "PiecewiseLinear", "bin_masses"]
+
+
+def _check_min_mass(min_mass: float, num_bins: int) -> float:
+    min_mass = float(min_mass)
+    if not 0 <= min_mass < 1 / num_bins:
+        raise ValueError(
+            f"min_mass must lie in [0, 1/K) = [0, {1 / num_bins:.4g}) for K = {num_bins} bins "
+            f"(the K minimum masses must leave room to sum to one), got {min_mass}"
+        )
+    return min_mass
+
+
+def bin_masses(logits: Tensor, min_mass: float = 0.0) -> tuple[Tensor, Tensor]:
+    """The bin masses ``q = m + (1 - K m) softmax(logits)`` over the last axis (``K`` bins)
+    and their logarithms; ``m = min_mass``, ``0 <= m < 1/K``."""
+    if min_mass == 0:
+        log_masses = torch.log_softmax(logits, dim=-1)
+        return log_masses.exp(), log_masses
+    num_bins = logits.shape[-1]
+    masses = min_mass + (1.0 - num_bins * min_mass) * torch.softmax(logits, dim=-1)
+    return masses, torch.log(masses)
 
 
 def _check_arguments(inputs: Tensor, logits: Tensor, strict: bool, name: str) -> None:
@@ -74,7 +101,12 @@ def _check_arguments(inputs: Tensor, logits: Tensor, strict: bool, name: str) ->
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     if not bool(torch.isfinite(logits.sum())) and not bool(torch.isfinite(logits).all()):
         raise ValueError("logits contain non-finite values (NaN or inf)")
-    if strict and not ((inputs >= 0) & (inputs <= 1)).all():
+    if strict:
+        _check_domain(inputs, name)
+
+
+def _check_domain(inputs: Tensor, name: str) -> None:
+    if not ((inputs >= 0) & (inputs <= 1)).all():
         raise ValueError(
             f"piecewise_linear is defined on [0, 1], but {name} range over "
             f"[{float(inputs.min()):.4g}, {float(inputs.max()):.4g}]; rescale the data into "
@@ -84,7 +116,8 @@ def _check_arguments(inputs: Tensor, logits: Tensor, strict: bool, name: str) ->
 
 
 def piecewise_linear(
-    inputs: Tensor, logits: Tensor, inverse: bool = False, *, strict: bool = False
+    inputs: Tensor, logits: Tensor, inverse: bool = False, *, strict: bool = False,
+    min_mass: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Monotone piecewise-linear map of [0, 1] with K equal bins (Muller et al. 2019).
 
@@ -104,6 +137,8 @@ def piecewise_linear(
             set of masses shared by a batch, ``(B, D, K)`` for one per sample).
         inverse: apply the inverse map.
         strict: raise a ``ValueError`` for inputs outside ``[0, 1]``.
+        min_mass: the smallest bin mass ``m``, ``0 <= m < 1/K``: the masses are
+            ``q = m + (1 - K m) softmax(logits)``.
 
     Returns:
         ``(outputs, log_abs_det)``: outputs of shape ``(..., D)`` and the log-determinant
@@ -116,10 +151,16 @@ def piecewise_linear(
     """
     name = "inputs (y)" if inverse else "inputs (x)"
     _check_arguments(inputs, logits, strict, name)
+    min_mass = _check_min_mass(min_mass, logits.shape[-1])
+    return _piecewise_linear(inputs, logits, inverse, min_mass)
+
+
+def _piecewise_linear(inputs: Tensor, logits: Tensor, inverse: bool, min_mass: float
+                      ) -> tuple[Tensor, Tensor]:
+    """``piecewise_linear`` without the argument checks (the layers check on entry)."""
     num_bins = logits.shape[-1]
     logits = logits.expand(*inputs.shape, num_bins)
-    log_masses = torch.log_softmax(logits, dim=-1)
-    masses = log_masses.exp()
+    masses, log_masses = bin_masses(logits, min_mass)
     # Cumulative masses c_1, ..., c_K; the bin edges are c_0 = 0, c_1, ..., c_K = 1, with the
     # two ends set exactly so that g(0) = 0 and g(1) = 1 hold in floating point.
     cumulative = torch.cumsum(masses, dim=-1)
@@ -142,25 +183,26 @@ def piecewise_linear(
     if not inverse:
         raw = left + alpha * mass
         exact = torch.where(alpha == 1, right, torch.clamp(raw, left, right))
-        log_det = log_slope
+        log_abs_det = log_slope
     else:
         alpha = (clamped - left) / mass
         raw = (k.squeeze(-1).to(inputs.dtype) + alpha) / num_bins
         exact = torch.where(clamped == 1, torch.ones_like(raw),
                             (k.squeeze(-1).to(inputs.dtype) + alpha.clamp(0, 1)) / num_bins)
-        log_det = -log_slope
+        log_abs_det = -log_slope
     # Rounding can push a value a hair past its bin's image; the value is clamped back
     # (which keeps the map monotone and g(1) = 1 exact) while the gradient stays that of
     # the linear formula, so autograd agrees with the log-det everywhere.
     outputs = raw + (exact - raw).detach()
     outputs = torch.where(inside, outputs, inputs)
-    log_det = torch.where(inside, log_det, torch.zeros_like(log_det))
-    return outputs, log_det.sum(dim=-1)
+    log_abs_det = torch.where(inside, log_abs_det, torch.zeros_like(log_abs_det))
+    return outputs, log_abs_det.sum(dim=-1)
 
 
 class PiecewiseLinear(Transform):
     """Creates the elementwise map ``x_i = c_k + K q_{ik} (z_i - k/K)`` for ``z_i`` in bin
-    ``k``, with learnable bin masses ``q_i = softmax(logits_i)`` for each coordinate ``i``.
+    ``k``, with learnable bin masses ``q_i = softmax(logits_i)`` for each coordinate ``i``
+    (``q_i = m + (1 - K m) softmax(logits_i)`` with a minimum mass ``m > 0``).
 
     ``log |det J| = sum_i log(K q_{i k_i})``. The map sends ``[0, 1]^D`` onto itself; outside
     ``[0, 1]`` each coordinate passes through unchanged (or, with ``strict=True``, raises a
@@ -173,12 +215,15 @@ class PiecewiseLinear(Transform):
         init_scale: standard deviation of the initial logits; ``0`` (the default) starts at
             equal masses, the identity map.
         strict: raise for inputs outside ``[0, 1]`` instead of using identity tails.
+        min_mass: the smallest bin mass ``m``, ``0 <= m < 1/K`` (default ``0``).
+        generator: the random generator of the initial logits (default: torch's global one).
 
     References:
         Muller et al. 2019, "Neural Importance Sampling".
     """
 
-    def __init__(self, dim: int, num_bins: int, init_scale: float = 0.0, strict: bool = False):
+    def __init__(self, dim: int, num_bins: int, init_scale: float = 0.0, strict: bool = False,
+                 min_mass: float = 0.0, generator: torch.Generator | None = None):
         super().__init__(dim)
         if not isinstance(num_bins, int) or num_bins < 1:
             raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
@@ -186,51 +231,23 @@ class PiecewiseLinear(Transform):
             raise ValueError(f"init_scale must be non-negative, got {init_scale}")
         self.num_bins = num_bins
         self.strict = strict
-        self.logits = nn.Parameter(init_scale * torch.randn(dim, num_bins))
+        self.min_mass = _check_min_mass(min_mass, num_bins)
+        self.logits = nn.Parameter(init_scale * torch.randn(dim, num_bins, generator=generator))
 
     def bin_masses(self) -> Tensor:
-        """The masses ``q = softmax(logits)`` of shape ``(D, K)``; each row sums to one."""
-        return torch.softmax(self.logits, dim=-1)
+        """The masses ``q`` of shape ``(D, K)``; each row sums to one."""
+        return bin_masses(self.logits, self.min_mass)[0]
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return piecewise_linear(z, self.logits, strict=self.strict)
+        if self.strict:  # a domain check, which only strict mode asks for
+            _check_domain(z, "inputs (x)")
+        return _piecewise_linear(z, self.logits, False, self.min_mass)
 
     def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return piecewise_linear(x, self.logits, inverse=True, strict=self.strict)
+        if self.strict:
+            _check_domain(x, "inputs (y)")
+        return _piecewise_linear(x, self.logits, True, self.min_mass)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_bins={self.num_bins}, strict={self.strict}"
-
-
-class Uniform01(nn.Module):
-    """The uniform distribution on the unit cube ``[0, 1]^D``: ``log p(z) = 0`` inside and
-    ``-inf`` outside. A base distribution for flows on ``[0, 1]^D`` (``nfcourse.Flow``).
-
-    It is a module (with a buffer) so that ``flow.to(device)`` moves it with the flow.
-
-    Args:
-        dim: the dimension ``D``.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
-        self.register_buffer("_zero", torch.zeros(()))
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        """``0`` for rows of ``z`` (shape ``(B, D)``) inside ``[0, 1]^D``, ``-inf`` otherwise."""
-        check_batch(z, self.dim, "z")
-        inside = ((z >= 0) & (z <= 1)).all(dim=1)
-        return torch.where(inside, torch.zeros_like(z[:, 0]),
-                           torch.full_like(z[:, 0], -math.inf))
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` points drawn uniformly from ``[0, 1]^D``, shape ``(n, D)``."""
-        return torch.rand(
-            n, self.dim, device=self._zero.device, dtype=self._zero.dtype, generator=generator
-        )
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
+        return (f"dim={self.dim}, num_bins={self.num_bins}, strict={self.strict}, "
+                f"min_mass={self.min_mass}")

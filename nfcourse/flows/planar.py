@@ -17,6 +17,11 @@ safeguarded Newton (falling back to bisection) finds it; then ``z = x - u_hat h(
 Gradients pass through the root by the implicit function theorem (one Newton step whose
 slope is held constant), so ``log_prob`` of a planar flow can be trained by maximum
 likelihood.
+
+``planar_forward`` and ``planar_inverse`` take one parameter set shared by the batch
+(``u_hat, w`` of shape ``(D,)``, ``b`` a scalar), as ``PlanarFlow`` does, or one per
+example (``u_hat, w`` of shape ``(*, D)`` and ``b`` of shape ``(*,)``, broadcast against the
+points), as the amortised posterior of the VAE in chapter 6 does.
 """
 
 from __future__ import annotations
@@ -36,10 +41,11 @@ __all__ = [
     "constrained_u",
     "solve_planar_projection",
     "default_tolerance",
+    "SOFTPLUS_ONE",
 ]
 
 # softplus(a) = 1 at a = log(e - 1): there m(a) = 0, so u_hat is u minus its part along w.
-_SOFTPLUS_ONE = math.log(math.e - 1.0)
+SOFTPLUS_ONE = math.log(math.e - 1.0)
 
 
 def default_tolerance(dtype: torch.dtype) -> float:
@@ -59,20 +65,27 @@ def constrained_u(u: Tensor, w: Tensor) -> Tensor:
     return u + (m - wu) * w / (w * w).sum(dim=-1, keepdim=True)
 
 
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """``a^T b`` over the last axis, broadcast over the leading ones."""
+    return a @ b if b.dim() == 1 else (a * b).sum(dim=-1)
+
+
 def planar_forward(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """The forward map and its log-determinant.
 
     Args:
-        z: points of shape ``(B, D)``.
-        u_hat, w: vectors of shape ``(D,)``; ``b``: a scalar tensor.
+        z: points of shape ``(*, D)``, for example ``(B, D)``.
+        u_hat, w: vectors of shape ``(D,)`` shared by all points, or one per point, of a
+            shape ``(*, D)`` that broadcasts against ``z``.
+        b: a scalar tensor, or one bias per point of shape ``(*,)``.
 
     Returns:
-        ``x = z + u_hat tanh(w^T z + b)`` of shape ``(B, D)`` and
-        ``log |1 + h'(w^T z + b) w^T u_hat|`` of shape ``(B,)``.
+        ``x = z + u_hat tanh(w^T z + b)`` of shape ``(*, D)`` and
+        ``log |1 + h'(w^T z + b) w^T u_hat|`` of shape ``(*,)``.
     """
-    h = torch.tanh(z @ w + b)
-    x = z + h.unsqueeze(1) * u_hat
-    u_dot_psi = (1.0 - h**2) * (w @ u_hat)
+    h = torch.tanh(_dot(z, w) + b)
+    x = z + h.unsqueeze(-1) * u_hat
+    u_dot_psi = (1.0 - h**2) * _dot(w, u_hat)
     return x, torch.log(torch.abs(1.0 + u_dot_psi))
 
 
@@ -87,12 +100,17 @@ def solve_planar_projection(
     the root and takes a Newton step; it bisects instead when the Newton step would not land
     strictly inside the bracket, or would not be half as long as the step before last (the
     safeguard of Numerical Recipes' ``rtsafe``, which stops Newton from cycling). It stops
-    when ``|g(alpha)| <= tol (1 + |y| + |m|)`` at every point.
+    when ``|g(alpha)| <= tol (1 + |y| + |m|)`` at every point, or when the bracket has
+    shrunk to the rounding error of the numbers involved.
+
+    Points where ``y``, ``m`` or ``b`` is not finite (parameters that training has sent
+    to NaN) are not iterated: their root is NaN, and the NaN travels on into the loss.
 
     Args:
         y: the targets ``w^T x``, any shape.
-        m: ``w^T u_hat`` (a scalar tensor), at least ``-1``.
-        b: the bias (a scalar tensor).
+        m: ``w^T u_hat``, at least ``-1``: a scalar tensor, or one per point (broadcast
+            against ``y``).
+        b: the bias: a scalar tensor, or one per point.
         tol: the relative tolerance; ``default_tolerance(y.dtype)`` when ``None``.
         max_iter: the largest number of iterations.
 
@@ -106,10 +124,16 @@ def solve_planar_projection(
     alpha = y - m * torch.tanh(y + b)  # inside the bracket: |m tanh| <= |m|
     step_before_last = step_last = hi - lo
     threshold = tol * (1.0 + y.abs() + m.abs())
+    # NaN parameters (a diverged training run) give NaN roots, not a convergence error
+    hopeless = ~torch.isfinite(threshold + b)
+    resolution = 4 * torch.finfo(y.dtype).eps
     for iteration in range(max_iter + 1):
         t = torch.tanh(alpha + b)
         g = alpha + m * t - y
-        done = g.abs() <= threshold
+        # converged, or the bracket is as narrow as the floating-point numbers allow (the
+        # residual of huge parameters cannot go below their rounding error)
+        done = ((g.abs() <= threshold) | hopeless
+                | ((hi - lo) <= resolution * (alpha.abs() + m.abs() + 1.0)))
         if bool(done.all()):
             return alpha
         if iteration == max_iter:
@@ -138,7 +162,8 @@ def planar_inverse(
     x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, tol: float | None = None,
     max_iter: int = 100,
 ) -> tuple[Tensor, Tensor]:
-    """The inverse map ``z = f^{-1}(x)`` and ``log |det J_{f^{-1}}(x)| = -log |det J_f(z)|``.
+    """The inverse map ``z = f^{-1}(x)`` and ``log |det J_{f^{-1}}(x)| = -log |det J_f(z)|``,
+    for shared or per-point parameters (shapes as in ``planar_forward``).
 
     Solves ``w^T x = alpha + m tanh(alpha + b)`` for ``alpha = w^T z`` (``m = w^T u_hat``)
     without gradients, then takes one Newton step from the root with the slope held fixed:
@@ -151,19 +176,26 @@ def planar_inverse(
         RuntimeError: when the root finding does not converge (see
             ``solve_planar_projection``).
     """
-    m = w @ u_hat
-    if float(m.detach()) < -1.0:
+    m = _dot(w, u_hat)
+    # allow the rounding error of constrained_u, whose w^T u_hat can land a hair below -1
+    slack = torch.finfo(m.dtype).eps ** 0.5 if m.is_floating_point() else 0.0
+    if bool((m.detach() < -1.0 - slack).any()):
         raise ValueError(
-            f"w^T u = {float(m.detach()):.4g} < -1: this planar map is not invertible (it "
-            "folds space along w); use the constrained u_hat = constrained_u(u, w)"
+            f"w^T u = {float(m.detach().min()):.4g} < -1: this planar map is not invertible "
+            "(it folds space along w); use the constrained u_hat = constrained_u(u, w)"
         )
-    y = x @ w
+    return _planar_inverse(x, u_hat, w, b, m, tol, max_iter)
+
+
+def _planar_inverse(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, m: Tensor,
+                    tol: float | None, max_iter: int) -> tuple[Tensor, Tensor]:
+    y = _dot(x, w)
     alpha0 = solve_planar_projection(y, m, b, tol=tol, max_iter=max_iter)
     t0 = torch.tanh(alpha0 + b)
     slope = (1.0 + m * (1.0 - t0**2)).detach()
     alpha = alpha0 - (alpha0 + m * t0 - y) / slope
     h = torch.tanh(alpha + b)
-    z = x - h.unsqueeze(1) * u_hat
+    z = x - h.unsqueeze(-1) * u_hat
     return z, -torch.log(torch.abs(1.0 + (1.0 - h**2) * m))
 
 
@@ -184,6 +216,8 @@ class PlanarFlow(Transform):
             a non-invertible map; it is there to show what the constraint prevents.
         tol, max_iter: the root-finding tolerance (``default_tolerance`` when ``None``) and
             iteration limit of the inverse.
+        generator: the random generator of the initial ``u`` and ``w`` (default: torch's
+            global one).
 
     Attributes:
         u, w, b: the parameters, shapes ``(D,)``, ``(D,)`` and ``()``.
@@ -192,13 +226,14 @@ class PlanarFlow(Transform):
     """
 
     def __init__(self, dim: int, init_scale: float = 0.01, constrained: bool = True,
-                 tol: float | None = None, max_iter: int = 100):
+                 tol: float | None = None, max_iter: int = 100,
+                 generator: torch.Generator | None = None):
         super().__init__(dim)
         if max_iter < 1:
             raise ValueError(f"max_iter must be at least 1, got {max_iter}")
-        w = torch.randn(dim)
-        u = init_scale * torch.randn(dim)
-        u = u + (_SOFTPLUS_ONE - w @ u) * w / (w @ w)
+        w = torch.randn(dim, generator=generator)
+        u = init_scale * torch.randn(dim, generator=generator)
+        u = u + (SOFTPLUS_ONE - w @ u) * w / (w @ w)
         self.u = nn.Parameter(u)
         self.w = nn.Parameter(w)
         self.b = nn.Parameter(torch.zeros(()))
@@ -215,8 +250,12 @@ class PlanarFlow(Transform):
         return planar_forward(z, self.u_hat, self.w, self.b)
 
     def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return planar_inverse(x, self.u_hat, self.w, self.b, tol=self.tol,
-                              max_iter=self.max_iter)
+        if not self.constrained:  # the constrained u_hat is invertible by construction
+            return planar_inverse(x, self.u_hat, self.w, self.b, tol=self.tol,
+                                  max_iter=self.max_iter)
+        u_hat = self.u_hat
+        return _planar_inverse(x, u_hat, self.w, self.b, self.w @ u_hat, self.tol,
+                               self.max_iter)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, constrained={self.constrained}"

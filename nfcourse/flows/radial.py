@@ -82,6 +82,7 @@ class RadialFlow(Transform):
         dim: the dimension ``D``.
         init_scale: the scale of the random initial centre ``z0``. The layer starts as the
             identity: ``raw_alpha = raw_beta = 0`` gives ``alpha = log 2`` and ``beta = 0``.
+        generator: the random generator of the initial ``z0`` (default: torch's global one).
 
     Attributes:
         z0, raw_alpha, raw_beta: the parameters, shapes ``(D,)``, ``()`` and ``()``.
@@ -89,9 +90,10 @@ class RadialFlow(Transform):
     Reference: Rezende and Mohamed, "Variational inference with normalizing flows", 2015.
     """
 
-    def __init__(self, dim: int, init_scale: float = 1.0):
+    def __init__(self, dim: int, init_scale: float = 1.0,
+                 generator: torch.Generator | None = None):
         super().__init__(dim)
-        self.z0 = nn.Parameter(init_scale * torch.randn(dim))
+        self.z0 = nn.Parameter(init_scale * torch.randn(dim, generator=generator))
         self.raw_alpha = nn.Parameter(torch.zeros(()))
         self.raw_beta = nn.Parameter(torch.zeros(()))
 

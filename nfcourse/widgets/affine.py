@@ -8,7 +8,7 @@ import ipywidgets as widgets
 import torch
 
 from ..flows.affine import ElementwiseAffine
-from . import slider_figure
+from . import grid_slider, slider_figure
 
 __all__ = ["affine_widget"]
 
@@ -31,25 +31,28 @@ def _draw_affine(fig, a: float, b: float):
     ax1.set(title="base $p_Z(z) = N(z; 0, 1)$", xlabel="$z$", ylabel="density", xlim=(-6, 6))
     ax1.legend(loc="upper left", fontsize=8)
     ax2.plot(grid, base(grid), color="C0", ls=":", lw=1, label="base, for comparison")
-    ax2.plot(grid, p_x, color="C1", label=f"$p_X$ = N({b:.1f}, {a:.2f}$^2$)")
+    # Plain-text labels that change with the sliders (no mathtext): the widget draws this
+    # figure for every combination of its sliders' stops.
+    sign = "+" if b >= 0 else "\u2212"
+    ax2.plot(grid, p_x, color="C1", label=f"p\u2093 = N({b:.1f}, {a:.2f}\u00b2)")
     ax2.fill_between(grid, p_x, where=z_of_x.abs() <= 1, color="C1", alpha=0.3,
-                     label=f"the same mass, on $[{b - a:.2f}, {b + a:.2f}]$")
-    ax2.set(title=f"$x = {a:.2f}\\,z {'+' if b >= 0 else '-'} {abs(b):.1f}$: "
-            f"$p_X(x) = p_Z(z) / {a:.2f}$", xlabel="$x$", xlim=(-6, 6), ylim=(0, 1.45))
+                     label=f"the same mass, on [{b - a:.2f}, {b + a:.2f}]")
+    ax2.set(title=f"x = {a:.2f} z {sign} {abs(b):.1f}: the density's height \u00f7 {a:.2f}",
+            xlabel="$x$", xlim=(-6, 6), ylim=(0, 1.45))
     ax2.legend(loc="upper left", fontsize=8)
+    for ax in (ax1, ax2):
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelsize=8)
     fig.tight_layout()
 
 
 def affine_widget() -> widgets.VBox:
     """Chapter 2: move the scale ``a`` and the shift ``b`` of ``x = a z + b`` and watch the
     base density slide and stretch; the shaded mass stays the same while the height of the
-    density is divided by ``a``."""
-    slider = dict(continuous_update=False, readout_format=".2f")
+    density is divided by ``a``. The figure is drawn in advance at 7 x 5 slider stops."""
     return slider_figure(
         _draw_affine,
-        a=widgets.FloatSlider(value=1.5, min=0.3, max=3.0, step=0.05, description="scale a",
-                              **slider),
-        b=widgets.FloatSlider(value=1.0, min=-3.0, max=3.0, step=0.1, description="shift b",
-                              **slider),
-        figsize=(9, 3.2),
+        a=grid_slider("scale a", [0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0], 1.5),
+        b=grid_slider("shift b", [-2.0, -1.0, 0.0, 1.0, 2.0], 1.0, fmt=".1f"),
+        figsize=(7.2, 2.8),
     )

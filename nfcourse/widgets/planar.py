@@ -19,7 +19,7 @@ import torch
 from ..core import Flow
 from ..flows.planar import PlanarFlow
 from ..plot import plot_deformed_grid
-from . import slider_figure
+from . import grid_slider, slider_figure
 
 __all__ = ["planar_widget", "draw_planar"]
 
@@ -52,12 +52,14 @@ def draw_planar(fig, u1: float, u2: float, w1: float, w2: float, b: float,
         u_hat = layer.u_hat.tolist()
         m = float(layer.w @ layer.u_hat)
     holds = wu >= -1
+    # Plain-text titles (no mathtext): the widget draws this figure dozens of times.
     plot_deformed_grid(raw, _BOUNDS, ax=ax_raw, n_lines=15, color="C3" if not holds else "C0",
-                       title=(f"raw u: $w^Tu$ = {wu:.2f} " + ("$\\geq -1$, invertible" if holds
-                                                             else "$< -1$: folds")))
+                       title=(f"raw u: w\u1d40u = {wu:.2f}\n"
+                              + ("\u2265 \u22121: invertible" if holds
+                                 else "< \u22121: folds")))
     plot_deformed_grid(layer, _BOUNDS, ax=ax_hat, n_lines=15, color="C2",
-                       title=f"$\\hat u$ = ({u_hat[0]:.2f}, {u_hat[1]:.2f}), "
-                             f"$w^T\\hat u$ = {m:.2f}")
+                       title=f"\u00fb = ({u_hat[0]:.2f}, {u_hat[1]:.2f})\n"
+                             f"w\u1d40\u00fb = {m:.2f}")
     model = Flow(layer).double()
     (lo1, hi1), (lo2, hi2) = _BOUNDS
     g1 = torch.linspace(lo1, hi1, resolution, dtype=torch.float64)
@@ -65,32 +67,35 @@ def draw_planar(fig, u1: float, u2: float, w1: float, w2: float, b: float,
     x1, x2 = torch.meshgrid(g1, g2, indexing="xy")
     with torch.no_grad():
         logp = model.log_prob(torch.stack([x1.flatten(), x2.flatten()], dim=1))
-    ax_density.imshow(np.exp(logp.reshape(resolution, resolution).numpy()), origin="lower",
-                      extent=(lo1, hi1, lo2, hi2), cmap="viridis")
-    ax_density.set(title="density of $x = f(z)$ (with $\\hat u$)", xlabel="$x_1$",
+    image = ax_density.imshow(np.exp(logp.reshape(resolution, resolution).numpy()),
+                              origin="lower", extent=(lo1, hi1, lo2, hi2), cmap="viridis")
+    colorbar = fig.colorbar(image, ax=ax_density, fraction=0.046, pad=0.04)
+    colorbar.ax.tick_params(labelsize=7)
+    ax_density.set(title="density of $x = f(z)$\n(with $\\hat u$)", xlabel="$x_1$",
                    ylabel="$x_2$")
     for ax in (ax_raw, ax_hat):
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(-4.5, 4.5)
         ax.set_ylim(-4.5, 4.5)
+    for ax in (ax_raw, ax_hat, ax_density):
+        ax.title.set_fontsize(9)
+        ax.tick_params(labelsize=8)
+        ax.xaxis.label.set_fontsize(9)
+        ax.yaxis.label.set_fontsize(9)
     fig.tight_layout()
 
 
 def planar_widget() -> widgets.VBox:
-    """Chapter 3: sliders for ``u``, ``w`` and ``b`` of one planar layer of the plane.
+    """Chapter 3: sliders for ``u`` of one planar layer of the plane, with ``w = (1.5, 0.5)``
+    and ``b = 0``.
 
-    Push ``w^T u`` below -1 (for example ``u = (-2, 0)``, ``w = (1.5, 0)``) and the raw map
-    folds the grid over itself, while ``u_hat`` keeps the layer invertible.
+    Push ``w^T u`` below -1 (for example ``u = (-2, 0)``) and the raw map folds the grid
+    over itself, while ``u_hat`` keeps the layer invertible. The figure is drawn in advance
+    at every combination of the sliders' stops (6 x 3).
     """
-    slider = dict(continuous_update=False, readout_format=".1f", step=0.1,
-                  style={"description_width": "initial"},
-                  layout=widgets.Layout(width="190px"))
     return slider_figure(
-        draw_planar,
-        u1=widgets.FloatSlider(value=-2.0, min=-4.0, max=4.0, description="u1", **slider),
-        u2=widgets.FloatSlider(value=1.0, min=-4.0, max=4.0, description="u2", **slider),
-        w1=widgets.FloatSlider(value=1.5, min=-3.0, max=3.0, description="w1", **slider),
-        w2=widgets.FloatSlider(value=0.5, min=-3.0, max=3.0, description="w2", **slider),
-        b=widgets.FloatSlider(value=0.0, min=-3.0, max=3.0, description="b", **slider),
-        figsize=(12, 4.0),
+        lambda fig, u1, u2: draw_planar(fig, u1, u2, w1=1.5, w2=0.5, b=0.0, resolution=80),
+        u1=grid_slider("u\u2081", [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0], -2.0, fmt=".1f"),
+        u2=grid_slider("u\u2082", [-1.0, 0.0, 1.0], 1.0, fmt=".1f"),
+        figsize=(7.2, 2.9),
     )

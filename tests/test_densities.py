@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nfcourse as nf
-from nfcourse import data
+from nfcourse import densities as data
 
 
 def _grid_mass(density, lo, hi, n=801):
@@ -72,15 +72,6 @@ def test_bad_arguments_get_clear_errors():
         data.Checkerboard().log_prob(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="one entry per component"):
         data.GaussianMixture1D(means=(0.0, 1.0), stds=(1.0,))
-
-
-def test_digits_ship_offline_with_a_fixed_split():
-    train, test = data.load_digits()
-    assert train.shape[1] == test.shape[1] == 64
-    assert len(train) + len(test) == 1797
-    assert train.min() == 0 and train.max() == 16
-    train2, _ = data.load_digits()
-    assert torch.equal(train, train2)
 
 
 def test_kl_divergence_is_zero_for_the_truth_and_matches_a_closed_form():

