@@ -1,11 +1,17 @@
 # Two commands set everything up on a fresh machine (Python 3.10+, make, Node.js/npm):
 #   make book   create .venv, install, execute every chapter, build the website
 #   make test   same environment, run the whole suite (unit tests, notebooks, website)
+# The venv recipe below also makes the per-version environments of `make pythons`
+# (make VENV=.venv-3.12 PYTHON=python3.12 venv).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+# Every install reads the pins; `make pins` refreshes them (see tools/pins.py).
+CONSTRAINTS ?= constraints.txt
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS)
+# make pythons: the Python versions to test, each in its own .venv-3.X.
+PYTHON_VERSIONS ?= 3.10 3.11 3.12 3.13
 WIDGETS_JS := book/_widgets_js/embed-amd.js book/_widgets_js/require.js
 HTML   := book/_build/html
 # One thread per process: faster and steadier for these small models on a 2-core machine.
@@ -13,13 +19,13 @@ export OMP_NUM_THREADS ?= 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
 .PHONY: all venv book test unit notebooks website lab exercises check-exercises check-browser \
-	classroom bench lint mutation clean
+	classroom bench lint mutation pythons pins clean
 
 all: book
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e ".[course]"
 	mkdir -p $(VENV)/etc/jupyter
@@ -76,6 +82,22 @@ test: $(STAMP) check-browser book
 check-browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "make test opens the website in \
 	headless Chromium: install it first (apt-get install chromium; .ci/run does)"; exit 1; }
+
+# Unit tests and notebooks under each Python of PYTHON_VERSIONS found on this machine
+# (PATH or pyenv), each in its own .venv-3.X; one summary line per version. Versions in
+# PYTHONS_SKIP are left out (CI leaves out .venv's, which make test has just tested).
+pythons:
+	MAKE="$(MAKE)" PYTHONS_SKIP="$(PYTHONS_SKIP)" bash tools/pythons.sh $(PYTHON_VERSIONS)
+
+# Fresh environments with the direct dependencies unpinned (torch stays pinned), the tests
+# under every Python version, then constraints.txt pins what those green runs installed.
+pins: $(STAMP)
+	rm -rf $(addprefix $(VENV)-,$(PYTHON_VERSIONS)) build/pythons build/pins
+	mkdir -p build/pins
+	$(BIN)/python tools/pins.py unpinned constraints.txt > build/pins/constraints.txt
+	$(MAKE) pythons CONSTRAINTS=build/pins/constraints.txt
+	$(BIN)/python tools/pins.py write constraints.txt build/pythons/*.freeze
+	-git diff constraints.txt
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ip=127.0.0.1 --notebook-dir=. chapters/00_introduction.md

@@ -1,8 +1,12 @@
 """The project's own files install everything, with torch pinned, and agree with each other."""
 
 import re
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pytest brings tomli along
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +25,7 @@ def _conda_pip_requirements() -> dict[str, str]:
     text = (ROOT / "environment.yml").read_text()
     pip_block = text.split("- pip:", 1)[1]
     reqs = [line.strip()[2:] for line in pip_block.splitlines() if line.strip().startswith("- ")]
-    return {_name(r): r.replace(" ", "") for r in reqs if not r.startswith("--")}
+    return {_name(r): r.replace(" ", "") for r in reqs if not r.startswith("-")}
 
 
 def _constraints() -> dict[str, str]:
@@ -42,10 +46,13 @@ def test_torch_is_pinned_to_the_constraint_everywhere():
     pin = _constraints()["torch"]
     assert re.fullmatch(r"torch==\d+\.\d+\.\d+", pin)
     assert _conda_pip_requirements()["torch"] == pin
+    assert "- -c constraints.txt" in (ROOT / "environment.yml").read_text()
     makefile = (ROOT / "Makefile").read_text()
     installs = [line for line in makefile.splitlines() if "pip install" in line or "$(PIP)" in line]
-    assert installs and all("constraints.txt" in line or "$(PIP)" in line for line in installs)
-    assert "-c constraints.txt" in makefile
+    assert installs and all(any(c in line for c in ("constraints.txt", "$(CONSTRAINTS)", "$(PIP)"))
+                            for line in installs)
+    assert "CONSTRAINTS ?= constraints.txt" in makefile
+    assert "-c $(CONSTRAINTS)" in makefile
 
 
 def test_jupyterlab_listens_on_loopback_with_its_token_on():
@@ -57,8 +64,9 @@ def test_jupyterlab_listens_on_loopback_with_its_token_on():
         assert forbidden not in makefile
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_and_every_python():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "make pythons" in (ROOT / ".ci" / "run").read_text()
     assert "make test" in (ROOT / "README.md").read_text()
     assert "make book" in (ROOT / "README.md").read_text()
 
@@ -66,3 +74,24 @@ def test_ci_runs_the_readme_test_command():
 def test_no_notebook_is_committed_as_ipynb():
     ignored = (ROOT / ".gitignore").read_text()
     assert "*.ipynb" in ignored
+
+
+def test_the_supported_python_versions_agree_everywhere():
+    from packaging.specifiers import SpecifierSet
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    tested = re.search(r"^PYTHON_VERSIONS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)[1]
+    tested = tested.split()
+    classifiers = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+                   if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert classifiers == tested, "pyproject's classifiers and make pythons' versions differ"
+    readme = (ROOT / "README.md").read_text().splitlines()
+    promise = next(line for line in readme if line.startswith("On a fresh machine with Python"))
+    assert re.findall(r"3\.\d+", promise) == tested, f"README says: {promise}"
+    requires = SpecifierSet(project["requires-python"])
+    minors = [int(v.split(".")[1]) for v in tested]
+    assert minors == list(range(minors[0], minors[-1] + 1))
+    assert all(f"{v}.0" in requires for v in tested)
+    assert f"3.{minors[0] - 1}.0" not in requires and f"3.{minors[-1] + 1}.0" not in requires
+    conda = re.search(r"^\s*- python=(\d+\.\d+)\s*$", (ROOT / "environment.yml").read_text(), re.M)
+    assert conda and conda[1] in tested

@@ -88,8 +88,8 @@ def site_url():
     try:
         for _ in range(100):
             with contextlib.suppress(OSError):
-                urllib.request.urlopen(url + "index.html", timeout=1).close()
-                break
+                with urllib.request.urlopen(url + "index.html", timeout=1):
+                    break
             time.sleep(0.1)
         yield url
     finally:
