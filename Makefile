@@ -74,7 +74,7 @@ notebooks: $(STAMP)
 website: book
 	$(BIN)/python -m pytest tests/test_website.py -q
 
-test: $(STAMP) check-browser book
+test: $(STAMP) check-browser lint book
 	NFCOURSE_REQUIRE_WEBSITE=1 $(BIN)/python -m pytest tests chapters solutions exercises \
 		--notebooks --nbval-lax --nbval-current-env -n 2 --dist loadfile \
 		--durations=25 -q

@@ -167,7 +167,7 @@ def plot_layers(
         ax.set_visible(False)
     z0 = z.detach().cpu().numpy()
     colour = np.arctan2(z0[:, 1], z0[:, 0])
-    for ax, k in zip(axes, idx):
+    for ax, k in zip(axes, idx, strict=False):
         x = points[k].cpu().numpy()
         ax.scatter(x[:, 0], x[:, 1], c=colour, cmap="hsv", s=1.5, alpha=0.6, linewidths=0)
         if bounds is not None:

@@ -7,8 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from nfcourse.checks import (ExerciseError, Slip, as_number, as_tensor, check_gradients,
-                             compare, run, tolerances)
+from nfcourse.checks import (
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    check_gradients,
+    compare,
+    run,
+    tolerances,
+)
 
 F64 = torch.float64
 

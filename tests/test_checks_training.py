@@ -111,7 +111,7 @@ def _lu(layer="lu", params="all", zero_grad=True, sign=1.0, lr=0.05):
                   "fresh_layer": nf.LUAffine(3).parameters()}[params]
         optimizer = torch.optim.Adam(chosen, lr=lr)
         history = []
-        for step in range(300):
+        for _step in range(300):
             if zero_grad:
                 optimizer.zero_grad()
             loss = -sign * flow.log_prob(data).mean()

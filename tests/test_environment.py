@@ -39,7 +39,8 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     assert set(conda) - {"torch"} == set(pyproject) - {"torch"}
     for name, req in pyproject.items():
         if name != "torch":
-            assert conda[name] == req, f"{name}: {conda[name]} in environment.yml, {req} in pyproject"
+            assert conda[name] == req, (
+                f"{name}: {conda[name]} in environment.yml, {req} in pyproject")
 
 
 def test_torch_is_pinned_to_the_constraint_everywhere():
@@ -48,7 +49,8 @@ def test_torch_is_pinned_to_the_constraint_everywhere():
     assert _conda_pip_requirements()["torch"] == pin
     assert "- -c constraints.txt" in (ROOT / "environment.yml").read_text()
     makefile = (ROOT / "Makefile").read_text()
-    installs = [line for line in makefile.splitlines() if "pip install" in line or "$(PIP)" in line]
+    installs = [line for line in makefile.splitlines()
+                if "pip install" in line or "$(PIP)" in line]
     assert installs and all(any(c in line for c in ("constraints.txt", "$(CONSTRAINTS)", "$(PIP)"))
                             for line in installs)
     assert "CONSTRAINTS ?= constraints.txt" in makefile

@@ -55,8 +55,9 @@ def test_image_grid_tiles_images():
 
 
 def test_slider_figure_raises_when_the_drawing_fails():
-    from nfcourse.widgets import slider_figure
     import ipywidgets as widgets
+
+    from nfcourse.widgets import slider_figure
 
     def broken(fig, a):
         raise RuntimeError("cannot draw")

@@ -13,10 +13,10 @@ wrong answer is rejected, at least 90 % are named, and every right answer is acc
 from __future__ import annotations
 
 import argparse
-import warnings
 import importlib
 import re
 import sys
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -70,7 +70,7 @@ def main() -> int:
     total = [0, 0, 0, 0, 0]
     for key in order:
         c = counts[key]
-        total = [t + v for t, v in zip(total, c)]
+        total = [t + v for t, v in zip(total, c, strict=False)]
         print(f"{key:<44}" + "".join(f"{v:>6}" for v in c))
     print("-" * len(header))
     print(f"{'total':<44}" + "".join(f"{v:>6}" for v in total))

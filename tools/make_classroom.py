@@ -255,7 +255,7 @@ def classroom_notebook(solution_path: Path, points_table=None,
         owners.append(current)
 
     graded = {}
-    for i, (cell, owner) in enumerate(zip(nb.cells, owners)):
+    for i, (cell, owner) in enumerate(zip(nb.cells, owners, strict=False)):
         tags = cell.metadata.get("tags", [])
         if (owner is not None and cell.cell_type == "code" and "check" in tags
                 and _check_calls(cell.source, checks)):
@@ -276,7 +276,7 @@ def classroom_notebook(solution_path: Path, points_table=None,
         used.add(grade_id)
         return grade_id
 
-    for i, (cell, owner) in enumerate(zip(nb.cells, owners)):
+    for i, (cell, owner) in enumerate(zip(nb.cells, owners, strict=False)):
         prefix = owner.label if owner is not None else "setup"
         if has_solution(cell):
             if cell.cell_type == "code":

@@ -90,8 +90,8 @@ def make_exercise(solution_path: Path) -> str:
     nb.metadata.get("jupytext", {}).get("text_representation", {}).pop("jupytext_version", None)
     text = jupytext.writes(nb, fmt="md:myst")
     banner = (
-        "<!-- Generated from solutions/{0} by tools/make_exercises.py: edit the solution "
-        "notebook, then run `make exercises`. -->\n".format(solution_path.name)
+        f"<!-- Generated from solutions/{solution_path.name} by tools/make_exercises.py: "
+        "edit the solution notebook, then run `make exercises`. -->\n"
     )
     # Keep the jupytext front matter first, then the banner.
     if text.startswith("---"):

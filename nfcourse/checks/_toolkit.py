@@ -174,7 +174,7 @@ def run(fn: Callable, *args, name: str | None = None, hint: str = "",
         raise
     except Exception as error:  # a bare Python error reaches the student otherwise
         raise ExerciseError(explain_error(error, name, hint)) from None
-    for i, (arg, copy) in enumerate(zip(args, before)):
+    for i, (arg, copy) in enumerate(zip(args, before, strict=False)):
         if copy is not None and (arg.shape != copy.shape or not matches(arg, copy, 0, 0)):
             raise ExerciseError(
                 f"{name} modified its input in place (argument {i + 1}, shape "
@@ -368,7 +368,7 @@ def _fit_terms(diff: Tensor, terms: Mapping[str, Tensor], tol: float) -> str | N
     if best is None:
         return None
     combo, coefs, with_const = best
-    parts = [f"{_nice(c)} x ({n})" for n, c in zip(combo, coefs)]
+    parts = [f"{_nice(c)} x ({n})" for n, c in zip(combo, coefs, strict=False)]
     if with_const and abs(coefs[-1]) > tol:
         parts.append(f"the constant {coefs[-1]:.6g}")
     return " + ".join(parts)
@@ -531,7 +531,7 @@ def check_gradients(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> 
             "differentiate it")
     leaves = list(inputs.values())
     grads = torch.autograd.grad(output.sum(), leaves, allow_unused=True, retain_graph=True)
-    missing = [name for name, grad in zip(inputs, grads)
+    missing = [name for name, grad in zip(inputs, grads, strict=False)
                if grad is None or not bool(grad.abs().gt(0).any())]
     if missing:
         raise ExerciseError(

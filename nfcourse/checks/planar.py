@@ -166,7 +166,7 @@ def check_u_hat(u_hat, seed: int = 0) -> None:
 def _u_hat_anatomy(pairs, got) -> str:
     """Split each answer into its parts along and across w: which of the two is wrong."""
     across_wrong, along = 0, []
-    for (u, w), answer in zip(pairs, got):
+    for (u, w), answer in zip(pairs, got, strict=False):
         unit = w / w.norm()
         if float((answer - (answer @ unit) * unit - (u - (u @ unit) * unit)).abs().max()) > 1e-6:
             across_wrong += 1

@@ -15,8 +15,8 @@ from torch import Tensor
 from torch.distributions import Normal
 
 from .. import testing, vae
-from ..flows.planar import planar_forward
 from .. import vae as _vae
+from ..flows.planar import planar_forward
 from . import (  # noqa: F401
     ExerciseError,
     Slip,
@@ -377,7 +377,7 @@ def _check_elbo_function(elbo_fn: Callable) -> None:
                                      allow_unused=True)
     if any((ref is not None) and (mine is None or not bool(
             torch.allclose(mine, ref, atol=1e-6, rtol=1e-5)))
-           for mine, ref in zip(grads, references)):
+           for mine, ref in zip(grads, references, strict=False)):
         raise ExerciseError(
             "your ELBO has the right value but the wrong gradient for the encoder: the "
             "sample must be z0 = mu + sigma * eps, a differentiable function of the "

@@ -85,7 +85,7 @@ def _margins(draw: Callable[..., None], figsize, samples: list[dict]) -> dict:
             found.append((p.left, p.bottom, p.right, p.top, p.wspace, p.hspace))
         finally:
             plt.close(fig)
-    left, bottom, right, top, wspace, hspace = zip(*found)
+    left, bottom, right, top, wspace, hspace = zip(*found, strict=False)
     return dict(left=max(left), bottom=max(bottom), right=min(right), top=min(top),
                 wspace=max(wspace), hspace=max(hspace))
 
@@ -147,9 +147,9 @@ def slider_figure(draw: Callable[..., None], figsize=(7.2, 2.8), **sliders) -> w
         raise ValueError(f"slider_figure: the sliders' stops make {sizes} = {count} drawings, "
                          f"more than {MAX_PICTURES}; use fewer stops per slider")
     width_px = round(figsize[0] * _DPI)
-    grid = [{name: value for name, (_, value) in zip(names, combination)}
+    grid = [{name: value for name, (_, value) in zip(names, combination, strict=False)}
             for combination in itertools.product(*(s.options for s in controls))]
-    start = {name: s.value for name, s in zip(names, controls)}
+    start = {name: s.value for name, s in zip(names, controls, strict=False)}
     margins = _margins(draw, figsize, [start, grid[0], grid[-1]])
     seen: dict[bytes, widgets.Image] = {}
     pictures = []
