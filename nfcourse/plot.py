@@ -28,15 +28,29 @@ __all__ = [
 Bounds = Sequence[Sequence[float]]
 
 
+def _dtype_of(log_prob: Callable) -> torch.dtype:
+    """The dtype to evaluate ``log_prob`` in: that of the model it is a method of (one dtype
+    per model is the package's policy), else torch's default dtype."""
+    owner = getattr(log_prob, "__self__", log_prob)
+    if isinstance(owner, torch.nn.Module):
+        for tensor in (*owner.parameters(), *owner.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return torch.get_default_dtype()
+
+
 @torch.no_grad()
 def density_grid(
     log_prob: Callable[[Tensor], Tensor], bounds: Bounds = ((-4, 4), (-4, 4)),
-    resolution: int = 200, dtype=torch.float32, device=None, batch_size: int = 65_536,
+    resolution: int = 200, dtype: torch.dtype | None = None, device=None,
+    batch_size: int = 65_536,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate ``log_prob`` on a ``resolution x resolution`` grid over ``bounds``.
+    """Evaluate ``log_prob`` on a ``resolution x resolution`` grid over ``bounds``, in
+    ``dtype`` (by default the dtype of the model whose method ``log_prob`` is).
 
     Returns ``(x1, x2, logp)``, each an array of shape ``(resolution, resolution)``."""
     (a, b), (c, d) = bounds
+    dtype = dtype or _dtype_of(log_prob)
     g1 = torch.linspace(a, b, resolution, dtype=dtype)
     g2 = torch.linspace(c, d, resolution, dtype=dtype)
     x1, x2 = torch.meshgrid(g1, g2, indexing="xy")
@@ -87,7 +101,7 @@ def plot_density_1d(
 ):
     """Line plot of ``exp(log_prob)`` for a 1D density (``log_prob`` takes ``(B, 1)``)."""
     ax = _axes(ax)
-    x = torch.linspace(bounds[0], bounds[1], resolution).unsqueeze(1)
+    x = torch.linspace(bounds[0], bounds[1], resolution, dtype=_dtype_of(log_prob)).unsqueeze(1)
     with torch.no_grad():
         p = log_prob(x).exp()
     ax.plot(x.squeeze(1).numpy(), p.cpu().numpy(), label=label, **style)

@@ -87,3 +87,12 @@ def test_plot_layers_lays_panels_in_rows_and_draws_into_given_axes():
     assert axes[1, 4].get_title() == "after layer 4" and axes[0, 0].get_title() == ""
     with pytest.raises(ValueError, match="needs 5 axes"):
         plot.plot_layers(stack, torch.randn(50, 2), axes=axes[0, :3])
+
+
+def test_density_grid_evaluates_in_the_dtype_of_the_model():
+    for dtype in (torch.float32, torch.float64):
+        flow = nf.Flow(nf.flows.ElementwiseAffine(2)).to(dtype)
+        _, _, logp = nf.plot.density_grid(flow.log_prob, resolution=5)
+        expected = -np.log(2 * np.pi) - 0.5 * (np.linspace(-4, 4, 5)[:, None] ** 2
+                                                 + np.linspace(-4, 4, 5)[None, :] ** 2)
+        assert np.allclose(logp, expected, atol=1e-5)
