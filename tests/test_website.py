@@ -282,12 +282,18 @@ LAYOUT_JS = r"""
       report.tables.push(say(table));
     for (const cell of table.querySelectorAll("td, th")) {
       const text = cell.textContent.trim();
-      const line = parseFloat(getComputedStyle(cell).lineHeight) || 24;
-      const pad = parseFloat(getComputedStyle(cell).paddingTop) +
-                  parseFloat(getComputedStyle(cell).paddingBottom);
-      if (/^[-+]?[\d.,]+(e[-+]?\d+)?%?$/i.test(text) &&
-          cell.getBoundingClientRect().height - pad > 1.6 * line)
-        report.tables.push("wrapped number " + text);
+      if (!/^[-+]?[\d.,]+(e[-+]?\d+)?%?$/i.test(text)) continue;
+      // The lines the number itself is set on (a tall row alone, made by a neighbour's
+      // wrapped text, is no wrapped number).
+      const tops = new Set();
+      const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (!node.textContent.trim()) continue;
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        for (const r of range.getClientRects()) if (r.width > 0) tops.add(Math.round(r.top));
+      }
+      if (tops.size > 1) report.tables.push("wrapped number " + text);
     }
   }
   report.broken = [...document.querySelectorAll("img")].filter(
