@@ -89,6 +89,16 @@ def _diverged_message(text: str, floor: tuple[float, str] | None) -> str:
     return f"training diverged: {summary}. NaN during training: {LR_HINT}"
 
 
+def held_out_kl(flow: nn.Module, test: Tensor, log_p: Tensor) -> float:
+    """KL(p || q) in nats, estimated on fresh float64 points ``test`` drawn from p, whose
+    exact log-density there is ``log_p``: the mean of log p - log q, with q evaluated in the
+    flow's own dtype."""
+    dtype = next(iter(flow.parameters()), test).dtype
+    with torch.no_grad():
+        log_q = flow.log_prob(test.to(dtype)).double()
+    return float((log_p - log_q).mean())
+
+
 def run_training(fn: Callable, *args, name: str, budget: int, model_type: type | tuple,
                  model_hint: str, seed: int = 0,
                  floor: tuple[float, str] | None = None) -> tuple[nn.Module, list[float]]:

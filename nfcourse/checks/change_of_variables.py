@@ -27,7 +27,7 @@ from . import (  # noqa: F401
     compare,
     run,
 )
-from ._training import describe_shortfall, run_training
+from ._training import describe_shortfall, held_out_kl, run_training
 
 __all__ = [
     "check_affine_log_prob",
@@ -286,15 +286,6 @@ def skewed_log_prob(x: Tensor) -> Tensor:
     return -g - torch.exp(-g) - math.log(0.5)
 
 
-def _kl_to(log_p: Callable[[Tensor], Tensor], sample: Tensor, model) -> float:
-    """``KL(p || q)`` as the mean of ``log p - log q`` over samples of ``p``."""
-    ref = next(iter(model.parameters()), None)
-    dtype = ref.dtype if ref is not None else torch.get_default_dtype()
-    with torch.no_grad():
-        log_q = model.log_prob(sample.to(dtype)).double()
-    return float((log_p(sample) - log_q).mean())
-
-
 def _safe(fn: Callable[[], Tensor]) -> float:
     """A candidate loss value, or NaN when the slip cannot even be evaluated."""
     try:
@@ -319,7 +310,7 @@ def check_fit_skewed(fit_skewed: Callable, seed: int = 0) -> None:
                "an honest negative log-likelihood cannot go below the entropy of the data; "
                "is the sign of the log-det right, and the sign of the loss?"))
     test = skewed_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
-    kl = _kl_to(skewed_log_prob, test, flow)
+    kl = held_out_kl(flow, test, skewed_log_prob(test))
     if math.isfinite(kl) and 0 <= kl < SKEWED_KL_GOAL:
         print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
               f"points (goal: below {SKEWED_KL_GOAL}) after {len(history)} steps.")
