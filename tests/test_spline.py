@@ -333,3 +333,11 @@ def test_spline_flow_rejects_bad_arguments():
     with pytest.raises(TypeError, match="float64 but the flow has torch.float32"):
         flow.log_prob(torch.zeros(3, 2, dtype=torch.float64))
     assert isinstance(flow, Flow)
+
+
+def test_spline_flow_tails_layer_sits_next_to_the_standardisation():
+    from nfcourse.flows.elementwise import SinhArcsinh
+
+    flow = spline_flow(2)
+    assert isinstance(flow.transform[-2], SinhArcsinh)
+    assert not any(isinstance(t, SinhArcsinh) for t in spline_flow(2, tails=False).transform)

@@ -13,6 +13,8 @@ module             chapter  transforms
 ``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
 ``permutation``    5        ``Permutation``, ``ReversePermutation``
 ``actnorm``        5        ``ActNorm``
+``spline``         8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
+                            ``spline_flow``
 =================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -47,6 +49,12 @@ from .planar import (
     solve_planar_projection,
 )
 from .radial import RadialFlow, radial_forward, radial_inverse
+from .spline import (
+    RationalQuadraticCoupling,
+    RationalQuadraticSpline,
+    rational_quadratic_spline,
+    spline_flow,
+)
 
 __all__ = [
     "ActNorm",
@@ -60,6 +68,8 @@ __all__ = [
     "PiecewiseLinearCoupling",
     "PlanarFlow",
     "RadialFlow",
+    "RationalQuadraticCoupling",
+    "RationalQuadraticSpline",
     "ReversePermutation",
     "SinhArcsinh",
     "TriangularAffine",
@@ -75,7 +85,9 @@ __all__ = [
     "planar_inverse",
     "radial_forward",
     "radial_inverse",
+    "rational_quadratic_spline",
     "sinh_arcsinh",
     "solve_planar_projection",
+    "spline_flow",
     "triangular_affine",
 ]

@@ -46,6 +46,7 @@ from ..distributions import BaseDistribution
 from ..seeding import seeded
 from ..validation import check_dtype
 from .actnorm import ActNorm
+from .elementwise import SinhArcsinh
 from .coupling import Coupling
 from .masks import half_mask
 from .permutation import Permutation, ReversePermutation
@@ -376,6 +377,7 @@ SPLINE_DEFAULTS = {
     "bins": 8,
     "bound": 4.0,
     "standardize": True,
+    "tails": True,
     "layer": "coupling",
     "min_bin_width": 1e-3,
     "min_bin_height": 1e-3,
@@ -387,7 +389,7 @@ def spline_flow(
     dim: int, n_layers: int = SPLINE_DEFAULTS["n_layers"],
     hidden: Sequence[int] = SPLINE_DEFAULTS["hidden"], bins: int = SPLINE_DEFAULTS["bins"],
     bound: float = SPLINE_DEFAULTS["bound"], standardize: bool = SPLINE_DEFAULTS["standardize"],
-    layer: str = SPLINE_DEFAULTS["layer"], permutation: str = "reverse",
+    tails: bool = SPLINE_DEFAULTS["tails"], layer: str = SPLINE_DEFAULTS["layer"], permutation: str = "reverse",
     activation: type[nn.Module] = nn.ReLU, min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3, min_derivative: float = 1e-3, seed: int | None = 0,
     base: BaseDistribution | None = None,
@@ -397,7 +399,8 @@ def spline_flow(
 
     In the normalizing direction (data to base) the flow first standardises the data with
     an ``ActNorm`` initialised from the first data batch (so data at any location and scale
-    lands in the box ``[-B, B]``), then applies ``n_layers`` spline layers with
+    lands in the box ``[-B, B]``), then applies a learnable sinh-arcsinh map per coordinate
+    (which can pull heavy tails into the box), then ``n_layers`` spline layers with
     permutations between them. In the forward map (base to data) the order is reversed.
 
     Args:
@@ -409,6 +412,9 @@ def spline_flow(
         bound: the half-width ``B`` of the box, in standardised units; linear (identity)
             tails outside it.
         standardize: start the normalizing direction with a data-initialised ``ActNorm``.
+        tails: follow it (in the normalizing direction) with a learnable sinh-arcsinh map
+            per coordinate (chapter 1's ``SinhArcsinh``, starting as the identity), whose
+            tail weight can pull heavy tails in towards the box, where the splines act.
         layer: ``"coupling"`` (spline couplings, alternating halves) or
             ``"autoregressive"`` (spline autoregressive layers on chapter 7's MADE, when
             the package has it).
@@ -444,6 +450,8 @@ def spline_flow(
                     half_mask(dim), hidden=hidden, activation=activation, **options))
             else:
                 layers.append(_autoregressive_layer(dim, hidden, activation, options))
+        if tails:
+            layers.append(SinhArcsinh(dim))
         if standardize:
             # last in the forward map: first in the normalizing direction
             layers.append(ActNorm(dim))
