@@ -81,8 +81,8 @@ def check_spline_knots(fn: Callable, atol: float = 1e-8) -> None:
         for got, ref, raw, m, what in ((knot_x, ref_x, uw, m_w, "knot_x"),
                                        (knot_y, ref_y, uh, m_h, "knot_y")):
             compare(got, ref, f"{what} (K = {bins}, B = {bound})", atol=atol, slips=[
-                Slip(f"the knots must run from -B to B: scale the cumulative fractions by "
-                     f"2B and subtract B (yours run from 0 to 1)",
+                Slip("the knots must run from -B to B: scale the cumulative fractions by "
+                     "2B and subtract B (yours run from 0 to 1)",
                      _slip_knots(raw, bound, m, rescale=False)),
                 Slip("the minimum fraction is missing: the widths are "
                      "2B (m + (1 - K m) softmax(u))", _slip_knots(raw, bound, m,

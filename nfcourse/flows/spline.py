@@ -46,8 +46,8 @@ from ..distributions import BaseDistribution
 from ..seeding import seeded
 from ..validation import check_dtype
 from .actnorm import ActNorm
-from .elementwise import SinhArcsinh
 from .coupling import Coupling
+from .elementwise import SinhArcsinh
 from .masks import half_mask
 from .permutation import Permutation, ReversePermutation
 
@@ -80,7 +80,8 @@ def _check_spline_options(bins: object, bound: object, min_bin_width: object,
                          "pass for example min_derivative=1e-3")
 
 
-def _check_spline_tensors(inputs, widths, heights, derivatives) -> None:
+def _check_spline_tensors(inputs: Tensor | None, widths: Tensor, heights: Tensor,
+                          derivatives: Tensor) -> None:
     named = (("unnormalized_widths", widths), ("unnormalized_heights", heights),
              ("unnormalized_derivatives", derivatives))
     if inputs is not None:
@@ -135,8 +136,11 @@ def spline_parameters(
                               min_bin_height, min_derivative)
 
 
-def _spline_parameters(unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-                       bound, min_bin_width, min_bin_height, min_derivative):
+def _spline_parameters(
+    unnormalized_widths: Tensor, unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor, bound: float, min_bin_width: float,
+    min_bin_height: float, min_derivative: float,
+) -> tuple[Tensor, Tensor, Tensor]:
     bins = unnormalized_widths.shape[-1]
 
     def knots(raw: Tensor, minimum: float) -> Tensor:
@@ -191,9 +195,11 @@ def rational_quadratic_spline(
         inverse, bound, min_bin_width, min_bin_height, min_derivative)
 
 
-def _rational_quadratic_spline(inputs, unnormalized_widths, unnormalized_heights,
-                               unnormalized_derivatives, inverse, bound, min_bin_width,
-                               min_bin_height, min_derivative):
+def _rational_quadratic_spline(
+    inputs: Tensor, unnormalized_widths: Tensor, unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor, inverse: bool, bound: float, min_bin_width: float,
+    min_bin_height: float, min_derivative: float,
+) -> tuple[Tensor, Tensor]:
     knot_x, knot_y, deriv = _spline_parameters(
         unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
         min_bin_width, min_bin_height, min_derivative)
@@ -246,8 +252,9 @@ NEWTON_STEPS = 4
 
 
 @torch.no_grad()
-def _newton_correction(xi, dy, h, s, d_k, d_k1):
-    def residual(v):
+def _newton_correction(xi: Tensor, dy: Tensor, h: Tensor, s: Tensor, d_k: Tensor,
+                       d_k1: Tensor) -> Tensor:
+    def residual(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = v * (1 - v)
         denom = s + (d_k1 + d_k - 2 * s) * t
         return h * (s * v * v + d_k * t) / denom - dy, t, denom
@@ -270,7 +277,8 @@ class _SplineOptions:
     min_bin_height: float
     min_derivative: float
 
-    def _set_options(self, bins, bound, min_bin_width, min_bin_height, min_derivative):
+    def _set_options(self, bins: int, bound: float, min_bin_width: float,
+                     min_bin_height: float, min_derivative: float) -> None:
         _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.bins, self.bound = bins, float(bound)
         self.min_bin_width = float(min_bin_width)
@@ -388,8 +396,10 @@ SPLINE_DEFAULTS = {
 def spline_flow(
     dim: int, n_layers: int = SPLINE_DEFAULTS["n_layers"],
     hidden: Sequence[int] = SPLINE_DEFAULTS["hidden"], bins: int = SPLINE_DEFAULTS["bins"],
-    bound: float = SPLINE_DEFAULTS["bound"], standardize: bool = SPLINE_DEFAULTS["standardize"],
-    tails: bool = SPLINE_DEFAULTS["tails"], layer: str = SPLINE_DEFAULTS["layer"], permutation: str = "reverse",
+    bound: float = SPLINE_DEFAULTS["bound"],
+    standardize: bool = SPLINE_DEFAULTS["standardize"],
+    tails: bool = SPLINE_DEFAULTS["tails"], layer: str = SPLINE_DEFAULTS["layer"],
+    permutation: str = "reverse",
     activation: type[nn.Module] = nn.ReLU, min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3, min_derivative: float = 1e-3, seed: int | None = 0,
     base: BaseDistribution | None = None,
@@ -458,6 +468,7 @@ def spline_flow(
     return Flow(layers, base=base)
 
 
-def _autoregressive_layer(dim, hidden, activation, options):
+def _autoregressive_layer(dim: int, hidden: Sequence[int], activation: type[nn.Module],
+                          options: dict) -> Transform:
     raise ValueError("layer='autoregressive' needs chapter 7's MADE (nfcourse.flows.made), "
                      "which this installation lacks; use layer='coupling'")
