@@ -1,22 +1,25 @@
 """The flows of the course, one module per family, named like its chapter.
 
-=================  =======  ==========================================================
-module             chapter  transforms
-=================  =======  ==========================================================
-``elementwise``    1        ``SinhArcsinh``
-``affine``         2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
-``planar``         3        ``PlanarFlow`` (with a numerical inverse)
-``radial``         3        ``RadialFlow``
-``piecewise``      4        ``PiecewiseLinear``
-``coupling``       5        ``AdditiveCoupling``, ``AffineCoupling``,
-                            ``PiecewiseLinearCoupling``, ``coupling_flow``
-``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
-``permutation``    5        ``Permutation``, ``ReversePermutation``
-``actnorm``        5        ``ActNorm``
-=================  =======  ==========================================================
+==================  =======  ==========================================================
+module              chapter  transforms
+==================  =======  ==========================================================
+``elementwise``     1        ``SinhArcsinh``
+``affine``          2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
+``planar``          3        ``PlanarFlow`` (with a numerical inverse)
+``radial``          3        ``RadialFlow``
+``piecewise``       4        ``PiecewiseLinear``
+``coupling``        5        ``AdditiveCoupling``, ``AffineCoupling``,
+                             ``PiecewiseLinearCoupling``, ``coupling_flow``
+``masks``           5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
+``permutation``     5        ``Permutation``, ``ReversePermutation``
+``actnorm``         5        ``ActNorm``
+``made``            7        ``MADE`` (masked autoregressive conditioner), ``made_masks``
+``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
+                             ``iaf_flow``, ``transformer_flow``
+==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
-``nfcourse.distributions``.
+``nfcourse.distri butions``.
 """
 
 from .actnorm import ActNorm
@@ -28,6 +31,14 @@ from .affine import (
     lu_affine,
     triangular_affine,
 )
+from .autoregressive import (
+    IAF,
+    MAF,
+    CausalTransformer,
+    iaf_flow,
+    maf_flow,
+    transformer_flow,
+)
 from .coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -36,6 +47,7 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
 from .piecewise import PiecewiseLinear, piecewise_linear
@@ -52,9 +64,13 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "CausalTransformer",
     "Coupling",
     "ElementwiseAffine",
+    "IAF",
     "LUAffine",
+    "MADE",
+    "MAF",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
@@ -69,7 +85,10 @@ __all__ = [
     "coupling_flow",
     "elementwise_affine",
     "half_mask",
+    "iaf_flow",
     "lu_affine",
+    "made_masks",
+    "maf_flow",
     "piecewise_linear",
     "planar_forward",
     "planar_inverse",
@@ -77,5 +96,6 @@ __all__ = [
     "radial_inverse",
     "sinh_arcsinh",
     "solve_planar_projection",
+    "transformer_flow",
     "triangular_affine",
 ]
