@@ -148,3 +148,21 @@ def test_made_rejects_bad_arguments_with_clear_messages():
         conditional(torch.randn(4, 3))
     with pytest.raises(ValueError, match="context has 2 rows but x has 4"):
         conditional(torch.randn(4, 3), torch.randn(2, 2))
+
+
+def test_made_widget_draws_every_ordering_with_a_strictly_triangular_pattern():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nfcourse.widgets.made import ORDERS, _draw_made, made_connectivity, made_widget
+
+    for order in ORDERS:
+        _, masks, pattern = made_connectivity(order, 5)
+        o = torch.tensor(order)
+        assert torch.equal(pattern, o.unsqueeze(0) < o.unsqueeze(1))
+    fig = plt.figure()
+    _draw_made(fig, 2.0, 3.0)
+    plt.close(fig)
+    box = made_widget()
+    assert len(box.children) >= 2
