@@ -236,6 +236,8 @@ FACTORIES: dict[str, Factory] = {
     "ReversePermutation": _reverse_permutation,
     "Compose": _compose,
     "InverseTransform": _inverse_planar,
+    "MAF": _simple(lambda: flows.MAF(4, hidden=(16, 16), order=[2, 0, 3, 1])),
+    "IAF": _simple(lambda: flows.IAF(4, hidden=(16, 16), order=[1, 3, 0, 2])),
 }
 
 

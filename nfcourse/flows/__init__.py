@@ -1,24 +1,27 @@
 """The flows of the course, one module per family, named like its chapter.
 
-=================  =======  ==========================================================
-module             chapter  transforms
-=================  =======  ==========================================================
-``elementwise``    1        ``SinhArcsinh``
-``affine``         2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
-``planar``         3        ``PlanarFlow`` (with a numerical inverse)
-``radial``         3        ``RadialFlow``
-``piecewise``      4        ``PiecewiseLinear``
-``coupling``       5        ``AdditiveCoupling``, ``AffineCoupling``,
-                            ``PiecewiseLinearCoupling``, ``coupling_flow``
-``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
-``permutation``    5        ``Permutation``, ``ReversePermutation``
-``actnorm``        5        ``ActNorm``
-``spline``         8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
-                            ``spline_flow``
-=================  =======  ==========================================================
+==================  =======  ==========================================================
+module              chapter  transforms
+==================  =======  ==========================================================
+``elementwise``     1        ``SinhArcsinh``
+``affine``          2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
+``planar``          3        ``PlanarFlow`` (with a numerical inverse)
+``radial``          3        ``RadialFlow``
+``piecewise``       4        ``PiecewiseLinear``
+``coupling``        5        ``AdditiveCoupling``, ``AffineCoupling``,
+                             ``PiecewiseLinearCoupling``, ``coupling_flow``
+``masks``           5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
+``permutation``     5        ``Permutation``, ``ReversePermutation``
+``actnorm``         5        ``ActNorm``
+``made``            7        ``MADE`` (masked autoregressive conditioner), ``made_masks``
+``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
+                             ``iaf_flow``, ``transformer_flow``
+``spline``          8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
+                             ``spline_flow``
+==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
-``nfcourse.distributions``.
+``nfcourse.distri butions``.
 """
 
 from .actnorm import ActNorm
@@ -30,6 +33,14 @@ from .affine import (
     lu_affine,
     triangular_affine,
 )
+from .autoregressive import (
+    IAF,
+    MAF,
+    CausalTransformer,
+    iaf_flow,
+    maf_flow,
+    transformer_flow,
+)
 from .coupling import (
     AdditiveCoupling,
     AffineCoupling,
@@ -38,6 +49,7 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
 from .piecewise import PiecewiseLinear, piecewise_linear
@@ -60,9 +72,13 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "CausalTransformer",
     "Coupling",
     "ElementwiseAffine",
+    "IAF",
     "LUAffine",
+    "MADE",
+    "MAF",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
@@ -79,7 +95,10 @@ __all__ = [
     "coupling_flow",
     "elementwise_affine",
     "half_mask",
+    "iaf_flow",
     "lu_affine",
+    "made_masks",
+    "maf_flow",
     "piecewise_linear",
     "planar_forward",
     "planar_inverse",
@@ -89,5 +108,6 @@ __all__ = [
     "sinh_arcsinh",
     "solve_planar_projection",
     "spline_flow",
+    "transformer_flow",
     "triangular_affine",
 ]
