@@ -229,6 +229,8 @@ FACTORIES: dict[str, Factory] = {
     "AffineCoupling": _coupling("AffineCoupling"),
     "PiecewiseLinearCoupling": _coupling("PiecewiseLinearCoupling", bins=16, bound=3.0),
     "RationalQuadraticCoupling": _coupling("RationalQuadraticCoupling", bins=8, bound=3.0),
+    "RationalQuadraticAutoregressive": _simple(
+        lambda: flows.RationalQuadraticAutoregressive(3, hidden=(16,), bins=6, bound=3.0)),
     "RationalQuadraticSpline": _simple(
         lambda: flows.RationalQuadraticSpline(3, bins=6, bound=3.0), scale=1.0),
     "ActNorm": _actnorm,

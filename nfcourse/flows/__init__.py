@@ -17,7 +17,7 @@ module              chapter  transforms
 ``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
                              ``iaf_flow``, ``transformer_flow``
 ``spline``          8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
-                             ``spline_flow``
+                             ``RationalQuadraticAutoregressive``, ``spline_flow``
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -62,6 +62,7 @@ from .planar import (
 )
 from .radial import RadialFlow, radial_forward, radial_inverse
 from .spline import (
+    RationalQuadraticAutoregressive,
     RationalQuadraticCoupling,
     RationalQuadraticSpline,
     rational_quadratic_spline,
@@ -84,6 +85,7 @@ __all__ = [
     "PiecewiseLinearCoupling",
     "PlanarFlow",
     "RadialFlow",
+    "RationalQuadraticAutoregressive",
     "RationalQuadraticCoupling",
     "RationalQuadraticSpline",
     "ReversePermutation",
