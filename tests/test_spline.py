@@ -369,3 +369,29 @@ def test_autoregressive_layer_is_triangular_in_its_order_and_one_pass_for_the_de
     layer(x.unsqueeze(0))
     assert len(calls) == 1 + 3
     handle.remove()
+
+
+def test_spline_widget_draws_the_spline_through_its_knots_and_its_inverse():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nfcourse.widgets.spline import _draw_spline, spline_from_knots, spline_widget
+
+    x, y, slope, knot_x, knot_y = spline_from_knots((-1.0, 2.5), (0.2, 5.0))
+    # the curve passes through the knots with the chosen slopes, and is 1 outside
+    at = [int((x - k).abs().argmin()) for k in knot_x]
+    torch.testing.assert_close(y[at], knot_y, atol=1e-12, rtol=0)
+    torch.testing.assert_close(slope[at], torch.tensor([1.0, 0.2, 5.0, 1.0],
+                                                       dtype=torch.float64),
+                               atol=1e-9, rtol=0)
+    assert bool((y.diff() > 0).all())
+    fig = plt.figure()
+    _draw_spline(fig, h2=2.5, d1=0.2, d2=5.0)
+    spline_line, inverse_line = fig.axes[0].lines[1:3]
+    # the inverse is the spline's mirror image in the diagonal
+    assert list(inverse_line.get_xdata()) == list(spline_line.get_ydata())
+    plt.close("all")
+    box = spline_widget()
+    assert len(box.children[0].children) == 3

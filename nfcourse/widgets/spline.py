@@ -65,10 +65,10 @@ def _draw_spline(fig, h2: float = 1.0, d1: float = 1.0, d2: float = 1.0) -> None
 def spline_widget() -> widgets.VBox:
     """Chapter 8: move the height of the second interior knot and the derivatives at the
     two interior knots, and watch the spline, its inverse and its derivative. Drawn in
-    advance at 3 stops per slider (27 drawings)."""
+    advance at 3, 3 and 2 stops (18 drawings)."""
     sliders = {
         "h2": grid_slider("height 2", [-0.5, 1.0, 2.5], 1.0),
         "d1": grid_slider("slope 1", [0.2, 1.0, 5.0], 1.0),
-        "d2": grid_slider("slope 2", [0.2, 1.0, 5.0], 5.0),
+        "d2": grid_slider("slope 2", [1.0, 5.0], 5.0),
     }
     return slider_figure(_draw_spline, figsize=(7.2, 3.0), **sliders)
