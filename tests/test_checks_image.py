@@ -175,8 +175,8 @@ def test_fit_glow_reference_reaches_the_goal(capsys):
 
 
 def _short_fit(sign, steps):
-    from nfcourse.flows.image import dequantization_nll, glow
     import nfcourse
+    from nfcourse.flows.image import dequantization_nll, glow
 
     def fit_glow(train, generator):
         flow = glow((1, 14, 14), levels=1, steps=1, hidden=4)

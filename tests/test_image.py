@@ -74,7 +74,7 @@ def check_layer(transform, data=None, atol=1e-9):
         fn = flat(transform, direction)
         flat_points = points.reshape(len(points), -1)
         reported = fn(flat_points)[1].detach()
-        expected = testing.autograd_log_abs_det(lambda v: fn(v)[0], flat_points)
+        expected = testing.autograd_log_abs_det(lambda v, fn=fn: fn(v)[0], flat_points)
         assert torch.allclose(reported, expected, atol=atol, rtol=1e-10), (direction, reported,
                                                                        expected)
     x_out, ld_f = transform.forward(z)

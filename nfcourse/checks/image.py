@@ -24,7 +24,6 @@ from ..flows.image import (
     glow,
     pixels_to_levels,
     squeeze,
-    unsqueeze,
 )
 from ..images import bits_per_dim as _bits_per_dim
 from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run

@@ -13,6 +13,9 @@ module             chapter  transforms
 ``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
 ``permutation``    5        ``Permutation``, ``ReversePermutation``
 ``actnorm``        5        ``ActNorm``
+``image``          9        ``Logit``, ``Squeeze``, ``ActNorm2d``, ``InvertibleConv1x1``,
+                            ``ConvAffineCoupling``, ``MultiScale``, ``ImageFlow``,
+                            ``VariationalDequantizer``, ``glow``
 =================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -36,6 +39,17 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .image import (
+    ActNorm2d,
+    ConvAffineCoupling,
+    ImageFlow,
+    InvertibleConv1x1,
+    Logit,
+    MultiScale,
+    Squeeze,
+    VariationalDequantizer,
+    glow,
+)
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
 from .piecewise import PiecewiseLinear, piecewise_linear
@@ -50,11 +64,17 @@ from .radial import RadialFlow, radial_forward, radial_inverse
 
 __all__ = [
     "ActNorm",
+    "ActNorm2d",
     "AdditiveCoupling",
     "AffineCoupling",
+    "ConvAffineCoupling",
     "Coupling",
     "ElementwiseAffine",
+    "ImageFlow",
+    "InvertibleConv1x1",
     "LUAffine",
+    "Logit",
+    "MultiScale",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
@@ -62,12 +82,15 @@ __all__ = [
     "RadialFlow",
     "ReversePermutation",
     "SinhArcsinh",
+    "Squeeze",
     "TriangularAffine",
+    "VariationalDequantizer",
     "alternating_mask",
     "checkerboard_mask",
     "constrained_u",
     "coupling_flow",
     "elementwise_affine",
+    "glow",
     "half_mask",
     "lu_affine",
     "piecewise_linear",

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Flow, Transform
-from ..distributions import BaseDistribution, StandardNormal
+from ..distributions import BaseDistribution
 from ..seeding import generator as _generator
 from ..seeding import seeded
 from ..validation import check_batch, check_count, check_dtype, module_dtype
@@ -73,7 +73,7 @@ __all__ = [
 # Checks
 # --------------------------------------------------------------------------------------
 
-def _as_shape(shape, name: str = "shape") -> tuple[int, int, int]:
+def _as_shape(shape: Sequence[int], name: str = "shape") -> tuple[int, int, int]:
     try:
         shape = tuple(int(s) for s in shape)
     except TypeError:
