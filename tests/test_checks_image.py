@@ -152,7 +152,7 @@ RIGHT = [
     Right(check_conv1x1, "conv2d", conv2d_answer),
     Right(check_batch_bits_per_dim, "reference", bits_ref),
     Right(check_batch_bits_per_dim, "float",
-          bits(lambda f, x, u, d: float((nll_of(f, (x + u) / 256).mean() / d
+          bits(lambda f, x, u, d: float((nll_of(f, (x + u) / 256).detach().mean() / d
                                          + math.log(256)) / math.log(2)))),
     Right(check_batch_bits_per_dim, "log2",
           bits(lambda f, x, u, d: nll_of(f, (x + u) / 256).mean() / (d * math.log(2)) + 8)),

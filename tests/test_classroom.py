@@ -98,6 +98,11 @@ WRONG = {
         "log_q0 = (-0.5 * eps**2 - 0.5 * math.log(2 * math.pi)).sum(dim=-1)\n"
         "return z0, log_q0",
         "misses the term -log sigma"),
+    "09_image_flows": Wrong(  # log |det W| without the H W copies
+        "ex-09-conv1x1", "def conv1x1",
+        "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
+        "return x, torch.linalg.slogdet(weight)[1].expand(z.shape[0])",
+        "H W copies of W"),
 }
 
 
