@@ -395,7 +395,7 @@ def test_extreme_parameters_stay_finite_and_invertible():
     z = 10 * inputs((2, 4, 4))
     x, log_det = coupling.forward(z)
     assert bool(torch.isfinite(x).all()) and bool(torch.isfinite(log_det).all())
-    assert float(log_det.detach().abs().max()) <= 16 * 3.0 + 1e-9  # at most c per transformed number
+    assert float(log_det.detach().abs().max()) <= 16 * 3.0 + 1e-9  # c per transformed number
 
 
 def test_glow_sample_is_repeatable_and_temperature_scales_the_latent():
