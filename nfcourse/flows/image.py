@@ -28,13 +28,17 @@ The layers, all written as ``x = f(z)`` from base to data:
   (Ho et al. 2019), in place of uniform noise.
 
 ``glow`` and ``flat_image_flow`` assemble flows; ``dequantization_nll`` evaluates the
-dequantization bound with uniform or variational noise.
+dequantization bound with uniform or variational noise. ``pretrained_glow`` loads the
+Glow that ``tools/train_image_flows.py`` trained for a longer budget, shipped in
+``nfcourse/pretrained``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +70,9 @@ __all__ = [
     "flat_image_flow",
     "pixels_to_levels",
     "dequantization_nll",
+    "PRETRAINED_GLOW_SETTINGS",
+    "pretrained_glow_paths",
+    "pretrained_glow",
 ]
 
 
@@ -856,3 +863,47 @@ def dequantization_nll(flow: ImageFlow, pixels: Tensor, levels: int = 256,
         u, log_q = dequantizer(pixels, generator)
     y = ((pixels + u) / levels).clamp(0, 1)
     return -flow._log_prob(y) + log_q
+
+
+# --------------------------------------------------------------------------------------
+# Pretrained weights
+# --------------------------------------------------------------------------------------
+
+#: The settings of ``glow`` for the weights that ``tools/train_image_flows.py`` trains.
+PRETRAINED_GLOW_SETTINGS = {"levels": 2, "steps": 4, "hidden": 16}
+
+
+def pretrained_glow_paths() -> tuple[Path, Path]:
+    """The paths of the pretrained Glow's weights and of its results file, inside the
+    installed package (``nfcourse/pretrained/glow_mnist.pt`` and ``glow_mnist.json``)."""
+    folder = Path(__file__).resolve().parent.parent / "pretrained"
+    return folder / "glow_mnist.pt", folder / "glow_mnist.json"
+
+
+def pretrained_glow() -> tuple[ImageFlow, dict]:
+    """Chapter 9's Glow trained for a longer budget on the shipped MNIST digits, and the
+    record of its training (steps, batch size, seed, wall time, machine, torch version,
+    train and test bits per dimension).
+
+    The weights are loaded with ``torch.load(..., weights_only=True)`` into
+    ``glow((1, 28, 28), **PRETRAINED_GLOW_SETTINGS)``, and the flow is returned in
+    evaluation mode. ``python tools/train_image_flows.py`` (in the repository) writes them.
+
+    Raises:
+        FileNotFoundError: when the weights or the results file are missing.
+    """
+    weights, results = pretrained_glow_paths()
+    for path in (weights, results):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the pretrained Glow needs {path}, which is missing from this installation "
+                "of nfcourse; reinstall the package, or write it by running "
+                "`python tools/train_image_flows.py` in the repository")
+    flow = glow((1, 28, 28), **PRETRAINED_GLOW_SETTINGS)  # weights replaced below
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    flow.load_state_dict(state)
+    for module in flow.modules():  # the loaded ActNorm2d layers are initialised
+        if isinstance(module, ActNorm2d):
+            module._known_initialized = bool(module.initialized)
+    flow.eval()
+    return flow, json.loads(results.read_text())
