@@ -18,6 +18,9 @@ module              chapter  transforms
                              ``iaf_flow``, ``transformer_flow``
 ``spline``          8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
                              ``RationalQuadraticAutoregressive``, ``spline_flow``
+``image``           9        ``Logit``, ``Squeeze``, ``ActNorm2d``, ``InvertibleConv1x1``,
+                             ``ConvAffineCoupling``, ``MultiScale``, ``ImageFlow``,
+                             ``VariationalDequantizer``, ``glow``
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -49,6 +52,17 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .image import (
+    ActNorm2d,
+    ConvAffineCoupling,
+    ImageFlow,
+    InvertibleConv1x1,
+    Logit,
+    MultiScale,
+    Squeeze,
+    VariationalDequantizer,
+    glow,
+)
 from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
@@ -71,15 +85,21 @@ from .spline import (
 
 __all__ = [
     "ActNorm",
+    "ActNorm2d",
     "AdditiveCoupling",
     "AffineCoupling",
     "CausalTransformer",
+    "ConvAffineCoupling",
     "Coupling",
     "ElementwiseAffine",
     "IAF",
+    "ImageFlow",
+    "InvertibleConv1x1",
     "LUAffine",
+    "Logit",
     "MADE",
     "MAF",
+    "MultiScale",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
@@ -90,12 +110,15 @@ __all__ = [
     "RationalQuadraticSpline",
     "ReversePermutation",
     "SinhArcsinh",
+    "Squeeze",
     "TriangularAffine",
+    "VariationalDequantizer",
     "alternating_mask",
     "checkerboard_mask",
     "constrained_u",
     "coupling_flow",
     "elementwise_affine",
+    "glow",
     "half_mask",
     "iaf_flow",
     "lu_affine",
