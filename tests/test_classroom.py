@@ -104,6 +104,19 @@ WRONG = {
         "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
         "return hidden_mask.float(), out_mask.float()",
         "see itself"),
+    "08_spline_flows": Wrong(  # the textbook root: 0/0 where a bin is straight
+        "ex-08-inverse", "def rq_inverse",
+        "k = (y.unsqueeze(1) >= knot_y[:, 1:-1]).sum(dim=1, keepdim=True)\n"
+        "x_k, y_k = knot_x.gather(1, k)[:, 0], knot_y.gather(1, k)[:, 0]\n"
+        "w = knot_x.gather(1, k + 1)[:, 0] - x_k\n"
+        "h = knot_y.gather(1, k + 1)[:, 0] - y_k\n"
+        "d_k, d_k1 = derivatives.gather(1, k)[:, 0], derivatives.gather(1, k + 1)[:, 0]\n"
+        "s = h / w\n"
+        "a = h * (s - d_k) + (y - y_k) * (d_k1 + d_k - 2 * s)\n"
+        "b = h * d_k - (y - y_k) * (d_k1 + d_k - 2 * s)\n"
+        "c = -s * (y - y_k)\n"
+        "return x_k + w * (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)",
+        "textbook root"),
     "09_image_flows": Wrong(  # log |det W| without the H W copies
         "ex-09-conv1x1", "def conv1x1",
         "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
