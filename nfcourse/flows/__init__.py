@@ -13,6 +13,8 @@ module             chapter  transforms
 ``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
 ``permutation``    5        ``Permutation``, ``ReversePermutation``
 ``actnorm``        5        ``ActNorm``
+``continuous``     10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
+                            ``flow_matching_loss`` (torchdiffeq's solvers)
 =================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -27,6 +29,12 @@ from .affine import (
     elementwise_affine,
     lu_affine,
     triangular_affine,
+)
+from .continuous import (
+    ContinuousFlow,
+    VelocityField,
+    continuous_flow,
+    flow_matching_loss,
 )
 from .coupling import (
     AdditiveCoupling,
@@ -52,6 +60,7 @@ __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
+    "ContinuousFlow",
     "Coupling",
     "ElementwiseAffine",
     "LUAffine",
@@ -63,11 +72,14 @@ __all__ = [
     "ReversePermutation",
     "SinhArcsinh",
     "TriangularAffine",
+    "VelocityField",
     "alternating_mask",
     "checkerboard_mask",
     "constrained_u",
+    "continuous_flow",
     "coupling_flow",
     "elementwise_affine",
+    "flow_matching_loss",
     "half_mask",
     "lu_affine",
     "piecewise_linear",
