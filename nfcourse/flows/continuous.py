@@ -85,7 +85,7 @@ class VelocityField(nn.Module):
     ``nfe`` counts the calls (the number of function evaluations of a solver); set it to
     zero before a solve to count that solve's.
 
-    The activation must be smooth (the default is ``nn.Softplus``; ``nn.Tanh`` and ``nn.SiLU``
+    The activation must be smooth (the default is ``nn.Tanh``; ``nn.Softplus`` and ``nn.SiLU``
     work too): the divergence differentiates the field, and a ReLU network's divergence is
     piecewise constant.
 
@@ -97,7 +97,7 @@ class VelocityField(nn.Module):
     """
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.Softplus, zero_init: bool = False):
+                 activation: type[nn.Module] = nn.Tanh, zero_init: bool = False):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -407,7 +407,7 @@ class ContinuousFlow(Transform):
 
 
 def continuous_flow(dim: int, hidden: Sequence[int] = (64, 64),
-                    activation: type[nn.Module] = nn.Softplus, method: str = "dopri5",
+                    activation: type[nn.Module] = nn.Tanh, method: str = "dopri5",
                     rtol: float = 1e-5, atol: float = 1e-5, step_size: float | None = None,
                     trace: str = "auto", adjoint: bool = False, seed: int | None = 0,
                     base: BaseDistribution | None = None) -> Flow:
