@@ -98,6 +98,11 @@ WRONG = {
         "log_q0 = (-0.5 * eps**2 - 0.5 * math.log(2 * math.pi)).sum(dim=-1)\n"
         "return z0, log_q0",
         "misses the term -log sigma"),
+    "10_continuous_flows": Wrong(  # the velocity of the straight path reversed
+        "ex-10-straight-path", "def straight_path",
+        "t = t[:, None]\n"
+        "return (1 - t) * x0 + t * x1, x0 - x1",
+        "not x_0 - x_1"),
 }
 
 
