@@ -168,7 +168,7 @@ def _coupling(cls_name: str, dim: int = 4, **kwargs) -> Factory:
         mask = flows.coupling.alternating_mask(dim, 1)
         t = cls(mask, hidden=(16, 16), zero_init=False, **kwargs).double()
         _randomize(t, g, 0.5)
-        if cls_name == "PiecewiseLinearCoupling":
+        if cls_name in ("PiecewiseLinearCoupling", "RationalQuadraticCoupling"):
             return t, box_points(dim, n, t.bins, t.bound, g)
         return t, sample_points(dim, n, g)
     return factory
@@ -235,12 +235,19 @@ FACTORIES: dict[str, Factory] = {
     "AdditiveCoupling": _coupling("AdditiveCoupling"),
     "AffineCoupling": _coupling("AffineCoupling"),
     "PiecewiseLinearCoupling": _coupling("PiecewiseLinearCoupling", bins=16, bound=3.0),
+    "RationalQuadraticCoupling": _coupling("RationalQuadraticCoupling", bins=8, bound=3.0),
+    "RationalQuadraticAutoregressive": _simple(
+        lambda: flows.RationalQuadraticAutoregressive(3, hidden=(16,), bins=6, bound=3.0)),
+    "RationalQuadraticSpline": _simple(
+        lambda: flows.RationalQuadraticSpline(3, bins=6, bound=3.0), scale=1.0),
     "ActNorm": _actnorm,
     "Permutation": _permutation,
     "ReversePermutation": _reverse_permutation,
     "Compose": _compose,
     "ContinuousFlow": _continuous,
     "InverseTransform": _inverse_planar,
+    "MAF": _simple(lambda: flows.MAF(4, hidden=(16, 16), order=[2, 0, 3, 1])),
+    "IAF": _simple(lambda: flows.IAF(4, hidden=(16, 16), order=[1, 3, 0, 2])),
 }
 
 

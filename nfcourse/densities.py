@@ -252,6 +252,41 @@ class TwoMoons(ToyDensity):
         return f"TwoMoons(noise={self.noise})"
 
 
+class StudentT2D(ToyDensity):
+    """Heavy tails (chapter 8): ``x = A t`` for two independent Student-t coordinates
+    ``t_i`` with ``df`` degrees of freedom and the fixed matrix ``A = [[1.5, 0], [0.9, 0.6]]``,
+    which stretches and correlates them. Its density falls off like a power of ``|x|``, not
+    like a Gaussian: ``log p(x) = sum_i log t_df((A^{-1} x)_i) - log |det A|``, with
+    ``log t_df(u) = log Gamma((df + 1)/2) - log Gamma(df/2) - log(df pi)/2
+    - (df + 1)/2 log(1 + u^2/df)``."""
+
+    name = "Student-t"
+    bounds = ((-8.0, 8.0), (-8.0, 8.0))
+
+    def __init__(self, df: float = 3.0):
+        if not df > 0:
+            raise ValueError(f"df must be positive, got {df}")
+        self.df = float(df)
+        self.matrix = torch.tensor([[1.5, 0.0], [0.9, 0.6]], dtype=torch.float64)
+
+    def _sample(self, n, g):
+        z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        shape = torch.full((n, 2), self.df / 2, dtype=torch.float64)
+        chi2 = 2 * torch._standard_gamma(shape, generator=g)
+        return (z / torch.sqrt(chi2 / self.df)) @ self.matrix.T
+
+    def _log_prob(self, x):
+        a = self.matrix.to(x)
+        t = torch.linalg.solve(a, x.T).T
+        nu = self.df
+        log_t = (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)
+                 - 0.5 * math.log(nu * math.pi) - (nu + 1) / 2 * torch.log1p(t**2 / nu))
+        return log_t.sum(dim=1) - torch.linalg.slogdet(a)[1]
+
+    def __repr__(self):
+        return f"StudentT2D(df={self.df})"
+
+
 TOY_DENSITIES = {
     "checkerboard": Checkerboard,
     "ring": GaussianRing,

@@ -294,6 +294,35 @@ def test_seed_spread_summary_needs_the_ranges_to_separate():
 
 
 # --------------------------------------------------------------------------------------
+# Autoregressive flows beside zuko's MAF
+# --------------------------------------------------------------------------------------
+
+def test_autoregressive_flows_have_the_same_parameter_count_as_zukos_maf(reference_libraries):
+    from bench import autoregressive
+
+    x = torch.randn(16, 2)
+    counts = {}
+    for name in autoregressive.FLOWS:
+        module, log_prob = autoregressive.make_flow(name)
+        counts[name] = sum(p.numel() for p in module.parameters())
+        assert log_prob(x).shape == (16,), name
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
+    from bench import autoregressive
+
+    rows = [{"flow": f, "density": "ring", "kl": 0.5, "se": 0.01, "per_100": t,
+             "params": 18_960} for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.0), strict=True)]
+    table = autoregressive.format_table(rows)
+    assert "| ring | course MAF | 18,960 | 0.500 ± 0.010 | 1.00 | 0.50 |" in table
+    assert "| ring | zuko MAF | 18,960 | 0.500 ± 0.010 | 2.00 | 1.00 |" in table
+    cost = autoregressive.cost_against_dim(dims=(2, 4), batch=8, repeats=1)
+    text = autoregressive.format_cost(cost)
+    assert text.count("\n") == 3 and "MAF sample" in text and "| 4 |" in text
+
+
+# --------------------------------------------------------------------------------------
 # Continuous flows: every model trains, is scored by its exact density, and renders
 # --------------------------------------------------------------------------------------
 

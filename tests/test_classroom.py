@@ -98,6 +98,12 @@ WRONG = {
         "log_q0 = (-0.5 * eps**2 - 0.5 * math.log(2 * math.pi)).sum(dim=-1)\n"
         "return z0, log_q0",
         "misses the term -log sigma"),
+    "07_autoregressive_flows": Wrong(  # the output mask lets x_i see itself
+        "ex-07-made-masks", "def made_masks_from_degrees",
+        "hidden_mask = hidden_degrees[:, None] >= in_degrees[None, :]\n"
+        "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
+        "return hidden_mask.float(), out_mask.float()",
+        "see itself"),
     "10_continuous_flows": Wrong(  # the velocity of the straight path reversed
         "ex-10-straight-path", "def straight_path",
         "t = t[:, None]\n"

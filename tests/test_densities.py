@@ -91,3 +91,21 @@ def test_kl_divergence_feeds_the_model_its_own_dtype():
     assert math.isfinite(kl) and kl > 0
     with pytest.raises(TypeError, match="log_prob"):
         ring.kl_divergence(42)
+
+
+def test_student_t_integrates_to_one_and_its_samples_match_its_density():
+    density = data.StudentT2D()
+    t = torch.linspace(-80, 80, 2401, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(t, t, indexing="ij"), dim=-1).reshape(-1, 2)
+    mass = float(density.log_prob(grid).exp().sum() * (t[1] - t[0]) ** 2)
+    assert abs(mass - 1) < 5e-3  # the heavy tails beyond the grid hold the rest
+    x = density.sample(200_000, seed=3, dtype=torch.float64)
+    # the fraction of samples in a box against the integral of the density over it
+    inside = ((x[:, 0].abs() < 2) & (x[:, 1].abs() < 1)).double().mean()
+    s = torch.linspace(-2, 2, 801, dtype=torch.float64)
+    u = torch.linspace(-1, 1, 401, dtype=torch.float64)
+    box = torch.stack(torch.meshgrid(s, u, indexing="ij"), dim=-1).reshape(-1, 2)
+    integral = density.log_prob(box).exp().mean() * 8
+    assert abs(float(inside) - float(integral)) < 0.005
+    with pytest.raises(ValueError, match="df must be positive"):
+        data.StudentT2D(df=0)

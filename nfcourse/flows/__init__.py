@@ -1,6 +1,5 @@
 """The flows of the course, one module per family, named like its chapter.
 
-=================  =======  ==========================================================
 module             chapter  transforms
 =================  =======  ==========================================================
 ``elementwise``    1        ``SinhArcsinh``
@@ -16,9 +15,31 @@ module             chapter  transforms
 ``continuous``     10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
                             ``flow_matching_loss`` (torchdiffeq's solvers)
 =================  =======  ==========================================================
+=======
+==================  =======  ==========================================================
+module              chapter  transforms
+==================  =======  ==========================================================
+``elementwise``     1        ``SinhArcsinh``
+``affine``          2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
+``planar``          3        ``PlanarFlow`` (with a numerical inverse)
+``radial``          3        ``RadialFlow``
+``piecewise``       4        ``PiecewiseLinear``
+``coupling``        5        ``AdditiveCoupling``, ``AffineCoupling``,
+                             ``PiecewiseLinearCoupling``, ``coupling_flow``
+``masks``           5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
+``permutation``     5        ``Permutation``, ``ReversePermutation``
+``actnorm``         5        ``ActNorm``
+``made``            7        ``MADE`` (masked autoregressive conditioner), ``made_masks``
+``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
+                             ``iaf_flow``, ``transformer_flow``
+``spline``          8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
+                             ``RationalQuadraticAutoregressive``, ``spline_flow``
+``continuous``      10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
+                             ``flow_matching_loss`` (torchdiffeq's solvers)
+==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
-``nfcourse.distributions``.
+``nfcourse.distri butions``.
 """
 
 from .actnorm import ActNorm
@@ -29,6 +50,14 @@ from .affine import (
     elementwise_affine,
     lu_affine,
     triangular_affine,
+)
+from .autoregressive import (
+    IAF,
+    MAF,
+    CausalTransformer,
+    iaf_flow,
+    maf_flow,
+    transformer_flow,
 )
 from .continuous import (
     ContinuousFlow,
@@ -44,6 +73,7 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
 from .piecewise import PiecewiseLinear, piecewise_linear
@@ -55,20 +85,34 @@ from .planar import (
     solve_planar_projection,
 )
 from .radial import RadialFlow, radial_forward, radial_inverse
+from .spline import (
+    RationalQuadraticAutoregressive,
+    RationalQuadraticCoupling,
+    RationalQuadraticSpline,
+    rational_quadratic_spline,
+    spline_flow,
+)
 
 __all__ = [
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
     "ContinuousFlow",
+    "CausalTransformer",
     "Coupling",
     "ElementwiseAffine",
+    "IAF",
     "LUAffine",
+    "MADE",
+    "MAF",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
     "PlanarFlow",
     "RadialFlow",
+    "RationalQuadraticAutoregressive",
+    "RationalQuadraticCoupling",
+    "RationalQuadraticSpline",
     "ReversePermutation",
     "SinhArcsinh",
     "TriangularAffine",
@@ -81,13 +125,19 @@ __all__ = [
     "elementwise_affine",
     "flow_matching_loss",
     "half_mask",
+    "iaf_flow",
     "lu_affine",
+    "made_masks",
+    "maf_flow",
     "piecewise_linear",
     "planar_forward",
     "planar_inverse",
     "radial_forward",
     "radial_inverse",
+    "rational_quadratic_spline",
     "sinh_arcsinh",
     "solve_planar_projection",
+    "spline_flow",
+    "transformer_flow",
     "triangular_affine",
 ]
