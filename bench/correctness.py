@@ -211,6 +211,13 @@ def _compose(n, g):
     return t, sample_points(dim, n, g)
 
 
+def _continuous(n, g):
+    # an ODE flow with a tight adaptive solver: its errors are the solver's
+    field = flows.VelocityField(3, hidden=(16, 16), activation=torch.nn.Tanh)
+    t = flows.ContinuousFlow(_randomize(field.double(), g, 0.3), rtol=1e-12, atol=1e-12)
+    return t, sample_points(3, n, g)
+
+
 def _inverse_planar(n, g):
     # the inverse of a planar map as a transform: its forward runs the root finding
     t = _randomize(flows.PlanarFlow(3).double(), g, 1.0)
@@ -279,6 +286,7 @@ FACTORIES: dict[str, Factory] = {
     "Permutation": _permutation,
     "ReversePermutation": _reverse_permutation,
     "Compose": _compose,
+    "ContinuousFlow": _continuous,
     "InverseTransform": _inverse_planar,
     "MAF": _simple(lambda: flows.MAF(4, hidden=(16, 16), order=[2, 0, 3, 1])),
     "IAF": _simple(lambda: flows.IAF(4, hidden=(16, 16), order=[1, 3, 0, 2])),
@@ -288,6 +296,17 @@ FACTORIES: dict[str, Factory] = {
 # --------------------------------------------------------------------------------------
 # Measurement
 # --------------------------------------------------------------------------------------
+
+def _rowwise_jacobian(fn: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
+    """The Jacobian at every row of ``points`` for a map that treats rows independently:
+    row ``i`` of ``dx/dz`` is the gradient of the sum over the batch of ``x_i``."""
+    z = points.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        x = fn(z)
+        rows = [torch.autograd.grad(x[:, i].sum(), z, retain_graph=True)[0]
+                for i in range(x.shape[1])]
+    return torch.stack(rows, dim=1)
+
 
 def autograd_log_abs_det(fn: Callable[[Tensor], Tensor], points: Tensor) -> tuple[Tensor, str]:
     """``log |det J_fn|`` at every row of ``points`` ``(B, D)`` from the full Jacobian that
@@ -302,8 +321,11 @@ def autograd_log_abs_det(fn: Callable[[Tensor], Tensor], points: Tensor) -> tupl
         jac = torch.func.vmap(torch.func.jacrev(single))(points)
         how = "vmap"
     except Exception:  # vmap refuses .item(), bool() of a tensor, and some operators
-        jac = torch.stack([torch.func.jacrev(single)(v) for v in points])
-        how = "loop"
+        try:
+            jac = torch.stack([torch.func.jacrev(single)(v) for v in points])
+            how = "loop"
+        except Exception:  # torch.autograd.grad inside fn (an ODE flow's divergence)
+            jac, how = _rowwise_jacobian(fn, points), "rows"
     return torch.linalg.slogdet(jac.detach())[1], how
 
 

@@ -11,7 +11,7 @@ import torch
 
 import nfcourse
 import nfcourse.flows as flows
-from bench import correctness, quality, run, speed
+from bench import continuous, correctness, quality, run, speed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,7 +280,7 @@ def test_committed_report_page_includes_the_report_and_has_no_raw_tex():
 
 def test_requirements_pin_the_reference_libraries():
     pins = (ROOT / "bench" / "requirements.txt").read_text(encoding="utf-8")
-    for pin in ("zuko==1.6.0", "nflows==0.14", "normflows==1.7.3"):
+    for pin in ("zuko==1.6.0", "nflows==0.14", "normflows==1.7.3", "torchcfm==1.0.7"):
         assert re.search(rf"^{re.escape(pin)}$", pins, re.M), pin
 
 
@@ -320,3 +320,27 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
     cost = autoregressive.cost_against_dim(dims=(2, 4), batch=8, repeats=1)
     text = autoregressive.format_cost(cost)
     assert text.count("\n") == 3 and "MAF sample" in text and "| 4 |" in text
+
+
+# --------------------------------------------------------------------------------------
+# Continuous flows: every model trains, is scored by its exact density, and renders
+# --------------------------------------------------------------------------------------
+
+def test_continuous_section_trains_scores_and_renders(monkeypatch):
+    monkeypatch.setattr(continuous, "BUDGETS", {
+        "ml_steps": (2, 2), "fm_steps": (3, 3), "coupling_steps": (2, 2), "batch": (64, 64),
+        "n_test": (300, 300)})
+    rows = continuous.run(quick=True, densities=("sine",), verbose=False)
+    by_model = {r["model"]: r for r in rows}
+    expected = {"CNF, max. likelihood", "flow matching (course)", "coupling (ch. 5)"}
+    if continuous.torchcfm_version() is not None:
+        expected.add("flow matching (torchcfm)")
+    assert set(by_model) == expected
+    for name, row in by_model.items():
+        assert row["kl"] == row["kl"] and row["se"] > 0, name  # finite, not NaN
+        assert (row["nfe"] is None) == (name == "coupling (ch. 5)"), name
+    assert by_model["CNF, max. likelihood"]["params"] == \
+        by_model["flow matching (course)"]["params"]
+    table = continuous.format_table(rows)
+    assert "| sine | CNF, max. likelihood | 4,994 | 2 |" in table
+    assert "$" not in table and "\\" not in table

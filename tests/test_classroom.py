@@ -122,6 +122,11 @@ WRONG = {
         "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
         "return x, torch.linalg.slogdet(weight)[1].expand(z.shape[0])",
         "H W copies of W"),
+    "10_continuous_flows": Wrong(  # the velocity of the straight path reversed
+        "ex-10-straight-path", "def straight_path",
+        "t = t[:, None]\n"
+        "return (1 - t) * x0 + t * x1, x0 - x1",
+        "not x_0 - x_1"),
 }
 
 

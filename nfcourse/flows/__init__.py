@@ -1,5 +1,21 @@
 """The flows of the course, one module per family, named like its chapter.
 
+module             chapter  transforms
+=================  =======  ==========================================================
+``elementwise``    1        ``SinhArcsinh``
+``affine``         2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
+``planar``         3        ``PlanarFlow`` (with a numerical inverse)
+``radial``         3        ``RadialFlow``
+``piecewise``      4        ``PiecewiseLinear``
+``coupling``       5        ``AdditiveCoupling``, ``AffineCoupling``,
+                            ``PiecewiseLinearCoupling``, ``coupling_flow``
+``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
+``permutation``    5        ``Permutation``, ``ReversePermutation``
+``actnorm``        5        ``ActNorm``
+``continuous``     10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
+                            ``flow_matching_loss`` (torchdiffeq's solvers)
+=================  =======  ==========================================================
+=======
 ==================  =======  ==========================================================
 module              chapter  transforms
 ==================  =======  ==========================================================
@@ -21,6 +37,8 @@ module              chapter  transforms
 ``image``           9        ``Logit``, ``Squeeze``, ``ActNorm2d``, ``InvertibleConv1x1``,
                              ``ConvAffineCoupling``, ``MultiScale``, ``ImageFlow``,
                              ``VariationalDequantizer``, ``glow``
+``continuous``      10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
+                             ``flow_matching_loss`` (torchdiffeq's solvers)
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
@@ -43,6 +61,12 @@ from .autoregressive import (
     iaf_flow,
     maf_flow,
     transformer_flow,
+)
+from .continuous import (
+    ContinuousFlow,
+    VelocityField,
+    continuous_flow,
+    flow_matching_loss,
 )
 from .coupling import (
     AdditiveCoupling,
@@ -88,6 +112,7 @@ __all__ = [
     "ActNorm2d",
     "AdditiveCoupling",
     "AffineCoupling",
+    "ContinuousFlow",
     "CausalTransformer",
     "ConvAffineCoupling",
     "Coupling",
@@ -113,12 +138,15 @@ __all__ = [
     "Squeeze",
     "TriangularAffine",
     "VariationalDequantizer",
+    "VelocityField",
     "alternating_mask",
     "checkerboard_mask",
     "constrained_u",
+    "continuous_flow",
     "coupling_flow",
     "elementwise_affine",
     "glow",
+    "flow_matching_loss",
     "half_mask",
     "iaf_flow",
     "lu_affine",

@@ -1,0 +1,320 @@
+"""Feedback for the exercises of chapter 10 (continuous-time flows).
+
+* ``check_divergence``: the exact divergence ``tr(dv/dz)`` of a field, by autograd, with a
+  graph that training can differentiate;
+* ``check_hutchinson``: Hutchinson's estimate ``eps^T (dv/dz) eps`` with one probe per
+  point, drawn from the generator: unbiased, with the variance of its probes;
+* ``check_straight_path``: the point ``x_t`` of the straight path and its velocity;
+* ``check_gaussian_target``: the flow-matching target ``E[x_1 - x_0 | x_t = x]`` when the
+  data are Gaussian;
+* ``check_fit_ring``: a velocity field trained by flow matching to a KL goal on the ring.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..core import Flow
+from ..flows.continuous import ContinuousFlow, GaussianPathField, LinearField, VelocityField
+from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run
+from ._training import describe_shortfall, run_training
+
+__all__ = [
+    "make_field",
+    "check_divergence",
+    "check_hutchinson",
+    "check_straight_path",
+    "check_gaussian_target",
+    "check_fit_ring",
+]
+
+F64 = torch.float64
+
+
+def make_field(dim: int, seed: int = 0, dtype: torch.dtype = F64) -> VelocityField:
+    """A small random velocity field ``v(z, t)`` in ``dim`` dimensions for the exercises,
+    called as ``field(t, z)``; its Jacobian is far from symmetric and from diagonal."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        field = VelocityField(dim, hidden=(16, 16)).to(dtype)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in field.parameters():
+            p.copy_(0.8 * torch.randn(p.shape, generator=g, dtype=F64).to(dtype))
+    return field
+
+
+def _jacobians(field: nn.Module, t: float, z: Tensor) -> Tensor:
+    """The Jacobian ``dv/dz`` at every row of ``z``, ``(B, D, D)``, in float64."""
+    field = copy.deepcopy(field).double()
+    rows = []
+    for point in z.detach().to(F64):
+        rows.append(torch.autograd.functional.jacobian(
+            lambda p: field(t, p.unsqueeze(0))[0], point))
+    return torch.stack(rows)
+
+
+_GRAD_HINT = ("the divergence differentiates the field with respect to z: make z a leaf "
+              "that requires gradients (z = z.detach().requires_grad_(True)) and compute v "
+              "from it, then torch.autograd.grad(..., create_graph=True)")
+
+
+def check_divergence(fn: Callable) -> None:
+    """Check ``fn(field, t, z) -> (B,)``: the exact divergence ``tr(dv/dz)`` of
+    ``v = field(t, z)`` at every row of ``z`` ``(B, D)``, by automatic differentiation,
+    keeping the graph (``create_graph=True``) so that a loss built on it trains the
+    field."""
+    name = getattr(fn, "__name__", "your function")
+    cases = [(make_field(3, seed=1), 0.3, 5), (make_field(4, seed=2), 0.8, 7)]
+    matrix = torch.tensor([[0.5, -2.0], [1.5, -1.25]], dtype=F64)
+    cases.append((LinearField(matrix, torch.tensor([0.3, -0.2], dtype=F64)), 0.0, 6))
+    for field, t, n in cases:
+        dim = field.dim
+        g = torch.Generator().manual_seed(dim + n)
+        z = 1.5 * torch.randn(n, dim, generator=g, dtype=F64)
+        got = as_tensor(run(fn, field, t, z.clone(), name=name, hint=_GRAD_HINT),
+                        f"the divergence returned by {name}", (n,), ("batch",))
+        jac = _jacobians(field, t, z)
+        trace = torch.diagonal(jac, dim1=1, dim2=2).sum(1)
+        kind = type(field).__name__ + f" in {dim} dimensions"
+        compare(got.detach(), trace, f"the divergence of the {kind}", labels=[
+            f"point {k}" for k in range(n)], slips=[
+            Slip("this is the sum of ALL entries of the Jacobian, the gradient of v.sum() "
+                 "summed over the coordinates; the divergence keeps only the diagonal "
+                 "dv_i/dz_i: take the gradient of v[:, i].sum() and keep its column i",
+                 jac.sum(dim=(1, 2))),
+            Slip("the divergence is +tr(dv/dz); the minus sign belongs to d log p / dt",
+                 -trace),
+            Slip("you kept only dv_0/dz_0: sum dv_i/dz_i over every coordinate i",
+                 jac[:, 0, 0]),
+            Slip("you summed dv_0/dz_j over j (the gradient of v[:, 0] alone): the "
+                 "divergence keeps the diagonal, dv_i/dz_i, one coordinate i at a time",
+                 jac[:, 0, :].sum(1)),
+        ])
+        if dim > 2:
+            params = {f"the field's {k}": p for k, p in field.named_parameters()
+                      if k.endswith("weight")}
+            if not got.requires_grad:
+                raise ExerciseError(
+                    f"the divergence returned by {name} carries no gradient to the field's "
+                    "parameters: pass create_graph=True to torch.autograd.grad, so that a "
+                    "loss built on the divergence (the log-likelihood) can be trained")
+            check_gradients(got, params, f"the divergence returned by {name}")
+    print("Correct: your divergence is the trace of the autograd Jacobian for two neural "
+          "fields and a linear one (where it is tr A at every point), and gradients reach "
+          "the field's weights.")
+
+
+def check_hutchinson(fn: Callable) -> None:
+    """Check ``fn(field, t, z, generator) -> (B,)``: one Hutchinson estimate
+    ``eps^T (dv/dz) eps`` per row of ``z``, with its own probe ``eps`` drawn from
+    ``generator`` (random signs or standard normal: any ``eps`` with
+    ``E[eps eps^T] = I``)."""
+    name = getattr(fn, "__name__", "your function")
+    dim, n, t = 4, 20_000, 0.4
+    field = make_field(dim, seed=3)
+    point = torch.tensor([[0.7, -0.4, 1.1, 0.2]], dtype=F64)
+    z = point.expand(n, dim).clone()
+    jac = _jacobians(field, t, point)[0]
+    trace = float(torch.trace(jac))
+    fro2, cross = float((jac ** 2).sum()), float(torch.trace(jac @ jac))
+    diag2 = float((torch.diagonal(jac) ** 2).sum())
+    var_gauss, var_rad = fro2 + cross, fro2 + cross - 2 * diag2
+
+    got = as_tensor(run(fn, field, t, z.clone(), torch.Generator().manual_seed(0), name=name,
+                        hint=_GRAD_HINT), f"the estimates returned by {name}", (n,),
+                    ("batch",)).detach().to(F64)
+    if not bool(torch.isfinite(got).all()):
+        raise ExerciseError(f"{name} returned NaN or inf")
+    mean, std = float(got.mean()), float(got.std())
+    if std < 1e-9:
+        if abs(mean - trace) < 1e-6 * (1 + abs(trace)):
+            raise ExerciseError(
+                "every estimate equals the exact trace: this is the exact divergence, not "
+                "Hutchinson's estimator. Draw a random probe eps for each point and return "
+                "eps^T (dv/dz) eps, from one vector-Jacobian product")
+        raise ExerciseError(
+            "all 20,000 points (the same point repeated) got the same estimate: every point "
+            "got the same probe. Draw one independent probe per point, of shape (B, D): "
+            "torch.randint(0, 2, z.shape, generator=generator) * 2 - 1, or torch.randn")
+    se = std / math.sqrt(n)
+    if abs(mean - trace) > 5 * se:
+        shrink = (mean / trace) if abs(trace) > 1e-9 else math.nan
+        # E[eps_i eps_j] is 1/3 on the diagonal and 1/4 off it for eps ~ U[0, 1)
+        uniform01 = trace / 12 + float(jac.sum()) / 4
+        if abs(mean - uniform01) < 5 * se:
+            why = ("your probes look uniform on [0, 1) (torch.rand): their mean is not zero "
+                   "and E[eps eps^T] is not the identity. Use random signs or torch.randn")
+        elif abs(shrink - 1 / 3) < 0.1:
+            why = ("the estimates average a third of the trace: probes uniform on [-1, 1] "
+                   "have variance 1/3, not 1. Use random signs (+-1) or torch.randn")
+        elif abs(mean + trace) < 5 * se:
+            why = "the estimates average minus the trace: drop the minus sign"
+        else:
+            why = ("the probes must satisfy E[eps eps^T] = I (random signs or standard "
+                   "normal), and the estimate is the sum over i of eps_i (eps^T J)_i")
+        raise ExerciseError(
+            f"your estimator is biased: the mean of 20,000 estimates at one point is "
+            f"{mean:.4f} ± {se:.4f}, the exact trace is {trace:.4f}. {why}")
+    var = std ** 2
+    if not (abs(var - var_rad) < 0.1 * var_rad or abs(var - var_gauss) < 0.1 * var_gauss):
+        raise ExerciseError(
+            f"the estimates average the trace but their variance is {var:.3f}; one probe "
+            f"per point gives {var_rad:.3f} with random signs and {var_gauss:.3f} with "
+            "standard normal probes. Use one probe per point (not an average of several, "
+            "and not a probe scaled by anything)")
+    again = as_tensor(run(fn, field, t, z.clone(), torch.Generator().manual_seed(0), name=name),
+                      f"the estimates returned by {name}", (n,)).detach().to(F64)
+    if not torch.equal(again, got):
+        raise ExerciseError("two calls with generators seeded alike gave different probes: "
+                            "draw them from the generator argument (generator=generator), "
+                            "not from torch's global random state")
+    small = z[:6].clone()
+    out = run(fn, field, t, small, torch.Generator().manual_seed(1), name=name)
+    check_gradients(out, {f"the field's {k}": p for k, p in field.named_parameters()
+                          if k.endswith("weight")}, f"the estimates returned by {name}")
+    probes = "of random signs" if abs(var - var_rad) < 0.1 * var_rad else "standard normal"
+    print(f"Correct: the mean of your 20,000 estimates is {mean:.4f} ± {se:.4f}, the exact "
+          f"trace is {trace:.4f}, and their variance {var:.3f} is that of one probe "
+          f"{probes} per point.")
+
+
+def check_straight_path(fn: Callable) -> None:
+    """Check ``fn(x0, x1, t) -> (x_t, velocity)`` with ``x0``, ``x1`` ``(B, D)`` and ``t``
+    ``(B,)``: ``x_t = (1 - t) x_0 + t x_1`` and its velocity ``d x_t / dt = x_1 - x_0``."""
+    name = getattr(fn, "__name__", "your function")
+    for n, dim, seed in ((7, 3, 0), (5, 2, 1)):
+        g = torch.Generator().manual_seed(seed)
+        x0 = torch.randn(n, dim, generator=g, dtype=F64)
+        x1 = 2.0 + torch.randn(n, dim, generator=g, dtype=F64)
+        t = torch.rand(n, generator=g, dtype=F64)
+        t[0], t[1] = 0.0, 1.0
+        out = run(fn, x0.clone(), x1.clone(), t.clone(), name=name,
+                  hint="t has shape (B,): use t[:, None] (or t.unsqueeze(1)) to multiply "
+                       "the rows of x0 and x1")
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise ExerciseError(f"{name} should return the pair (x_t, velocity), got "
+                                f"{type(out).__name__}")
+        xt = as_tensor(out[0], f"x_t of {name}", (n, dim), ("batch", "coordinates"))
+        u = as_tensor(out[1], f"the velocity of {name}", (n, dim), ("batch", "coordinates"))
+        tc = t[:, None]
+        expected = (1 - tc) * x0 + tc * x1
+        labels = [f"point {k} (t = {float(t[k]):.2f})" for k in range(n)]
+        compare(xt, expected, "x_t", labels=labels, slips=[
+            Slip("time runs the other way: x_t is the base point x_0 at t = 0 and the data "
+                 "point x_1 at t = 1, so x_t = (1 - t) x_0 + t x_1", tc * x0 + (1 - tc) * x1),
+            Slip("x_t = (1 - t) x_0 + t x_1: the weight of x_0 is 1 - t, not 1",
+                 x0 + tc * x1),
+            Slip("x_t = (1 - t) x_0 + t x_1: you added t x_0 instead of t x_1",
+                 (1 - tc) * x0 + tc * x0),
+        ])
+        compare(u, x1 - x0, "the velocity", labels=labels, slips=[
+            Slip("the velocity points from the base to the data: x_1 - x_0, not x_0 - x_1",
+                 x0 - x1),
+            Slip("the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_1",
+                 x1),
+            Slip("the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_t",
+                 expected),
+            Slip("the velocity of a straight path at constant speed does not depend on t: "
+                 "x_1 - x_0, not t (x_1 - x_0)", tc * (x1 - x0)),
+        ])
+    print("Correct: x_t runs straight from x_0 at t = 0 to x_1 at t = 1, with the "
+          "constant velocity x_1 - x_0.")
+
+
+def check_gaussian_target(fn: Callable) -> None:
+    """Check ``fn(x, t, mean, std) -> (B, D)``: the flow-matching target
+    ``u(x, t) = E[x_1 - x_0 | x_t = x]`` for ``x_0 ~ N(0, I)`` and data
+    ``x_1 ~ N(mean, diag(std^2))``, with ``x`` ``(B, D)`` and ``t`` ``(B, 1)``."""
+    name = getattr(fn, "__name__", "your function")
+    g = torch.Generator().manual_seed(5)
+    mean = torch.tensor([1.5, -0.5, 0.25], dtype=F64)
+    std = torch.tensor([0.4, 1.7, 1.0], dtype=F64)
+    n = 9
+    x = 1.5 * torch.randn(n, 3, generator=g, dtype=F64)
+    t = torch.rand(n, 1, generator=g, dtype=F64)
+    t[0, 0], t[1, 0] = 0.0, 1.0
+    got = as_tensor(run(fn, x.clone(), t.clone(), mean.clone(), std.clone(), name=name),
+                    f"the target velocity of {name}", (n, 3), ("batch", "coordinates"))
+    field = GaussianPathField(mean, std)
+    expected = field(t, x)
+    var = (1 - t) ** 2 + t ** 2 * std ** 2
+    cov = t * std ** 2 - (1 - t)
+    labels = [f"point {k} (t = {float(t[k, 0]):.2f})" for k in range(n)]
+    compare(got, expected, "the target velocity", labels=labels, slips=[
+        Slip("divide by the variance of x_t, sigma_t^2 = (1 - t)^2 + t^2 s^2, not by its "
+             "standard deviation", mean + cov / var.sqrt() * (x - t * mean)),
+        Slip("the regression is on x - E[x_t] = x - t m, not on x - m",
+             mean + cov / var * (x - mean)),
+        Slip("E[x_1 - x_0] = m must be added: the target is m + Cov / Var (x - t m)",
+             cov / var * (x - t * mean)),
+        Slip("Cov(x_1 - x_0, x_t) = t s^2 - (1 - t): the base point enters with a minus "
+             "sign", mean + (t * std ** 2 + (1 - t)) / var * (x - t * mean)),
+        Slip("the variance of x_t is (1 - t)^2 + t^2 s^2: both terms are squared",
+             mean + cov / ((1 - t) + t * std ** 2) * (x - t * mean)),
+        Slip("that is the target of x_1 alone, E[x_1 | x_t]; the velocity is "
+             "E[x_1 - x_0 | x_t]", mean + t * std ** 2 / var * (x - t * mean)),
+    ], advice="u(x, t) = m + (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2) (x - t m)")
+    print("Correct: your target velocity is the conditional mean of x_1 - x_0 given x_t, "
+          "linear in x_t: m - x at t = 0 (every particle heads for the mean of the data) "
+          "and x at t = 1.")
+
+
+# --- Exercise: train a field by flow matching to a KL goal ------------------------------------
+
+RING_STEPS = 2000
+RING_KL_GOAL = 0.3
+RING_TEST = 5000
+
+
+def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
+    """Exercise: ``fit_ring(data, generator)`` trains a ``VelocityField`` by flow matching
+    on 20,000 samples of ``nfcourse.densities.GaussianRing`` within 2,000 steps and returns
+    ``(field, history)``. The check integrates the field (dopri5, tolerance 1e-5) and asks
+    for ``KL(p || q) < 0.3`` nats on 5,000 fresh points."""
+    from ..densities import GaussianRing
+
+    target = GaussianRing()
+    data = target.sample(20_000, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    field, history = run_training(
+        fit_ring, data.clone(), generator, name="fit_ring", budget=RING_STEPS,
+        model_type=VelocityField, model_hint="the VelocityField you trained", seed=seed)
+    dtype = next(field.parameters()).dtype
+    model = Flow(ContinuousFlow(field, rtol=1e-5, atol=1e-5))
+    try:
+        kl, error = target.kl_divergence(model, n=RING_TEST, seed=20_000 + seed)
+    except Exception as failure:  # the field cannot be integrated on fresh points
+        raise ExerciseError(f"integrating your field on fresh points failed: "
+                            f"{type(failure).__name__}: {failure}") from None
+    if math.isfinite(kl) and kl < RING_KL_GOAL:
+        print(f"Correct: integrating your field gives KL(p || q) = {kl:.3f} ± {error:.3f} "
+              f"nats on {RING_TEST:,} fresh points (goal: below {RING_KL_GOAL}) after "
+              f"{len(history)} steps.")
+        return
+    # which target did the field learn: the velocity x_1 - x_0, or its opposite?
+    g = torch.Generator().manual_seed(1)
+    x1 = target.sample(4000, seed=30_000 + seed, dtype=dtype)
+    x0 = torch.randn(x1.shape, generator=g, dtype=dtype)
+    t = torch.rand(4000, 1, generator=g, dtype=dtype)
+    with torch.no_grad():
+        v = field(t, (1 - t) * x0 + t * x1)
+    forward_loss = float(((v - (x1 - x0)) ** 2).sum(1).mean())
+    backward_loss = float(((v + (x1 - x0)) ** 2).sum(1).mean())
+    if backward_loss < forward_loss:
+        reason = ("your field points from the data to the base: it matches x_0 - x_1 "
+                  "better than x_1 - x_0. The target velocity is x_1 - x_0, with x_0 the "
+                  "base point (t = 0) and x_1 the data point (t = 1)")
+    else:
+        reason = describe_shortfall(
+            history, field, budget=RING_STEPS,
+            went_up="is the loss the squared distance between v(x_t, t) and x_1 - x_0, "
+                    "and the learning rate not too large?")
+    raise ExerciseError(
+        f"integrating your field gives KL(p || q) = {kl:.4g} nats on fresh points; the goal "
+        f"is below {RING_KL_GOAL}. Likely cause: {reason}")
