@@ -21,8 +21,9 @@ frequencies that sum to ``2^precision``: ``quantize_probabilities`` rounds each 
 such integers and gives every value at least 1, so that no pixel value is ever
 unencodable. The coder receives them as the fractions ``q / 2^precision`` and converts
 them to its own fixed point (``perfect=False``, its fast conversion, which also keeps every
-value above zero and may move the smallest entries by a unit or so). ``encode`` and ``decode`` compute the tables in the same order, from the
-same inputs, so the decoder reproduces every table bit for bit.
+value above zero and may move the smallest entries by a unit or so). ``encode`` and
+``decode`` compute the tables in the same order, from the same inputs, so the decoder
+reproduces every table bit for bit.
 """
 
 from __future__ import annotations
