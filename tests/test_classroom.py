@@ -104,6 +104,11 @@ WRONG = {
         "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
         "return hidden_mask.float(), out_mask.float()",
         "see itself"),
+    "11_anomalies_and_compression": Wrong(  # ties counted as a whole pair
+        "ex-11-auc", "def auc_from_pairs",
+        "above = (scores_out[:, None] >= scores_in[None, :]).double()\n"
+        "return above.mean()",
+        "ties count as 1"),
 }
 
 
