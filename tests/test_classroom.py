@@ -109,6 +109,11 @@ WRONG = {
         "above = (scores_out[:, None] >= scores_in[None, :]).double()\n"
         "return above.mean()",
         "ties count as 1"),
+    "09_image_flows": Wrong(  # log |det W| without the H W copies
+        "ex-09-conv1x1", "def conv1x1",
+        "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
+        "return x, torch.linalg.slogdet(weight)[1].expand(z.shape[0])",
+        "H W copies of W"),
 }
 
 
