@@ -127,6 +127,11 @@ WRONG = {
         "t = t[:, None]\n"
         "return (1 - t) * x0 + t * x1, x0 - x1",
         "not x_0 - x_1"),
+    "11_anomalies_and_compression": Wrong(  # ties counted as a whole pair
+        "ex-11-auc", "def auc_from_pairs",
+        "above = (scores_out[:, None] >= scores_in[None, :]).double()\n"
+        "return above.mean()",
+        "ties count as 1"),
 }
 
 

@@ -42,7 +42,7 @@ module              chapter  transforms
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
-``nfcourse.distri butions``.
+``nfcourse.distributions``.
 """
 
 from .actnorm import ActNorm

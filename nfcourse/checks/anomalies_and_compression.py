@@ -1,0 +1,188 @@
+"""Feedback for the exercises of chapter 11 (anomalies and compression).
+
+* ``check_auc_from_pairs``: the ROC AUC from its definition, ties counting one half;
+* ``check_quantize``: probability tables to positive integers summing to ``2^precision``;
+* ``check_fit_coder``: train a ``DiscretizedMAF`` whose bitstream beats bz2 on the digits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import ExerciseError, Slip, as_number, compare, run
+from ._training import describe_shortfall, run_training
+
+__all__ = ["check_auc_from_pairs", "check_quantize", "check_fit_coder", "CODER_GOAL",
+           "CODER_STEPS"]
+
+
+# --------------------------------------------------------------------------------------
+# ROC AUC
+# --------------------------------------------------------------------------------------
+
+def _pairs(s_in: Tensor, s_out: Tensor, above: float, tie: float) -> Tensor:
+    ordered = (s_out[:, None] > s_in[None, :]).double()
+    ties = (s_out[:, None] == s_in[None, :]).double()
+    below = (s_out[:, None] < s_in[None, :]).double()
+    return (above * ordered + tie * ties + (1 - above) * below).mean()
+
+
+def _auc_cases() -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(11)
+    return [
+        (torch.tensor([0.0, 1.0, 2.0, 2.0]), torch.tensor([2.0, 3.0, 1.0])),
+        (torch.randint(0, 4, (30,), generator=g).double(),
+         torch.randint(1, 6, (20,), generator=g).double()),
+        (torch.randn(40, generator=g, dtype=torch.float64),
+         torch.randn(25, generator=g, dtype=torch.float64) - 0.5),
+    ]
+
+
+def check_auc_from_pairs(fn: Callable) -> None:
+    """Check ``fn(scores_in, scores_out)``: the share of pairs (in, out) with the
+    out-of-distribution score above the in-distribution one, ties counting one half."""
+    name = getattr(fn, "__name__", "your function")
+    for s_in, s_out in _auc_cases():
+        got = as_number(run(fn, s_in.clone(), s_out.clone(), name=name),
+                        f"{name}'s AUC")
+        expected = _pairs(s_in, s_out, 1.0, 0.5)
+        slips = [
+            Slip("ties count as 0; a tie is a coin flip for the threshold, so it counts "
+                 "one half", _pairs(s_in, s_out, 1.0, 0.0)),
+            Slip("ties count as 1 (>= instead of >); they count one half",
+                 _pairs(s_in, s_out, 1.0, 1.0)),
+            Slip("the order is reversed: count the pairs where the *out-of-distribution* "
+                 "score is the higher one", _pairs(s_in, s_out, 0.0, 0.5)),
+            Slip("this counts ordered pairs but divides by the number of inputs, not by the "
+                 "number of pairs n_in * n_out",
+                 _pairs(s_in, s_out, 1.0, 0.5) * len(s_in) * len(s_out)
+                 / (len(s_in) + len(s_out))),
+        ]
+        compare(got, expected, f"{name}({len(s_in)} in, {len(s_out)} out)", slips=slips)
+    print("Correct: your AUC counts the pairs in order and half of the ties (checked on "
+          "three sets of scores, two with many ties).")
+
+
+# --------------------------------------------------------------------------------------
+# Quantising probability tables
+# --------------------------------------------------------------------------------------
+
+def _tables() -> list[tuple[Tensor, int]]:
+    g = torch.Generator().manual_seed(12)
+    sharp = torch.softmax(25 * torch.randn(6, 17, generator=g, dtype=torch.float64), -1)
+    one_hot = torch.zeros(2, 5, dtype=torch.float64)
+    one_hot[0, 2] = one_hot[1, 0] = 1.0
+    # rounding these to nearest sums to more than the total: 5 + 5 + 5 + 2 = 17 > 16
+    over = torch.tensor([[0.3, 0.3, 0.3, 0.1]], dtype=torch.float64)
+    return [(sharp, 24), (one_hot, 8), (over, 4)]
+
+
+def _as_integers(got, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(got, Tensor):
+        got = got.detach().cpu().numpy()
+    if not isinstance(got, np.ndarray):
+        raise ExerciseError(f"{name} should return a tensor or numpy array of integers, got "
+                            f"{type(got).__name__}")
+    if got.shape != shape:
+        raise ExerciseError(f"{name} returned shape {got.shape}; expected {shape}, one "
+                            "integer per probability")
+    values = got.astype(np.float64)
+    if not np.isfinite(values).all() or (values != np.round(values)).any():
+        raise ExerciseError(f"{name} returned values that are not whole numbers (e.g. "
+                            f"{values.ravel()[np.flatnonzero(values != np.round(values))[:1]]}"
+                            "): the coder needs integers; round down with floor")
+    return np.round(values).astype(np.int64)
+
+
+def check_quantize(fn: Callable) -> None:
+    """Check ``fn(probabilities, precision)``: integer tables of the same shape, each row
+    summing to ``2^precision``, every entry at least 1, and each entry within ``L`` units
+    of ``p * 2^precision`` (any such rounding is accepted)."""
+    name = getattr(fn, "__name__", "your function")
+    for p, precision in _tables():
+        total, levels = 2 ** precision, p.shape[-1]
+        q = _as_integers(run(fn, p.clone(), precision, name=name), name, tuple(p.shape))
+        where = f"for precision {precision} and tables of {levels} values"
+        if (q < 1).any():
+            row, k = np.argwhere(q < 1)[0]
+            raise ExerciseError(
+                f"{name} gives value {k} of table {row} the integer {q[row, k]} {where} "
+                f"(its probability is {float(p[row, k]):.3g}): the coder could never encode "
+                "that value, and a model's zero is never certain. Give every value 1 first "
+                "and share the rest, 2^precision - L, in proportion")
+        sums = q.sum(axis=-1)
+        if (sums != total).any():
+            row = int(np.flatnonzero(sums != total)[0])
+            hint = ("rounding to nearest can overshoot; round down and hand the leftover to "
+                    "one value" if sums[row] > total else
+                    "rounding down leaves units over; hand them to one value (the most "
+                    "likely, say)")
+            raise ExerciseError(f"table {row} sums to {sums[row]}, not 2^{precision} = "
+                                f"{total} {where}: {hint}")
+        gap = np.abs(q - p.numpy() * total)
+        if gap.max() > levels:
+            row, k = np.unravel_index(int(gap.argmax()), gap.shape)
+            raise ExerciseError(
+                f"value {k} of table {row} gets {q[row, k]} units {where}, but its share "
+                f"is p * 2^precision = {float(p[row, k]) * total:.1f}: the integers must "
+                "follow the probabilities (share 2^precision - L in proportion to p)")
+    print("Correct: every table sums to 2^precision, no value gets zero, and the integers "
+          "follow the probabilities (checked on sharp, one-hot and awkward tables).")
+
+
+# --------------------------------------------------------------------------------------
+# Train the coder's model
+# --------------------------------------------------------------------------------------
+
+CODER_STEPS = 300
+CODER_GOAL = 2.6  # bits per pixel on the test digits; bz2 -9 needs about 2.81
+
+
+def check_fit_coder(fit_coder: Callable, seed: int = 0) -> None:
+    """Exercise: ``fit_coder(train_images, generator)`` builds a ``DiscretizedMAF`` for the
+    8 x 8 digits (64 pixels, 17 levels), trains it on the exact discrete log-likelihood for
+    at most 300 steps and returns ``(model, history)``. The model's bitstream must code the
+    359 test digits in fewer than 2.6 bits per pixel and decode them exactly."""
+    from ..applications.compression import DiscretizedMAF, decode, encode
+    from ..images import load_digits
+
+    train, test = load_digits()
+    generator = torch.Generator().manual_seed(seed)
+    model, history = run_training(
+        fit_coder, train.clone(), generator, name="fit_coder", budget=CODER_STEPS,
+        model_type=DiscretizedMAF, model_hint="the DiscretizedMAF you trained", seed=seed,
+        floor=(0.0, "a discrete negative log-likelihood cannot be negative"))
+    if model.dim != 64 or model.levels != 17:
+        raise ExerciseError(f"the model must describe 64 pixels with 17 levels, got "
+                            f"dim={model.dim}, levels={model.levels}")
+    coder = model.double().eval()
+    x = test.double()
+    try:
+        words, _ = encode(coder, x)
+        decoded = decode(coder, words, len(x))
+    except Exception as failure:
+        raise ExerciseError(f"coding the test digits with your model failed: "
+                            f"{type(failure).__name__}: {failure}") from None
+    if not torch.equal(decoded, x):
+        raise ExerciseError("the decoded images differ from the originals: the model's "
+                            "tables changed between encoding and decoding")
+    bpp = 32 * len(words) / x.numel()
+    if math.isfinite(bpp) and bpp < CODER_GOAL:
+        print(f"Correct: your model codes the {len(x)} test digits in {bpp:.3f} bits per "
+              f"pixel (goal: below {CODER_GOAL}; bz2 needs about 2.81), and every decoded "
+              "image equals the original.")
+        return
+    reason = describe_shortfall(
+        history, coder, budget=CODER_STEPS,
+        floor=(0.0, "a discrete negative log-likelihood cannot be negative: is the sign "
+                    "of your loss right?"),
+        went_up="is the sign of your loss right, and the learning rate not too large?",
+        fallback="train longer (up to 300 steps), with a larger learning rate or a wider "
+                 "MADE")
+    raise ExerciseError(f"your model codes the test digits in {bpp:.3f} bits per pixel; "
+                        f"the goal is below {CODER_GOAL}. Likely cause: {reason}")
