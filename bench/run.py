@@ -231,7 +231,8 @@ def section_autoregressive(quick: bool) -> str:
         f"hidden layers of 64 units, trained by maximum likelihood for {steps:,} steps "
         "(Adam, learning rate 1e-3 with cosine decay, batch 512, one thread) on 100,000 "
         f"samples; test KL(p‖q) in nats on {n_test:,} fresh samples (± one standard error), "
-        "seconds per 100 steps, and the course's step time over zuko's (target: at most 1). "
+        "seconds per 100 steps (wall clock and CPU time), and the course's CPU time per step "
+        "over zuko's (target: at most 1; CPU time is the steadier on a shared machine). "
         "IAF's log_prob takes D = 2 passes per layer here.",
         autoregressive.format_table(rows),
         "Milliseconds per batch of 256 points, one thread, for two-layer flows with hidden "

@@ -19,6 +19,14 @@ so that ``w^T u_hat > -1`` and ``f`` is invertible, and
 ``log |det J| = log |1 + u_hat^T psi(z)|``, ``psi(z) = tanh'(w^T z + b) w``
 (``planar_forward``; ``planar_inverse`` inverts it). The Gaussian log-densities are those
 of the base distributions, ``nfcourse.distributions``.
+
+``posterior="iaf"`` replaces the planar layers by ``K`` steps of an inverse autoregressive
+flow (Kingma et al. 2016, chapter 7): the encoder also outputs a context vector ``h(x)``,
+and step ``t`` is ``z_t = mu_t + sigma_t * z_{t-1}`` with ``(log sigma_t, mu_t)`` from a
+MADE over ``z_{t-1}`` that also sees ``h``, so that coordinate ``i`` of ``mu_t, sigma_t``
+depends only on the coordinates before ``i`` in the step's ordering. The Jacobian of a
+step is triangular with diagonal ``sigma_t``; ``sum_k log |det J_k| = sum_t sum_i
+log sigma_t,i``, and one pass of each MADE gives the sample and its density.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributions import diagonal_normal_log_prob, standard_normal_log_prob
+from .flows.coupling import soft_clamp
+from .flows.made import MADE
 from .flows.planar import SOFTPLUS_ONE, constrained_u, planar_forward, planar_inverse
 from .seeding import generator as seeded_generator
 from .train import train
@@ -46,6 +56,7 @@ __all__ = [
     "PosteriorSample",
     "Encoder",
     "Decoder",
+    "IAFPosterior",
     "FlowPosteriorVAE",
     "fit_vae",
     "grid_log_joint",
@@ -163,23 +174,31 @@ class Encoder(nn.Module):
         latent_dim: the dimension ``D`` of ``z``.
         hidden: widths of the hidden layers (softplus activations).
         n_flows: the number ``K`` of planar layers (0 for a plain VAE).
+        context_dim: with ``context_dim = C > 0`` the encoder outputs a context vector
+            ``h`` of size ``C`` for an IAF posterior instead of planar parameters
+            (``n_flows`` must then be 0).
 
     Returns from ``forward(x)`` with ``x`` of shape ``(B, data_dim)``: ``mu`` and
     ``log_sigma`` of shape ``(B, D)``, and ``u_hat, w`` of shape ``(B, K, D)``, ``b`` of
-    shape ``(B, K)``.
+    shape ``(B, K)``; with a context, ``mu``, ``log_sigma`` and ``h`` of shape ``(B, C)``.
     """
 
     def __init__(self, data_dim: int, latent_dim: int, hidden: int | Sequence[int] = 256,
-                 n_flows: int = 0):
+                 n_flows: int = 0, context_dim: int = 0):
         super().__init__()
         if n_flows < 0:
             raise ValueError(f"n_flows must be >= 0, got {n_flows}")
+        if context_dim and n_flows:
+            raise ValueError("an encoder outputs either planar parameters (n_flows > 0) "
+                             "or an IAF context (context_dim > 0), not both; got "
+                             f"n_flows={n_flows}, context_dim={context_dim}")
         sizes = _hidden_sizes(hidden)
         self.latent_dim, self.n_flows = latent_dim, n_flows
         self.body = _mlp([data_dim, *sizes])
         self.gaussian = nn.Linear(sizes[-1], 2 * latent_dim)
         self.flow_params = nn.Linear(sizes[-1], n_flows * (2 * latent_dim + 1)) \
             if n_flows else None
+        self.context = nn.Linear(sizes[-1], context_dim) if context_dim else None
         if n_flows:
             self._start_near_identity()
 
@@ -198,6 +217,8 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor, Tensor]]:
         h = self.body(x)
         mu, log_sigma = self.gaussian(h).chunk(2, dim=-1)
+        if self.context is not None:
+            return mu, log_sigma, self.context(h)
         d, k = self.latent_dim, self.n_flows
         if self.flow_params is None:
             empty = h.new_zeros(x.shape[0], 0, d)
@@ -228,6 +249,73 @@ class Decoder(nn.Module):
         self.net[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
 
 
+class IAFPosterior(nn.Module):
+    """``K`` steps of an inverse autoregressive flow over ``z`` with a per-image context
+    ``h`` (Kingma et al. 2016): ``z_t = mu_t + sigma_t * z_{t-1}`` where
+    ``(log sigma_t, mu_t) = MADE_t(z_{t-1}, h)``, coordinate ``i`` depending only on the
+    coordinates before it in step ``t``'s ordering (the identity ordering, reversed at
+    every other step). The log-scale is bounded, ``log sigma = c tanh(a / c)`` with ``a``
+    the MADE's output (chapter 7's ``AffineAutoregressive``), and the MADEs start at zero
+    output, so a fresh posterior is the identity map on top of ``q0``.
+
+    ``forward(z0, h)`` is one pass of each MADE and returns ``zK`` and
+    ``sum_t sum_i log sigma_t,i`` (so ``log qK = log q0 - sum``); ``inverse(zK, h)`` takes
+    ``D`` passes per step and returns ``z0`` and ``-sum_t sum_i log sigma_t,i``.
+
+    Args:
+        latent_dim: the dimension ``D`` of ``z``.
+        n_steps: the number ``K`` of IAF steps.
+        context_dim: the size ``C`` of the encoder's context ``h``.
+        hidden: the hidden widths of each MADE.
+        scale_bound: ``c``, the largest ``|log sigma|`` per step.
+    """
+
+    def __init__(self, latent_dim: int, n_steps: int, context_dim: int,
+                 hidden: Sequence[int] = (64,), scale_bound: float = 3.0) -> None:
+        super().__init__()
+        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"an IAF posterior needs n_flows >= 1 steps, got {n_steps!r}; "
+                             "use posterior='planar' with n_flows=0 for a plain VAE")
+        if isinstance(context_dim, bool) or not isinstance(context_dim, int) \
+                or context_dim < 1:
+            raise ValueError(f"iaf_context must be a positive integer (the size of the "
+                             f"encoder's context h), got {context_dim!r}")
+        if not isinstance(scale_bound, (int, float)) or not scale_bound > 0:
+            raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
+        self.latent_dim, self.context_dim = latent_dim, context_dim
+        self.scale_bound = float(scale_bound)
+        forward_order = torch.arange(latent_dim)
+        self.steps = nn.ModuleList(
+            MADE(latent_dim, hidden, 2, context_dim=context_dim,
+                 order=forward_order if t % 2 == 0 else forward_order.flip(0))
+            for t in range(n_steps))
+
+    def _params(self, made: MADE, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        # z (*, B, D) and h (B, C): flatten the sample axes for the MADE, which takes rows.
+        hs = h.expand(*z.shape[:-1], h.shape[-1]).reshape(-1, h.shape[-1])
+        out = made._net(z.reshape(-1, self.latent_dim), hs).reshape(*z.shape, 2)
+        return soft_clamp(out[..., 0], self.scale_bound), out[..., 1]
+
+    def forward(self, z0: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        z, sum_log_sigma = z0, z0.new_zeros(z0.shape[:-1])
+        for made in self.steps:
+            log_sigma, mu = self._params(made, z, h)
+            z = mu + torch.exp(log_sigma) * z              # one pass: IAF's cheap direction
+            sum_log_sigma = sum_log_sigma + log_sigma.sum(dim=-1)
+        return z, sum_log_sigma
+
+    def inverse(self, zK: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        z, total = zK, zK.new_zeros(zK.shape[:-1])
+        for made in reversed(self.steps):
+            # Solve z = mu(u) + sigma(u) * u for u, one more position exact per pass.
+            u = torch.zeros_like(z)
+            for _ in range(self.latent_dim):
+                log_sigma, mu = self._params(made, u, h)
+                u = (z - mu) * torch.exp(-log_sigma)
+            z, total = u, total - log_sigma.sum(dim=-1)
+        return z, total
+
+
 class FlowPosteriorVAE(nn.Module):
     """A VAE with the flow posterior ``qK(zK | x)``: ``z0 = mu(x) + sigma(x) * eps``,
     ``zK = f_K o ... o f_1 (z0)`` with amortised planar layers ``f_k``, prior ``N(0, I)``,
@@ -240,18 +328,41 @@ class FlowPosteriorVAE(nn.Module):
         n_flows: the number ``K`` of planar layers.
         hidden: widths of the encoder's hidden layers (the decoder mirrors them).
         data_dim: pixels per image (784 for 28 x 28).
+        posterior: ``"planar"`` (the default) or ``"iaf"``: ``n_flows`` steps of an
+            inverse autoregressive flow (:class:`IAFPosterior`) conditioned on a context
+            vector from the encoder, instead of planar layers.
+        iaf_hidden: with ``posterior="iaf"``, the hidden widths of each step's MADE
+            (default ``(64,)``).
+        iaf_context: with ``posterior="iaf"``, the size of the encoder's context vector
+            (default ``latent_dim``).
 
     References: Rezende and Mohamed (2015), "Variational Inference with Normalizing Flows";
-    Burda, Grosse and Salakhutdinov (2016), "Importance Weighted Autoencoders".
+    Burda, Grosse and Salakhutdinov (2016), "Importance Weighted Autoencoders";
+    Kingma et al. (2016), "Improved Variational Inference with Inverse Autoregressive Flow".
     """
 
     def __init__(self, latent_dim: int, n_flows: int = 0, hidden: int | Sequence[int] = 256,
-                 data_dim: int = 784):
+                 data_dim: int = 784, posterior: str = "planar",
+                 iaf_hidden: Sequence[int] | None = None, iaf_context: int | None = None):
         super().__init__()
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        if posterior not in ("planar", "iaf"):
+            raise ValueError(f"posterior must be 'planar' or 'iaf', got {posterior!r}")
+        if posterior == "planar" and (iaf_hidden is not None or iaf_context is not None):
+            raise ValueError("iaf_hidden and iaf_context apply to posterior='iaf' only; "
+                             "pass posterior='iaf' or leave them out")
         self.latent_dim, self.n_flows, self.data_dim = latent_dim, n_flows, data_dim
-        self.encoder = Encoder(data_dim, latent_dim, hidden, n_flows)
+        self.posterior = posterior
+        if posterior == "iaf":
+            context = latent_dim if iaf_context is None else iaf_context
+            self.iaf: IAFPosterior | None = IAFPosterior(
+                latent_dim, n_flows, context,
+                (64,) if iaf_hidden is None else iaf_hidden)
+            self.encoder = Encoder(data_dim, latent_dim, hidden, 0, context_dim=context)
+        else:
+            self.iaf = None
+            self.encoder = Encoder(data_dim, latent_dim, hidden, n_flows)
         self.decoder = Decoder(latent_dim, data_dim, hidden)
 
     def parameter_groups(self, lr: float, flow_lr: float | None = None) -> list[dict]:
@@ -322,11 +433,14 @@ class FlowPosteriorVAE(nn.Module):
         image (shape ``(S, B, D)``), or from given standard-normal noise ``eps``."""
         x = check_images(x, self.data_dim)
         self._check_dtype(x)
-        mu, log_sigma, (u_hat, w, b) = self.encoder(x)
+        mu, log_sigma, flow_params = self.encoder(x)
         eps = self._noise(x, n_samples, eps)
         z0 = mu + torch.exp(log_sigma) * eps                  # the reparameterisation
         log_q0 = diagonal_normal_log_prob(z0, mu, log_sigma)  # log q0(z0 | x)
-        zK, sum_log_abs_det = self.flow(z0, u_hat, w, b)          # zK, sum_k log |det J_k|
+        if self.iaf is not None:                              # flow_params is the context h
+            zK, sum_log_abs_det = self.iaf(z0, flow_params)
+        else:                                                 # zK, sum_k log |det J_k|
+            zK, sum_log_abs_det = self.flow(z0, *flow_params)
         return PosteriorSample(z0, zK, log_q0, sum_log_abs_det)
 
     def elbo_terms(self, x: Tensor, n_samples: int | None = None,
@@ -378,11 +492,15 @@ class FlowPosteriorVAE(nn.Module):
     @torch.no_grad()
     def posterior_log_prob(self, x: Tensor, z: Tensor) -> Tensor:
         """``log qK(z | x)`` at given points ``z`` (``(*, B, D)``): invert the layers one by
-        one (chapter 3's ``planar_inverse``, with this image's parameters) and use
-        ``log qK(zK) = log q0(z0) - sum_k log |det J_k|``."""
+        one (chapter 3's ``planar_inverse``, with this image's parameters; or the IAF steps,
+        ``D`` passes each) and use ``log qK(zK) = log q0(z0) - sum_k log |det J_k|``."""
         x = check_images(x, self.data_dim)
         self._check_dtype(x)
         self._check_latents(x, z)
+        if self.iaf is not None:
+            mu, log_sigma, h = self.encoder(x)
+            z, total = self.iaf.inverse(z, h)
+            return diagonal_normal_log_prob(z, mu, log_sigma) + total
         mu, log_sigma, (u_hat, w, b) = self.encoder(x)
         total = z.new_zeros(z.shape[:-1])
         for k in reversed(range(self.n_flows)):
@@ -441,7 +559,8 @@ def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int
 
     return train(loss_fn, [p for p in model.parameters() if p.requires_grad], steps,
                  seed=seed, optimizer=optimizer, scheduler=scheduler, progress=progress,
-                 desc=desc or f"VAE, K = {model.n_flows}")
+                 desc=desc or f"VAE, {'IAF ' if model.iaf is not None else ''}"
+                                  f"K = {model.n_flows}")
 
 
 @torch.no_grad()

@@ -312,11 +312,12 @@ def test_autoregressive_flows_have_the_same_parameter_count_as_zukos_maf(referen
 def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
     from bench import autoregressive
 
-    rows = [{"flow": f, "density": "ring", "kl": 0.5, "se": 0.01, "per_100": t,
-             "params": 18_960} for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.0), strict=True)]
+    rows = [{"flow": f, "density": "ring", "kl": 0.5, "se": 0.01, "per_100": 9.0,
+             "cpu_per_100": t, "params": 18_960}
+            for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.0), strict=True)]
     table = autoregressive.format_table(rows)
-    assert "| ring | course MAF | 18,960 | 0.500 ± 0.010 | 1.00 | 0.50 |" in table
-    assert "| ring | zuko MAF | 18,960 | 0.500 ± 0.010 | 2.00 | 1.00 |" in table
+    assert "| ring | course MAF | 18,960 | 0.500 ± 0.010 | 9.00 | 1.00 | 0.50 |" in table
+    assert "| ring | zuko MAF | 18,960 | 0.500 ± 0.010 | 9.00 | 2.00 | 1.00 |" in table
     cost = autoregressive.cost_against_dim(dims=(2, 4), batch=8, repeats=1)
     text = autoregressive.format_cost(cost)
     assert text.count("\n") == 3 and "MAF sample" in text and "| 4 |" in text

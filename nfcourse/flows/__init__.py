@@ -1,21 +1,5 @@
 """The flows of the course, one module per family, named like its chapter.
 
-module             chapter  transforms
-=================  =======  ==========================================================
-``elementwise``    1        ``SinhArcsinh``
-``affine``         2        ``ElementwiseAffine``, ``TriangularAffine``, ``LUAffine``
-``planar``         3        ``PlanarFlow`` (with a numerical inverse)
-``radial``         3        ``RadialFlow``
-``piecewise``      4        ``PiecewiseLinear``
-``coupling``       5        ``AdditiveCoupling``, ``AffineCoupling``,
-                            ``PiecewiseLinearCoupling``, ``coupling_flow``
-``masks``          5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
-``permutation``    5        ``Permutation``, ``ReversePermutation``
-``actnorm``        5        ``ActNorm``
-``continuous``     10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
-                            ``flow_matching_loss`` (torchdiffeq's solvers)
-=================  =======  ==========================================================
-=======
 ==================  =======  ==========================================================
 module              chapter  transforms
 ==================  =======  ==========================================================
@@ -39,6 +23,8 @@ module              chapter  transforms
                              ``VariationalDequantizer``, ``glow``
 ``continuous``      10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
                              ``flow_matching_loss`` (torchdiffeq's solvers)
+``conditional``     12       ``ConditionalMAF``, ``ConditionalFlow``,
+                             ``conditional_maf_flow`` (imported from the module)
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
