@@ -104,6 +104,10 @@ WRONG = {
         "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
         "return hidden_mask.float(), out_mask.float()",
         "see itself"),
+    "12_augmentation_and_inference": Wrong(  # the mean log-weight, the ELBO
+        "ex-12-log-z", "def log_z_hat",
+        "return log_w.mean()",
+        "ELBO"),
 }
 
 
