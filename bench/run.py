@@ -9,6 +9,8 @@ Sections (``--sections``, comma separated; all by default):
 * ``quality``: chapter 5's density benchmark with zuko's flows trained alongside;
 * ``autoregressive``: chapter 7's MAF and IAF beside zuko's MAF, and their cost against
   the dimension (``bench/autoregressive.py``);
+* ``inference``: chapter 12's importance sampling and posterior estimation at longer
+  budgets (``bench/inference.py``);
 * ``gpu``: the speed tables on a CUDA device, when there is one.
 
 ``--quick`` shrinks every budget (a smoke run of under a minute; its numbers are not the
@@ -40,13 +42,15 @@ from bench import (  # noqa: E402
     autoregressive,
     correctness,
     coupling,
+    inference,
     libraries,
     notebooks,
     quality,
     speed,
 )
 
-SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "gpu")
+SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "inference",
+            "gpu")
 DEFAULT_OUTPUT = ROOT / "build" / "bench" / "REPORT.md"
 
 # budgets: (full, quick), indexed by the --quick flag
@@ -62,6 +66,7 @@ BUDGETS = {
     "quality_seeds": ((0, 1, 2), (0, 1)),
     "autoregressive_steps": (3000, 100),
     "autoregressive_dims": ((2, 8, 32, 128, 256), (2, 32)),
+    "inference_steps": ((3000, 5000), (100, 100)),
 }
 
 
@@ -223,8 +228,27 @@ def section_autoregressive(quick: bool) -> str:
     ])
 
 
+def section_inference(quick: bool) -> str:
+    is_steps, npe_steps = BUDGETS["inference_steps"][quick]
+    rows = inference.importance_sampling(is_steps)
+    posterior = inference.posterior_estimation(npe_steps)
+    return "\n\n".join([
+        "### 6. Importance sampling and posterior estimation",
+        f"Chapter 12 at longer budgets. An IAF (four layers, MADEs of two hidden layers "
+        f"of 64 units) trained by reverse KL for {is_steps:,} steps on each energy of "
+        "chapter 3; 20,000 importance samples: the ESS fraction, the ELBO, log Z_hat with "
+        "its standard error, and its error against quadrature.",
+        inference.format_importance(rows),
+        f"A conditional MAF (four layers, hidden (64, 64)) trained for {npe_steps:,} steps "
+        f"on {posterior['n_sims']:,} pairs of the linear-Gaussian simulator: "
+        "KL(p(theta | x) ‖ q(theta | x)) in nats over ten fresh observations, beside the "
+        "KL of the prior.",
+        inference.format_posterior(posterior),
+    ])
+
+
 def section_gpu(quick: bool) -> str:
-    title = "### 6. GPU"
+    title = "### 7. GPU"
     if not torch.cuda.is_available():
         return "\n\n".join([title, "no CUDA device: the GPU tables were not measured "
                             "(the same code runs them with device 'cuda' when one is "
