@@ -17,6 +17,8 @@ Sections (``--sections``, comma separated; all by default):
   torchcfm's conditional flow matching (``bench/continuous.py``);
 * ``applications``: chapter 11's detection AUCs and compression bits at larger budgets
   (``bench/applications.py``);
+* ``inference``: chapter 12's importance sampling and posterior estimation at longer
+  budgets (``bench/inference.py``);
 * ``gpu``: the speed tables on a CUDA device, when there is one.
 
 ``--quick`` shrinks every budget (a smoke run of under a minute; its numbers are not the
@@ -51,6 +53,7 @@ from bench import (  # noqa: E402
     correctness,
     coupling,
     image,
+    inference,
     libraries,
     notebooks,
     quality,
@@ -59,7 +62,7 @@ from bench import (  # noqa: E402
 from bench import spline as spline_bench  # noqa: E402
 
 SECTIONS = ("notebooks", "correctness", "speed", "quality", "autoregressive", "spline", "image",
-            "continuous", "applications", "gpu")
+            "continuous", "applications", "inference", "gpu")
 DEFAULT_OUTPUT = ROOT / "build" / "bench" / "REPORT.md"
 
 # budgets: (full, quick), indexed by the --quick flag
@@ -80,6 +83,7 @@ BUDGETS = {
     "image_steps": ((2000, 1000), (20, 10)),
     "image_gpu_epochs": (10, 1),
     "applications_steps": (3000, 100),
+    "inference_steps": ((3000, 5000), (100, 100)),
 }
 
 
@@ -326,8 +330,27 @@ def section_applications(quick: bool) -> str:
     ])
 
 
+def section_inference(quick: bool) -> str:
+    is_steps, npe_steps = BUDGETS["inference_steps"][quick]
+    rows = inference.importance_sampling(is_steps)
+    posterior = inference.posterior_estimation(npe_steps)
+    return "\n\n".join([
+        "### 10. Importance sampling and posterior estimation",
+        f"Chapter 12 at longer budgets. An IAF (four layers, MADEs of two hidden layers "
+        f"of 64 units) trained by reverse KL for {is_steps:,} steps on each energy of "
+        "chapter 3; 20,000 importance samples: the ESS fraction, the ELBO, log Z_hat with "
+        "its standard error, and its error against quadrature.",
+        inference.format_importance(rows),
+        f"A conditional MAF (four layers, hidden (64, 64)) trained for {npe_steps:,} steps "
+        f"on {posterior['n_sims']:,} pairs of the linear-Gaussian simulator: "
+        "KL(p(theta | x) ‖ q(theta | x)) in nats over ten fresh observations, beside the "
+        "KL of the prior.",
+        inference.format_posterior(posterior),
+    ])
+
+
 def section_gpu(quick: bool) -> str:
-    title = "### 10. GPU"
+    title = "### 11. GPU"
     if not torch.cuda.is_available():
         return "\n\n".join([title, "no CUDA device: the GPU tables were not measured "
                             "(the same code runs them with device 'cuda' when one is "

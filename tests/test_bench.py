@@ -345,3 +345,16 @@ def test_continuous_section_trains_scores_and_renders(monkeypatch):
     table = continuous.format_table(rows)
     assert "| sine | CNF, max. likelihood | 4,994 | 2 |" in table
     assert "$" not in table and "\\" not in table
+
+
+def test_inference_tables_render_and_the_posterior_run_scores_every_observation():
+    from bench import inference
+
+    rows = [{"target": "U1", "ess": 0.5, "elbo": 1.0, "log_z": 1.8, "se": 0.01,
+             "exact": 1.9}]
+    table = inference.format_importance(rows)
+    assert "| U1 | 0.500 | 1.000 | 1.800 ± 0.010 | 1.900 | -0.100 |" in table
+    result = inference.posterior_estimation(steps=5, n_sims=500, n_obs=3)
+    assert len(result["kls"]) == 3 and len(result["prior"]) == 3
+    assert all(p > 0 for p in result["prior"])
+    assert "| 3 |" in inference.format_posterior(result)

@@ -132,6 +132,10 @@ WRONG = {
         "above = (scores_out[:, None] >= scores_in[None, :]).double()\n"
         "return above.mean()",
         "ties count as 1"),
+    "12_augmentation_and_inference": Wrong(  # the mean log-weight, the ELBO
+        "ex-12-log-z", "def log_z_hat",
+        "return log_w.mean()",
+        "ELBO"),
 }
 
 
