@@ -287,6 +287,8 @@ def section_image(quick: bool) -> str:
         parts.append("No CUDA device: the longer GPU setting (time per epoch and bits per "
                      "dimension) was not run.")
     return "\n\n".join(parts)
+
+
 def section_continuous(quick: bool) -> str:
     ml, fm, cp = (continuous.BUDGETS[k][quick] for k in ("ml_steps", "fm_steps",
                                                          "coupling_steps"))
