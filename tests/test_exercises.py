@@ -1,5 +1,6 @@
 """The exercise pipeline: exercises/ is generated from solutions/ and is up to date."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,27 @@ def test_each_chapter_has_at_least_three_checked_exercises(solution):
     statements = [c for c in nb.cells if c.cell_type == "markdown" and "{exercise}" in c.source]
     assert len(statements) >= 3, f"{solution.name}: {len(statements)} exercise statements"
     assert len(answers) >= 3 and len(checks) >= 3
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_every_solution_opens_and_closes_once_per_exercise(solution):
+    # The website's solution pages fail to build when a solution-start has no matching
+    # solution-end, or when one is nested in another.
+    names = re.findall(r"^```\{exercise-start\}[ \t]*(\S*)|^:label:[ \t]*(\S+)",
+                       solution.read_text(), re.M)
+    labels = [a or b for a, b in names if a or b]
+    depth, opened = 0, []
+    for line in solution.read_text().splitlines():
+        if line.startswith("```{solution-start}"):
+            assert depth == 0, f"{solution.name}: solution-start inside another solution"
+            depth += 1
+            opened.append(line.split("}", 1)[1].strip())
+        elif line.startswith("```{solution-end}"):
+            assert depth == 1, f"{solution.name}: solution-end without a solution-start"
+            depth -= 1
+    assert depth == 0, f"{solution.name}: the solution of {opened[-1]} has no solution-end"
+    assert len(opened) == len(set(opened)), f"{solution.name}: a solution appears twice"
+    assert set(opened) <= set(labels), f"{solution.name}: solutions {opened}, labels {labels}"
 
 
 @pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
