@@ -26,6 +26,7 @@ __all__ = [
     "check_batch_shapes",
     "parameters_without_gradient",
     "check_gradients_reach",
+    "perturb",
 ]
 
 
@@ -118,3 +119,17 @@ def check_gradients_reach(module: nn.Module, loss: Tensor) -> None:
     missing = parameters_without_gradient(module, loss)
     if missing:
         raise AssertionError(f"no gradient reaches these parameters: {', '.join(missing)}")
+
+
+def perturb(module: nn.Module, scale: float = 0.5, seed: int = 0) -> nn.Module:
+    """Add Gaussian noise of size ``scale`` to every parameter of ``module``, in place.
+
+    Flows start at or near the identity (zero-initialised last layers); a test run on such a
+    flow would miss bugs that only show once the parameters are not zero. Seeded by its own
+    generator, so the global random state is left untouched. Returns ``module``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
+    return module

@@ -20,15 +20,7 @@ from nfcourse.flows.autoregressive import (
     transformer_flow,
 )
 from nfcourse.flows.made import MADE
-
-
-def perturb(module, scale=0.5, seed=0):
-    """Random non-zero parameters (the zero-initialised output layers would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
+from nfcourse.testing import perturb
 
 
 def points(n=6, dim=5, seed=1, scale=1.0):

@@ -14,15 +14,7 @@ from nfcourse.flows.conditional import (
     conditional_maf_flow,
     fit_conditional,
 )
-
-
-def perturb(module, scale=0.5, seed=0):
-    """Random non-zero parameters (the zero-initialised output layers would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
+from nfcourse.testing import perturb
 
 
 def randn(*shape, seed=1, scale=1.0):

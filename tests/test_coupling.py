@@ -26,6 +26,7 @@ from nfcourse.flows.masks import alternating_mask, checkerboard_mask, half_mask
 from nfcourse.flows.permutation import Permutation, ReversePermutation
 from nfcourse.flows.piecewise import piecewise_linear
 from nfcourse.images import bits_per_dim, dequantize
+from nfcourse.testing import perturb
 
 KINDS = {
     "additive": lambda mask: AdditiveCoupling(mask, hidden=(8, 8)),
@@ -34,13 +35,6 @@ KINDS = {
 }
 
 
-def perturb(module, scale=0.5, seed=0):
-    """Random non-zero parameters (the zero-initialised last layer would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 def make_layer(kind, dim=5, mask=None):

@@ -10,15 +10,7 @@ from hypothesis import strategies as st
 
 from nfcourse import testing
 from nfcourse.flows.made import MADE, hidden_degrees, made_degrees, made_masks
-
-
-def perturb(module, scale=0.5, seed=0):
-    """Random non-zero parameters (the zero-initialised output layer would hide bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
+from nfcourse.testing import perturb
 
 
 def output_jacobian(made, x, context=None):

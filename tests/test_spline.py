@@ -20,6 +20,7 @@ from nfcourse.flows.spline import (
     spline_flow,
     spline_parameters,
 )
+from nfcourse.testing import perturb
 from nfcourse.train import fit_maximum_likelihood
 
 B = 3.0
@@ -40,12 +41,6 @@ def spline(x, params, inverse=False, **kw):
     return rational_quadratic_spline(x, *params, inverse=inverse, bound=B, **kw)
 
 
-def perturb(module, scale=0.5, seed=0):
-    g = gen(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module
 
 
 # ------------------------------------------------------------------ the spline itself

@@ -39,6 +39,7 @@ from ..distributions import BaseDistribution, StandardNormal
 from ..seeding import generator as make_generator
 from ..seeding import seeded
 from ..validation import check_batch, check_count, module_dtype
+from .coupling import conditioner_mlp
 
 __all__ = [
     "VelocityField",
@@ -111,16 +112,8 @@ class VelocityField(nn.Module):
                              "the divergence of the field would be piecewise constant; use "
                              "a smooth activation such as nn.Softplus, nn.Tanh or nn.SiLU")
         self.dim = dim
-        sizes = (dim + 1, *hidden, dim)
-        layers: list[nn.Module] = []
-        for k in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[k], sizes[k + 1]))
-            if k < len(sizes) - 2:
-                layers.append(activation())
-        if zero_init:
-            nn.init.zeros_(layers[-1].weight)
-            nn.init.zeros_(layers[-1].bias)
-        self.net = nn.Sequential(*layers)
+        # the input is (z, t): D + 1 numbers in, D velocities out
+        self.net = conditioner_mlp(dim + 1, dim, hidden, activation, zero_last=zero_init)
         self.nfe = 0
 
     def forward(self, t: Tensor | float, z: Tensor) -> Tensor:
