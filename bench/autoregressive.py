@@ -3,8 +3,10 @@
 * ``train_and_score``: the course's MAF and IAF and zuko's ``MAF`` (four transforms, MADEs
   with two hidden layers of 64 units, the ordering reversed at every other transform; the
   same parameter count) trained by maximum likelihood on the checkerboard and the ring, on
-  one CPU thread; for each, the test ``KL(p || q)`` with its standard error and the
-  seconds per 100 training steps, and the ratio of the course's step time to zuko's.
+  one CPU thread, from several seeds (initialisation and mini-batches); for each, the test
+  ``KL(p || q)`` (its mean and range over the seeds), the seconds per 100 training steps,
+  and the ratio of the course's step time to zuko's. One seed is not enough to rank two
+  flows whose KLs differ by a few hundredths: the spread over seeds is as large.
 * ``cost_against_dim``: milliseconds of ``log_prob`` and of sampling for a batch of 256
   points, for MAF, IAF and chapter 5's affine coupling flow (two layers, hidden (64,)), at
   D = 2 ... 256: the table of chapter 7 at full size.
@@ -27,8 +29,8 @@ from bench import coupling
 from nfcourse.flows.autoregressive import iaf_flow, maf_flow
 from nfcourse.flows.coupling import coupling_flow
 
-__all__ = ["make_flow", "train_and_score", "run", "format_table", "cost_against_dim",
-           "format_cost", "FLOWS"]
+__all__ = ["make_flow", "train_and_score", "run", "format_table", "spread_summary",
+           "cost_against_dim", "format_cost", "FLOWS"]
 
 HIDDEN = (64, 64)
 FLOWS = ("course MAF", "course IAF", "zuko MAF")
@@ -68,32 +70,71 @@ def train_and_score(name: str, density_name: str, steps: int, n_test: int,
             "params": coupling.parameter_count(module)}
 
 
-def run(steps: int = 3000, n_test: int = 20_000, verbose: bool = True) -> list[dict]:
+def run(steps: int = 3000, n_test: int = 20_000, seeds: Sequence[int] = (0, 1, 2),
+        verbose: bool = True) -> list[dict]:
+    """One row per density, flow and seed (``train_and_score``), with the seed added."""
     rows = []
     for density_name in ("checkerboard", "ring"):
         for name in FLOWS:
-            row = train_and_score(name, density_name, steps, n_test)
-            if verbose:
-                print(f"  {density_name} {name}: KL {row['kl']:.3f} ± {row['se']:.3f}, "
-                      f"{row['per_100']:.2f} s / 100 steps ({row['cpu_per_100']:.2f} s CPU)",
-                      flush=True)
-            rows.append(row)
+            for seed in seeds:
+                row = train_and_score(name, density_name, steps, n_test, seed=seed)
+                row["seed"] = seed
+                if verbose:
+                    print(f"  {density_name} {name} seed {seed}: KL {row['kl']:.3f} ± "
+                          f"{row['se']:.3f}, {row['per_100']:.2f} s / 100 steps "
+                          f"({row['cpu_per_100']:.2f} s CPU)", flush=True)
+                rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """One row per flow and density; the ratio is the CPU time per step over zuko's (CPU
-    time is steadier than wall-clock time on a shared machine)."""
-    zuko_time = {r["density"]: r["cpu_per_100"] for r in rows if r["flow"] == "zuko MAF"}
-    lines = ["| density | flow | parameters | KL(p‖q), nats | s / 100 steps | "
-             "CPU s / 100 steps | CPU time / zuko's |", "|---|---|---:|---:|---:|---:|---:|"]
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The rows by (density, flow), in the order they first appear."""
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        ratio = (r["cpu_per_100"] / zuko_time[r["density"]] if r["density"] in zuko_time
-                 else math.nan)
-        lines.append(f"| {r['density']} | {r['flow']} | {r['params']:,} | "
-                     f"{r['kl']:.3f} ± {r['se']:.3f} | {r['per_100']:.2f} | "
-                     f"{r['cpu_per_100']:.2f} | {ratio:.2f} |")
+        groups.setdefault((r["density"], r["flow"]), []).append(r)
+    return groups
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def format_table(rows: list[dict]) -> str:
+    """One row per flow and density. KL: with one seed, the estimate ± its standard error;
+    with several, the mean over the seeds and their range. Times are means over the seeds;
+    the ratio is the CPU time per step over zuko's (CPU time is steadier than wall-clock
+    time on a shared machine)."""
+    groups = _groups(rows)
+    zuko_time = {d: _mean([r["cpu_per_100"] for r in g])
+                 for (d, f), g in groups.items() if f == "zuko MAF"}
+    lines = ["| density | flow | parameters | seeds | KL(p‖q), nats | s / 100 steps | "
+             "CPU s / 100 steps | CPU time / zuko's |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (density, flow), group in groups.items():
+        kls = [r["kl"] for r in group]
+        kl = (f"{kls[0]:.3f} ± {group[0]['se']:.3f}" if len(group) == 1 else
+              f"{_mean(kls):.3f} ({min(kls):.3f} to {max(kls):.3f})")
+        cpu = _mean([r["cpu_per_100"] for r in group])
+        ratio = cpu / zuko_time[density] if density in zuko_time else math.nan
+        lines.append(f"| {density} | {flow} | {group[0]['params']:,} | {len(group)} | {kl} | "
+                     f"{_mean([r['per_100'] for r in group]):.2f} | {cpu:.2f} | {ratio:.2f} |")
     return "\n".join(lines)
+
+
+def spread_summary(rows: list[dict]) -> list[str]:
+    """Per density and course flow: worse or better than zuko's MAF only when its whole
+    range of KL over the seeds lies above or below zuko's, else no clear difference."""
+    groups = _groups(rows)
+    lines = []
+    for (density, flow), group in groups.items():
+        theirs = groups.get((density, "zuko MAF"))
+        if flow == "zuko MAF" or theirs is None:
+            continue
+        ours, ref = [r["kl"] for r in group], [r["kl"] for r in theirs]
+        verdict = ("worse than" if min(ours) > max(ref) else "better than"
+                   if max(ours) < min(ref) else "not clearly different from")
+        lines.append(f"- {density}, over {len(ours)} seeds: {flow} (mean KL "
+                     f"{_mean(ours):.3f}) is {verdict} zuko MAF (mean KL {_mean(ref):.3f}).")
+    return lines
 
 
 def _seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -148,8 +189,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    rows = run(steps=100 if args.quick else 3000, n_test=2000 if args.quick else 20_000)
+    rows = run(steps=100 if args.quick else 3000, n_test=2000 if args.quick else 20_000,
+               seeds=(0,) if args.quick else (0, 1, 2))
     print(format_table(rows))
+    print("\n".join(spread_summary(rows)))
     print(format_cost(cost_against_dim(repeats=1 if args.quick else 3)))
 
 

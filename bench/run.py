@@ -226,7 +226,8 @@ def section_quality(quick: bool) -> str:
 
 def section_autoregressive(quick: bool) -> str:
     steps, n_test = BUDGETS["autoregressive_steps"][quick], BUDGETS["quality_test"][quick]
-    rows = autoregressive.run(steps=steps, n_test=n_test)
+    seeds = BUDGETS["quality_seeds"][quick]
+    rows = autoregressive.run(steps=steps, n_test=n_test, seeds=seeds)
     cost = autoregressive.cost_against_dim(BUDGETS["autoregressive_dims"][quick],
                                            repeats=BUDGETS["repeats"][quick])
     return "\n\n".join([
@@ -234,11 +235,14 @@ def section_autoregressive(quick: bool) -> str:
         f"Chapter 7's MAF and IAF and zuko's MAF, four transforms each with MADEs of two "
         f"hidden layers of 64 units, trained by maximum likelihood for {steps:,} steps "
         "(Adam, learning rate 1e-3 with cosine decay, batch 512, one thread) on 100,000 "
-        f"samples; test KL(p‖q) in nats on {n_test:,} fresh samples (± one standard error), "
-        "seconds per 100 steps (wall clock and CPU time), and the course's CPU time per step "
-        "over zuko's (target: at most 1; CPU time is the steadier on a shared machine). "
-        "IAF's log_prob takes D = 2 passes per layer here.",
+        f"samples, from {len(seeds)} seeds each (initialisation and mini-batches); test "
+        f"KL(p‖q) in nats on {n_test:,} fresh samples, its mean over the seeds and their "
+        "range; seconds per 100 steps (wall clock and CPU time, means over the seeds), and "
+        "the course's CPU time per step over zuko's (target: at most 1; CPU time is the "
+        "steadier on a shared machine). IAF's log_prob takes D = 2 passes per layer here, "
+        "the first of them on a single row (it sees only zeros).",
         autoregressive.format_table(rows),
+        "\n".join(autoregressive.spread_summary(rows)),
         "Milliseconds per batch of 256 points, one thread, for two-layer flows with hidden "
         "(64,): the density (log_prob) and sampling, against the dimension D. MAF samples and "
         "IAF evaluates new points in D passes per layer.",

@@ -89,6 +89,24 @@ def test_batch_shapes(kind):
     testing.check_batch_shapes(make_layer(kind), 5, batch_sizes=(1, 7, 64))
 
 
+@pytest.mark.parametrize("kind", [MAF, IAF])
+@pytest.mark.parametrize("dim", [1, 2, 4])
+def test_the_d_passes_match_d_full_batch_passes(kind, dim):
+    # The first of the D passes runs on one row of zeros and broadcasts; the result must
+    # be that of D passes over the whole batch, log-det shape (B,) included (D = 1 too).
+    layer = kind(dim, hidden=(8,), seed=0).double()
+    perturb(layer, seed=2)
+    y = points(n=7, dim=dim, seed=3)
+    inverse = kind is IAF
+    u, log_det = layer._d_passes(y, inverse=inverse)
+    slow_u = torch.zeros_like(y)
+    for _ in range(dim):
+        slow_u, slow_log_det = layer._one_pass(slow_u, y, inverse)
+    torch.testing.assert_close(u, slow_u)
+    assert log_det.shape == (7,)
+    torch.testing.assert_close(log_det, slow_log_det)
+
+
 @pytest.mark.parametrize("kind", LAYERS)
 def test_gradients_reach_every_parameter(kind):
     layer = make_layer(kind)

@@ -313,14 +313,71 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
     from bench import autoregressive
 
     rows = [{"flow": f, "density": "ring", "kl": 0.5, "se": 0.01, "per_100": 9.0,
-             "cpu_per_100": t, "params": 18_960}
+             "cpu_per_100": t, "params": 18_960, "seed": 0}
             for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.0), strict=True)]
     table = autoregressive.format_table(rows)
-    assert "| ring | course MAF | 18,960 | 0.500 ± 0.010 | 9.00 | 1.00 | 0.50 |" in table
-    assert "| ring | zuko MAF | 18,960 | 0.500 ± 0.010 | 9.00 | 2.00 | 1.00 |" in table
+    assert "| ring | course MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 1.00 | 0.50 |" in table
+    assert "| ring | zuko MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 2.00 | 1.00 |" in table
+    # a second seed: the KL becomes a mean and a range, the times means over the seeds
+    rows += [dict(r, seed=1, kl=r["kl"] + (0.2 if r["flow"] == "course MAF" else 0.01),
+                  cpu_per_100=3 * r["cpu_per_100"]) for r in rows]
+    table = autoregressive.format_table(rows)
+    assert "| ring | course MAF | 18,960 | 2 | 0.600 (0.500 to 0.700) | 9.00 | 2.00 | 0.50 |" \
+        in table
+    summary = autoregressive.spread_summary(rows)
+    assert summary == [
+        "- ring, over 2 seeds: course MAF (mean KL 0.600) is not clearly different from "
+        "zuko MAF (mean KL 0.505).",
+        "- ring, over 2 seeds: course IAF (mean KL 0.505) is not clearly different from "
+        "zuko MAF (mean KL 0.505).",
+    ]
+    worse = [dict(r, kl=r["kl"] + 1) if r["flow"] == "course IAF" else r for r in rows]
+    assert "course IAF (mean KL 1.505) is worse than zuko MAF" in \
+        autoregressive.spread_summary(worse)[1]
     cost = autoregressive.cost_against_dim(dims=(2, 4), batch=8, repeats=1)
     text = autoregressive.format_cost(cost)
     assert text.count("\n") == 3 and "MAF sample" in text and "| 4 |" in text
+
+
+# --------------------------------------------------------------------------------------
+# The recommended spline flow beside zuko's NSF
+# --------------------------------------------------------------------------------------
+
+def _spline_row(density, seed, kl, zuko_kl):
+    return {"density": density, "seed": seed, "params": 23_140, "kl": kl, "se": 0.001,
+            "seconds": 40.0, "cpu_s_per_100": 1.0, "zuko_params": 23_928, "zuko_width": 56,
+            "zuko_kl": zuko_kl, "zuko_se": 0.001, "zuko_seconds": 50.0, "ratio": 0.8}
+
+
+def test_spline_table_with_one_seed_compares_each_density():
+    from bench import spline
+
+    table = spline.format_table([_spline_row("ring", 0, 0.013, 0.029),
+                                 _spline_row("sine", 0, 0.006, 0.003)], 3000)
+    assert "ring                    0.013 +-0.001   40.0   0.029 +-0.001   50.0   0.80" in table
+    assert "KL target 0.1: met on every density" in table
+    assert "KL no worse than zuko: not on sine" in table
+    assert "step time ratio <= 1: on every density" in table
+
+
+def test_spline_table_with_several_seeds_compares_ranges():
+    from bench import spline
+
+    rows = [_spline_row("sine", 0, 0.0059, 0.0036), _spline_row("sine", 1, 0.0051, 0.0054),
+            _spline_row("ring", 0, 0.20, 0.01), _spline_row("ring", 1, 0.15, 0.02)]
+    table = spline.format_table(rows, 3000)
+    assert "sine s1" in table and "ring s0" in table
+    assert "sine: mean KL over 2 seeds 0.0055, zuko 0.0045" in table
+    assert "KL no worse than zuko (ranges over the seeds): not on ring" in table
+    assert "KL target 0.1: missed on ring" in table
+
+
+def test_spline_results_file_is_only_written_from_the_full_run():
+    from bench import spline
+
+    for flags in (["--quick"], ["--seeds", "0", "1"], ["--densities", "sine"]):
+        with pytest.raises(SystemExit):
+            spline.main(["--write", *flags])
 
 
 # --------------------------------------------------------------------------------------

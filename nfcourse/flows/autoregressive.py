@@ -201,12 +201,13 @@ class AffineAutoregressive(Transform):
     def _d_passes(self, y: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         # After pass p the coordinates at positions 0..p are exact: each depends only on
         # earlier positions, which were exact one pass before. D passes finish the job,
-        # and the parameters of the last pass are the final ones.
-        u = torch.zeros_like(y)
-        log_abs_det = y.new_zeros(y.shape[0])
-        for _ in range(self.dim):
+        # and the parameters of the last pass are the final ones. The first pass sees
+        # u = 0 for every point, so its parameters are the same for the whole batch: it
+        # runs on a single row and broadcasts.
+        u, log_abs_det = self._one_pass(y.new_zeros(1, self.dim), y, inverse)
+        for _ in range(self.dim - 1):
             u, log_abs_det = self._one_pass(u, y, inverse)
-        return u, log_abs_det
+        return u, log_abs_det.expand(y.shape[0])
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, scale_bound={self.scale_bound}"
