@@ -328,3 +328,29 @@ def test_training_checks_leave_the_global_random_state_alone():
     fit = _solution("01_change_of_variables.md", "fit_skewed")["fit_skewed"]
     check_fit_skewed(fit)
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_shared_helpers_score_report_and_blame_the_model(capsys):
+    from nfcourse.checks._training import fresh_kl, mean_nll, reached_kl_goal
+    from nfcourse.densities import GaussianRing
+
+    target = GaussianRing()
+    flow = nf.Flow([nf.flows.ElementwiseAffine(2)]).double()
+    kl, error = fresh_kl(target, flow, seed=3, n=2000)
+    assert (kl, error) == target.kl_divergence(flow, n=2000, seed=3)
+    assert not reached_kl_goal(kl, error, goal=kl / 2, steps=10)
+    assert capsys.readouterr().out == ""
+    assert reached_kl_goal(kl, error, goal=kl + 1, steps=10, n=2000)
+    assert f"KL(p || q) = {kl:.4f} ± {error:.4f} nats on 2,000 fresh points" in \
+        capsys.readouterr().out
+    assert not reached_kl_goal(math.nan, None, goal=1.0, steps=10)
+
+    def broken(x):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(ExerciseError, match="evaluating your flow on fresh points failed: "
+                                            "RuntimeError: shape mismatch"):
+        fresh_kl(target, broken, seed=0, n=10)
+    data = target.sample(50, seed=1)  # float32 data, a float64 flow
+    assert mean_nll(flow, data) == pytest.approx(
+        float(-flow.log_prob(data.double()).mean()))

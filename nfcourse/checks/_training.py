@@ -29,10 +29,56 @@ __all__ = [
     "history_of",
     "describe_shortfall",
     "require_registered",
+    "fresh_kl",
+    "reached_kl_goal",
+    "mean_nll",
+    "BELOW_ENTROPY",
+    "STAYED_BELOW_ENTROPY",
+    "SIGN_SLIP",
 ]
 
 LR_HINT = ("the learning rate is probably too large (try a smaller one, for example a "
            "tenth), or the data reach a region where the model is not defined")
+
+
+#: What a negative log-likelihood below the entropy of the data means, during training
+#: (``run_training``'s ``floor``) and in the loss the flow ends with (``describe_shortfall``).
+BELOW_ENTROPY = ("an honest negative log-likelihood cannot go below the entropy of the data; "
+                 "is the sign of your loss right?")
+STAYED_BELOW_ENTROPY = ("an honest negative log-likelihood cannot stay below the entropy of "
+                        "the data")
+#: The slip named when the loss equals minus the model's negative log-likelihood.
+SIGN_SLIP = "your loss is the mean log-likelihood, not its negative"
+
+
+def fresh_kl(target, model, seed: int, n: int = 20_000,
+             action: str = "evaluating your flow") -> tuple[float, float]:
+    """``target.kl_divergence(model)`` on ``n`` fresh points (a toy density of
+    ``nfcourse.densities``), with a model that fails on them reported as the student's."""
+    try:
+        return target.kl_divergence(model, n=n, seed=seed)
+    except Exception as failure:  # the model cannot evaluate fresh points
+        raise ExerciseError(f"{action} on fresh points failed: "
+                            f"{type(failure).__name__}: {failure}") from None
+
+
+def reached_kl_goal(kl: float, error: float | None, goal: float, steps: int,
+                    n: int = 20_000, subject: str = "your flow reaches",
+                    digits: int = 4) -> bool:
+    """Print the verdict and return ``True`` when ``kl`` is finite and below ``goal``."""
+    if not (math.isfinite(kl) and kl < goal):
+        return False
+    spread = "" if error is None else f" ± {error:.{digits}f}"
+    print(f"Correct: {subject} KL(p || q) = {kl:.{digits}f}{spread} nats on {n:,} fresh "
+          f"points (goal: below {goal}) after {steps} steps.")
+    return True
+
+
+def mean_nll(flow: nn.Module, data: Tensor) -> float:
+    """The flow's mean negative log-likelihood of ``data``, in the flow's dtype."""
+    x = data.to(next(iter(flow.parameters()), data).dtype)
+    with torch.no_grad():
+        return float(-flow.log_prob(x).mean())
 
 
 def _first_line(error: BaseException) -> str:

@@ -27,7 +27,16 @@ from . import (  # noqa: F401
     compare,
     run,
 )
-from ._training import describe_shortfall, run_training
+from ._training import (
+    BELOW_ENTROPY,
+    SIGN_SLIP,
+    STAYED_BELOW_ENTROPY,
+    describe_shortfall,
+    fresh_kl,
+    mean_nll,
+    reached_kl_goal,
+    run_training,
+)
 
 __all__ = [
     "make_conditioner",
@@ -268,24 +277,14 @@ def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
     flow, history = run_training(
         fit_ring, data.clone(), generator, name="fit_ring", budget=RING_STEPS,
         model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(target.entropy(), "an honest negative log-likelihood cannot go below the "
-                                 "entropy of the data; is the sign of your loss right?"))
+        floor=(target.entropy(), BELOW_ENTROPY))
     if not any(isinstance(m, AffineAutoregressive) for m in flow.modules()):
         raise ExerciseError("the exercise asks for an autoregressive flow: build it with "
                             "nfcourse.flows.maf_flow (or MAF / IAF layers)")
-    try:
-        kl, error = target.kl_divergence(flow, seed=10_000 + seed)
-    except Exception as failure:  # the flow cannot evaluate fresh points
-        raise ExerciseError(f"evaluating your flow on fresh points failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    if math.isfinite(kl) and kl < RING_KL_GOAL:
-        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} ± {error:.4f} nats on "
-              f"20,000 fresh points (goal: below {RING_KL_GOAL}) after {len(history)} "
-              "steps.")
+    kl, error = fresh_kl(target, flow, seed=10_000 + seed)
+    if reached_kl_goal(kl, error, RING_KL_GOAL, len(history)):
         return
-    x = data.to(next(flow.parameters()).dtype)
-    with torch.no_grad():
-        train_nll = float(-flow.log_prob(x).mean())
+    train_nll = mean_nll(flow, data)
     orders = [m.order.tolist() for m in flow.modules()
               if isinstance(m, AffineAutoregressive)]
     if len(orders) > 1 and all(o == orders[0] for o in orders):
@@ -295,9 +294,7 @@ def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
     else:
         reason = describe_shortfall(
             history, flow, budget=RING_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
-            floor=(target.entropy(), "an honest negative log-likelihood cannot stay below "
-                                     "the entropy of the data"),
+            slips=[(-train_nll, SIGN_SLIP)], floor=(target.entropy(), STAYED_BELOW_ENTROPY),
             went_up="is the sign of your loss right, and the learning rate not too large?")
     raise ExerciseError(
         f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "

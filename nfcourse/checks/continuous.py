@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..core import Flow
 from ..flows.continuous import ContinuousFlow, GaussianPathField, LinearField, VelocityField
 from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run
-from ._training import describe_shortfall, run_training
+from ._training import describe_shortfall, fresh_kl, reached_kl_goal, run_training
 
 __all__ = [
     "make_field",
@@ -287,15 +287,10 @@ def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
         model_type=VelocityField, model_hint="the VelocityField you trained", seed=seed)
     dtype = next(field.parameters()).dtype
     model = Flow(ContinuousFlow(field, rtol=1e-5, atol=1e-5))
-    try:
-        kl, error = target.kl_divergence(model, n=RING_TEST, seed=20_000 + seed)
-    except Exception as failure:  # the field cannot be integrated on fresh points
-        raise ExerciseError(f"integrating your field on fresh points failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    if math.isfinite(kl) and kl < RING_KL_GOAL:
-        print(f"Correct: integrating your field gives KL(p || q) = {kl:.3f} ± {error:.3f} "
-              f"nats on {RING_TEST:,} fresh points (goal: below {RING_KL_GOAL}) after "
-              f"{len(history)} steps.")
+    kl, error = fresh_kl(target, model, seed=20_000 + seed, n=RING_TEST,
+                         action="integrating your field")
+    if reached_kl_goal(kl, error, RING_KL_GOAL, len(history), n=RING_TEST,
+                       subject="integrating your field gives", digits=3):
         return
     # which target did the field learn: the velocity x_1 - x_0, or its opposite?
     g = torch.Generator().manual_seed(1)

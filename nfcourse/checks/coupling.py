@@ -29,7 +29,16 @@ from . import (  # noqa: F401
     compare,
     run,
 )
-from ._training import describe_shortfall, run_training
+from ._training import (
+    BELOW_ENTROPY,
+    SIGN_SLIP,
+    STAYED_BELOW_ENTROPY,
+    describe_shortfall,
+    fresh_kl,
+    mean_nll,
+    reached_kl_goal,
+    run_training,
+)
 
 __all__ = [
     "make_conditioner",
@@ -386,24 +395,15 @@ def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
     flow, history = run_training(
         fit_sine, data.clone(), generator, name="fit_sine", budget=SINE_STEPS,
         model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(target.entropy(), "an honest negative log-likelihood cannot go below the "
-                                 "entropy of the data; is the sign of your loss right?"))
-    try:
-        kl, error = target.kl_divergence(flow, seed=10_000 + seed)
-    except Exception as failure:  # the flow cannot evaluate fresh points
-        raise ExerciseError(f"evaluating your flow on fresh points failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    if math.isfinite(kl) and kl < SINE_KL_GOAL:
-        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} ± {error:.4f} nats on "
-              f"20,000 fresh points (goal: below {SINE_KL_GOAL}) after {len(history)} steps.")
+        floor=(target.entropy(), BELOW_ENTROPY))
+    kl, error = fresh_kl(target, flow, seed=10_000 + seed)
+    if reached_kl_goal(kl, error, SINE_KL_GOAL, len(history)):
         return
     entropy = target.entropy()
     test_nll = entropy + kl if math.isfinite(kl) else math.inf
     tail = history[-max(1, len(history) // 10):]
     recent = sum(tail) / len(tail)
-    x = data.to(next(flow.parameters()).dtype)
-    with torch.no_grad():
-        train_nll = float(-flow.log_prob(x).mean())
+    train_nll = mean_nll(flow, data)
     kinds = {type(m) for m in flow.modules()}
     additive = AdditiveCoupling in kinds and not kinds & {AffineCoupling,
                                                           PiecewiseLinearCoupling}
@@ -419,9 +419,7 @@ def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
     else:
         reason = describe_shortfall(
             history, flow, budget=SINE_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
-            floor=(entropy, "an honest negative log-likelihood cannot stay below the "
-                            "entropy of the data"),
+            slips=[(-train_nll, SIGN_SLIP)], floor=(entropy, STAYED_BELOW_ENTROPY),
             went_up="is the sign of your loss right, and the learning rate not too large?",
             model_hint=("additive couplings keep volume: only the last elementwise layer "
                         "can change it, so the narrow band of the sine wave is hard to "

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
-from ._training import describe_shortfall, run_training
+from ._training import SIGN_SLIP, describe_shortfall, run_training
 
 __all__ = [
     "make_context_net",
@@ -238,7 +238,7 @@ def check_fit_posterior(fit_posterior: Callable, seed: int = 0) -> None:
                       "context_dim=3), not x given theta"
     reason = swapped or describe_shortfall(
         history, flow, budget=POSTERIOR_STEPS, loss_value=loss,
-        slips=[(-loss, "your loss is the mean log-likelihood, not its negative")],
+        slips=[(-loss, SIGN_SLIP)],
         went_up="is the sign of your loss right, and the learning rate not too large?")
     raise ExerciseError(
         f"your flow's posteriors are KL = {kl:.4g} nats from the truth on average over "

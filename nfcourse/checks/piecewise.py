@@ -19,7 +19,13 @@ from torch import Tensor
 from .. import testing
 from ..flows.piecewise import piecewise_linear
 from . import ExerciseError, Slip, as_tensor, call_student, check_close, compare, run  # noqa: F401
-from ._training import describe_shortfall, held_out_kl, require_registered, run_training
+from ._training import (
+    SIGN_SLIP,
+    describe_shortfall,
+    held_out_kl,
+    require_registered,
+    run_training,
+)
 
 __all__ = [
     "check_piecewise_forward",
@@ -405,7 +411,7 @@ def check_fit_square(fit_square: Callable, seed: int = 0) -> None:
         correct = float(-flow.log_prob(x).mean())
     reason = describe_shortfall(
         history, flow, budget=SQUARE_STEPS, loss_value=correct,
-        slips=[(-correct, "your loss is the mean log-likelihood, not its negative")],
+        slips=[(-correct, SIGN_SLIP)],
         went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
         fallback=("the fit stops short: with more bins the histograms can follow the "
                   "density more closely, and a wider conditioner lets the masses of x2 "

@@ -18,7 +18,15 @@ from torch import Tensor
 
 from ..flows.spline import _rational_quadratic_spline, _spline_parameters
 from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run
-from ._training import describe_shortfall, run_training
+from ._training import (
+    BELOW_ENTROPY,
+    SIGN_SLIP,
+    STAYED_BELOW_ENTROPY,
+    describe_shortfall,
+    mean_nll,
+    reached_kl_goal,
+    run_training,
+)
 
 __all__ = [
     "make_spline_outputs",
@@ -279,8 +287,7 @@ def check_fit_moved_sine(fit: Callable, seed: int = 0) -> None:
     flow, history = run_training(
         fit, data.clone(), generator, name="fit_moved_sine", budget=MOVED_STEPS,
         model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(entropy, "an honest negative log-likelihood cannot go below the entropy of "
-                        "the data; is the sign of your loss right?"))
+        floor=(entropy, BELOW_ENTROPY))
     test = target.sample(20_000, seed=10_000 + seed)
     dtype = next(iter(flow.parameters()), test).dtype
     try:
@@ -290,13 +297,10 @@ def check_fit_moved_sine(fit: Callable, seed: int = 0) -> None:
         raise ExerciseError(f"evaluating your flow on fresh points failed: "
                             f"{type(failure).__name__}: {failure}") from None
     kl = float((target.log_prob(test) - log_q).mean())
-    if math.isfinite(kl) and kl < MOVED_KL_GOAL:
-        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
-              f"points (goal: below {MOVED_KL_GOAL}) after {len(history)} steps.")
+    if reached_kl_goal(kl, None, MOVED_KL_GOAL, len(history)):
         return
     standardised = any(isinstance(m, ActNorm) and bool(m.initialized) for m in flow.modules())
-    with torch.no_grad():
-        train_nll = float(-flow.log_prob(data.to(dtype)).mean())
+    train_nll = mean_nll(flow, data)
     if not standardised and (not math.isfinite(kl) or kl > 5):
         reason = ("the data lie around (-30, 12) with scales near 5 and 0.1, far outside "
                   "the box [-B, B] where the splines act, so every spline is the identity "
@@ -305,9 +309,7 @@ def check_fit_moved_sine(fit: Callable, seed: int = 0) -> None:
     else:
         reason = describe_shortfall(
             history, flow, budget=MOVED_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative")],
-            floor=(entropy, "an honest negative log-likelihood cannot stay below the "
-                            "entropy of the data"),
+            slips=[(-train_nll, SIGN_SLIP)], floor=(entropy, STAYED_BELOW_ENTROPY),
             went_up="is the sign of your loss right, and the learning rate not too large?")
     raise ExerciseError(f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; "
                         f"the goal is below {MOVED_KL_GOAL}. Likely cause: {reason}")
