@@ -4,9 +4,12 @@
   with two hidden layers of 64 units, the ordering reversed at every other transform; the
   same parameter count) trained by maximum likelihood on the checkerboard and the ring, on
   one CPU thread, from several seeds (initialisation and mini-batches); for each, the test
-  ``KL(p || q)`` (its mean and range over the seeds), the seconds per 100 training steps,
-  and the ratio of the course's step time to zuko's. One seed is not enough to rank two
-  flows whose KLs differ by a few hundredths: the spread over seeds is as large.
+  ``KL(p || q)`` (its mean and range over the seeds) and the seconds per 100 training
+  steps. One seed is not enough to rank two flows whose KLs differ by a few hundredths:
+  the spread over seeds is as large.
+* ``step_times``: the training step time of the three flows side by side: rounds of 200
+  steps, the flows taking turns within each round, so that a change in the machine's load
+  falls on all three alike; the median CPU time of the rounds, and its ratio to zuko's.
 * ``cost_against_dim``: milliseconds of ``log_prob`` and of sampling for a batch of 256
   points, for MAF, IAF and chapter 5's affine coupling flow (two layers, hidden (64,)), at
   D = 2 ... 256: the table of chapter 7 at full size.
@@ -30,7 +33,7 @@ from nfcourse.flows.autoregressive import iaf_flow, maf_flow
 from nfcourse.flows.coupling import coupling_flow
 
 __all__ = ["make_flow", "train_and_score", "run", "format_table", "spread_summary",
-           "cost_against_dim", "format_cost", "FLOWS"]
+           "step_times", "format_step_times", "cost_against_dim", "format_cost", "FLOWS"]
 
 HIDDEN = (64, 64)
 FLOWS = ("course MAF", "course IAF", "zuko MAF")
@@ -101,22 +104,66 @@ def _mean(values: list[float]) -> float:
 
 def format_table(rows: list[dict]) -> str:
     """One row per flow and density. KL: with one seed, the estimate ± its standard error;
-    with several, the mean over the seeds and their range. Times are means over the seeds;
-    the ratio is the CPU time per step over zuko's (CPU time is steadier than wall-clock
-    time on a shared machine)."""
-    groups = _groups(rows)
-    zuko_time = {d: _mean([r["cpu_per_100"] for r in g])
-                 for (d, f), g in groups.items() if f == "zuko MAF"}
+    with several, the mean over the seeds and their range. Times are means over the seeds
+    (the training runs follow one another, so they also measure how busy the machine was:
+    compare step times with ``step_times``)."""
     lines = ["| density | flow | parameters | seeds | KL(p‖q), nats | s / 100 steps | "
-             "CPU s / 100 steps | CPU time / zuko's |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for (density, flow), group in groups.items():
+             "CPU s / 100 steps |", "|---|---|---:|---:|---:|---:|---:|"]
+    for (density, flow), group in _groups(rows).items():
         kls = [r["kl"] for r in group]
         kl = (f"{kls[0]:.3f} ± {group[0]['se']:.3f}" if len(group) == 1 else
               f"{_mean(kls):.3f} ({min(kls):.3f} to {max(kls):.3f})")
-        cpu = _mean([r["cpu_per_100"] for r in group])
-        ratio = cpu / zuko_time[density] if density in zuko_time else math.nan
         lines.append(f"| {density} | {flow} | {group[0]['params']:,} | {len(group)} | {kl} | "
-                     f"{_mean([r['per_100'] for r in group]):.2f} | {cpu:.2f} | {ratio:.2f} |")
+                     f"{_mean([r['per_100'] for r in group]):.2f} | "
+                     f"{_mean([r['cpu_per_100'] for r in group]):.2f} |")
+    return "\n".join(lines)
+
+
+def step_times(steps: int = 200, rounds: int = 5, batch_size: int = 512,
+               density_name: str = "checkerboard") -> dict[str, list[float]]:
+    """CPU seconds per 100 training steps of each flow in each round, one thread. In every
+    round each flow trains ``steps`` more steps (Adam, learning rate 1e-3) in turn."""
+    data = coupling.DENSITIES[density_name]().sample(100_000, seed=0)
+    flows = {name: make_flow(name) for name in FLOWS}
+    optimizers = {name: torch.optim.Adam(flows[name][0].parameters(), lr=1e-3)
+                  for name in FLOWS}
+    g = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {name: [] for name in FLOWS}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(rounds):
+            for name in FLOWS:
+                log_prob, optimizer = flows[name][1], optimizers[name]
+                index = torch.randint(len(data), (steps, batch_size), generator=g)
+                start = time.process_time()
+                for step in range(steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = -log_prob(data[index[step]]).mean()
+                    loss.backward()
+                    optimizer.step()
+                times[name].append(100 * (time.process_time() - start) / steps)
+    finally:
+        torch.set_num_threads(previous)
+    return times
+
+
+def format_step_times(times: dict[str, list[float]]) -> str:
+    """The median over the rounds of each flow's CPU time per 100 steps, its ratio to
+    zuko's median, and the ratio's range over the rounds (each round's time over zuko's in
+    the same round)."""
+    def median(values: list[float]) -> float:
+        ordered = sorted(values)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    zuko = times["zuko MAF"]
+    lines = [f"| flow | CPU s / 100 steps, median of {len(zuko)} rounds | "
+             "CPU time / zuko's | range over the rounds |", "|---|---:|---:|---:|"]
+    for name, values in times.items():
+        per_round = [v / z for v, z in zip(values, zuko, strict=True)]
+        lines.append(f"| {name} | {median(values):.3f} | {median(values) / median(zuko):.2f} |"
+                     f" {min(per_round):.2f} to {max(per_round):.2f} |")
     return "\n".join(lines)
 
 
@@ -193,6 +240,8 @@ def main(argv=None) -> None:
                seeds=(0,) if args.quick else (0, 1, 2))
     print(format_table(rows))
     print("\n".join(spread_summary(rows)))
+    print(format_step_times(step_times(steps=20 if args.quick else 200,
+                                       rounds=2 if args.quick else 5)))
     print(format_cost(cost_against_dim(repeats=1 if args.quick else 3)))
 
 

@@ -78,6 +78,7 @@ BUDGETS = {
     "quality_seeds": ((0, 1, 2), (0, 1)),
     "autoregressive_steps": (3000, 100),
     "autoregressive_dims": ((2, 8, 32, 128, 256), (2, 32)),
+    "autoregressive_step_times": ({"steps": 200, "rounds": 5}, {"steps": 20, "rounds": 2}),
     "spline_steps": (3000, 100),
     "spline_test": (20_000, 2_000),
     "image_steps": ((2000, 1000), (20, 10)),
@@ -228,6 +229,7 @@ def section_autoregressive(quick: bool) -> str:
     steps, n_test = BUDGETS["autoregressive_steps"][quick], BUDGETS["quality_test"][quick]
     seeds = BUDGETS["quality_seeds"][quick]
     rows = autoregressive.run(steps=steps, n_test=n_test, seeds=seeds)
+    times = autoregressive.step_times(**BUDGETS["autoregressive_step_times"][quick])
     cost = autoregressive.cost_against_dim(BUDGETS["autoregressive_dims"][quick],
                                            repeats=BUDGETS["repeats"][quick])
     return "\n\n".join([
@@ -237,12 +239,15 @@ def section_autoregressive(quick: bool) -> str:
         "(Adam, learning rate 1e-3 with cosine decay, batch 512, one thread) on 100,000 "
         f"samples, from {len(seeds)} seeds each (initialisation and mini-batches); test "
         f"KL(p‖q) in nats on {n_test:,} fresh samples, its mean over the seeds and their "
-        "range; seconds per 100 steps (wall clock and CPU time, means over the seeds), and "
-        "the course's CPU time per step over zuko's (target: at most 1; CPU time is the "
-        "steadier on a shared machine). IAF's log_prob takes D = 2 passes per layer here, "
-        "the first of them on a single row (it sees only zeros).",
+        "range; seconds per 100 steps (wall clock and CPU time, means over the seeds).",
         autoregressive.format_table(rows),
         "\n".join(autoregressive.spread_summary(rows)),
+        "Training step time side by side (the target: the course's at most zuko's): the "
+        "three flows train in turn, round after round, on the checkerboard (batch 512, one "
+        "thread), so that the machine's load falls on all three alike; the median CPU time "
+        "over the rounds. IAF's log_prob takes D = 2 passes per layer here, the first of "
+        "them on a single row (it sees only zeros).",
+        autoregressive.format_step_times(times),
         "Milliseconds per batch of 256 points, one thread, for two-layer flows with hidden "
         "(64,): the density (log_prob) and sampling, against the dimension D. MAF samples and "
         "IAF evaluates new points in D passes per layer.",

@@ -307,6 +307,9 @@ def test_autoregressive_flows_have_the_same_parameter_count_as_zukos_maf(referen
         counts[name] = sum(p.numel() for p in module.parameters())
         assert log_prob(x).shape == (16,), name
     assert len(set(counts.values())) == 1, counts
+    times = autoregressive.step_times(steps=2, rounds=2, batch_size=8)
+    assert list(times) == list(autoregressive.FLOWS)
+    assert all(len(v) == 2 and all(t > 0 for t in v) for v in times.values())
 
 
 def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
@@ -316,14 +319,13 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
              "cpu_per_100": t, "params": 18_960, "seed": 0}
             for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.0), strict=True)]
     table = autoregressive.format_table(rows)
-    assert "| ring | course MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 1.00 | 0.50 |" in table
-    assert "| ring | zuko MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 2.00 | 1.00 |" in table
+    assert "| ring | course MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 1.00 |" in table
+    assert "| ring | zuko MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 2.00 |" in table
     # a second seed: the KL becomes a mean and a range, the times means over the seeds
     rows += [dict(r, seed=1, kl=r["kl"] + (0.2 if r["flow"] == "course MAF" else 0.01),
                   cpu_per_100=3 * r["cpu_per_100"]) for r in rows]
     table = autoregressive.format_table(rows)
-    assert "| ring | course MAF | 18,960 | 2 | 0.600 (0.500 to 0.700) | 9.00 | 2.00 | 0.50 |" \
-        in table
+    assert "| ring | course MAF | 18,960 | 2 | 0.600 (0.500 to 0.700) | 9.00 | 2.00 |" in table
     summary = autoregressive.spread_summary(rows)
     assert summary == [
         "- ring, over 2 seeds: course MAF (mean KL 0.600) is not clearly different from "
@@ -334,6 +336,12 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
     worse = [dict(r, kl=r["kl"] + 1) if r["flow"] == "course IAF" else r for r in rows]
     assert "course IAF (mean KL 1.505) is worse than zuko MAF" in \
         autoregressive.spread_summary(worse)[1]
+    times = {"course MAF": [1.0, 3.0, 2.0], "course IAF": [2.0, 2.0, 6.0],
+             "zuko MAF": [2.0, 2.0, 2.0]}
+    text = autoregressive.format_step_times(times)
+    assert "| course MAF | 2.000 | 1.00 | 0.50 to 1.50 |" in text
+    assert "| course IAF | 2.000 | 1.00 | 1.00 to 3.00 |" in text
+    assert "median of 3 rounds" in text
     cost = autoregressive.cost_against_dim(dims=(2, 4), batch=8, repeats=1)
     text = autoregressive.format_cost(cost)
     assert text.count("\n") == 3 and "MAF sample" in text and "| 4 |" in text
