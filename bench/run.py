@@ -234,8 +234,11 @@ def section_autoregressive(quick: bool) -> str:
                                            repeats=BUDGETS["repeats"][quick])
     return "\n\n".join([
         "### 5. Autoregressive flows beside zuko",
-        f"Chapter 7's MAF and IAF and zuko's MAF, four transforms each with MADEs of two "
-        f"hidden layers of 64 units, trained by maximum likelihood for {steps:,} steps "
+        "Chapter 7's MAF and IAF; the same MAF with the shift placed as zuko places it, "
+        "x = (z + t) exp(s) instead of the chapter's x = exp(s) z + t (the same functions, "
+        "the network's shift in base units instead of data units); and zuko's MAF. Four "
+        "transforms each with MADEs of two hidden layers of 64 units, the same parameter "
+        f"count, trained by maximum likelihood for {steps:,} steps "
         "(Adam, learning rate 1e-3 with cosine decay, batch 512, one thread) on 100,000 "
         f"samples, from {len(seeds)} seeds each (initialisation and mini-batches); test "
         f"KL(p‖q) in nats on {n_test:,} fresh samples, its mean over the seeds and their "
@@ -243,8 +246,8 @@ def section_autoregressive(quick: bool) -> str:
         autoregressive.format_table(rows),
         "\n".join(autoregressive.spread_summary(rows)),
         "Training step time side by side (the target: the course's at most zuko's): the "
-        "three flows train in turn, round after round, on the checkerboard (batch 512, one "
-        "thread), so that the machine's load falls on all three alike; the median CPU time "
+        "flows train in turn, round after round, on the checkerboard (batch 512, one "
+        "thread), so that the machine's load falls on all of them alike; the median CPU time "
         "over the rounds. IAF's log_prob takes D = 2 passes per layer here, the first of "
         "them on a single row (it sees only zeros).",
         autoregressive.format_step_times(times),
