@@ -17,7 +17,7 @@ from nfcourse.applications import inference as inf
 from nfcourse.flows.autoregressive import iaf_flow
 from nfcourse.flows.conditional import conditional_maf_flow, fit_conditional
 from nfcourse.targets import ENERGIES, log_partition
-from nfcourse.train import fit_reverse_kl
+from nfcourse.training import fit_reverse_kl
 
 __all__ = ["importance_sampling", "format_importance", "posterior_estimation",
            "format_posterior"]

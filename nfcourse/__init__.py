@@ -4,7 +4,8 @@ Convention (chapter 1): ``forward(z) -> (x, log_abs_det)`` maps base to data, ``
 ``inverse(x) -> (z, log_abs_det)`` normalizes. Tensors are batch first, ``(B, D)``.
 
 Modules: ``core`` (transforms, composition, flow model), ``distributions`` (the base
-distributions), ``flows`` (one module per chapter), ``train`` (the training loop),
+distributions), ``flows`` (one module per chapter), ``training`` (the training loop
+``train`` and every ``fit_*``),
 ``densities`` (toy densities with exact log-densities), ``targets`` (the energy functions
 of chapter 3), ``images`` (image data sets, dequantization, bits per dimension), ``vae``
 (chapter 6), ``testing`` (numerical checks), ``validation`` (input checks and the dtype
@@ -12,7 +13,19 @@ policy), ``seeding`` (what ``seed`` means), ``checks`` (exercise feedback), ``pl
 ``widgets``.
 """
 
-from . import checks, densities, distributions, flows, images, plot, seeding, targets, testing, vae
+from . import (
+    checks,
+    densities,
+    distributions,
+    flows,
+    images,
+    plot,
+    seeding,
+    targets,
+    testing,
+    training,
+    vae,
+)
 from .core import (
     Compose,
     Flow,
@@ -23,7 +36,7 @@ from .core import (
 )
 from .distributions import BaseDistribution, DiagonalNormal, StandardNormal, Uniform01
 from .flows import *  # noqa: F403
-from .train import TrainingDiverged, fit_maximum_likelihood, fit_reverse_kl, train
+from .training import TrainingDiverged, fit_maximum_likelihood, fit_reverse_kl, fit_vae, train
 from .validation import check_batch
 
 __version__ = "0.1.0"
@@ -32,6 +45,7 @@ __all__ = [
     "checks", "densities", "distributions", "images", "plot", "seeding", "targets", "testing",
     "vae", "Compose", "Flow", "InverseTransform", "Transform", "default_device",
     "to_torch_transform", "BaseDistribution", "DiagonalNormal", "StandardNormal", "Uniform01",
-    "TrainingDiverged", "fit_maximum_likelihood", "fit_reverse_kl", "train", "check_batch",
+    "training", "TrainingDiverged", "fit_maximum_likelihood", "fit_reverse_kl", "fit_vae", "train",
+    "check_batch",
 ]
 __all__ += flows.__all__

@@ -7,7 +7,10 @@ This module fixes the one convention used across the course (chapter 1):
 * ``inverse(x) -> (z, log_abs_det)`` normalizes, ``z = f^{-1}(x)``, and returns
   ``log |det df^{-1}/dx| = -log |det df/dz|``.
 
-Tensors are batch first, ``(B, D)``; a log-det is ``(B,)``. A flow model puts a base
+Tensors are batch first, ``(B, *event_shape)``: points ``(B, D)``, images
+``(B, C, H, W)``; a log-det is ``(B,)``. A conditional transform takes a context
+``(B, C)`` as a second argument, ``forward(z, context)``, and ``Compose`` and ``Flow`` pass
+it through: one protocol for flat, image and conditional flows. A flow model puts a base
 distribution ``p_Z`` in front of a transform, and evaluates
 
     log p_X(x) = log p_Z(f^{-1}(x)) + log |det d f^{-1} / dx|.
@@ -15,13 +18,21 @@ distribution ``p_Z`` in front of a transform, and evaluates
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .distributions import BaseDistribution, DiagonalNormal, StandardNormal
-from .validation import check_batch, module_dtype
+from .validation import (
+    check_batch,
+    check_context,
+    check_events,
+    check_positive_int,
+    check_shape,
+    module_dtype,
+)
 
 __all__ = [
     "Transform",
@@ -43,32 +54,87 @@ def default_device() -> torch.device:
 
 
 class Transform(nn.Module):
-    """An invertible map ``x = f(z)`` of ``R^D`` with a tractable log-determinant.
+    """An invertible map ``x = f(z; c)`` with a tractable log-determinant.
 
-    Subclasses implement ``_forward`` and ``_inverse``; the public ``forward`` and
-    ``inverse`` check their input first (shape ``(B, dim)``, floating point, finite).
+    One sample on the data side has shape ``event_shape`` (``(D,)`` for points,
+    ``(C, H, W)`` for images) and on the base side ``latent_shape`` (the same unless the
+    layer reshapes, as a squeeze does); both hold ``dim`` numbers. A transform built with
+    ``context_dim = C > 0`` is conditional: its parameters depend on a context ``c`` of
+    shape ``(B, C)`` that is never transformed (chapter 12), and for a fixed ``c`` it is an
+    ordinary transform of ``z``.
+
+    Subclasses implement ``_forward`` and ``_inverse``: ``_forward(z)`` for a transform
+    without context, ``_forward(z, context)`` for a conditional one (``_map`` routes the
+    context to the layers that use it). The public ``forward`` and ``inverse`` check their
+    input once (shape, dtype, finiteness, the context) and run the layers without further
+    checks.
 
     Args:
-        dim: the dimension ``D``, or ``None`` for a transform that works in any dimension.
+        dim: the dimension ``D`` of flat samples, or ``None`` for a transform that works
+            in any dimension.
+        event_shape: the data-side shape of one sample, instead of ``dim``.
+        latent_shape: the base-side shape of one sample; ``event_shape`` by default.
+        context_dim: the size ``C`` of the context, 0 for none.
     """
 
-    def __init__(self, dim: int | None = None):
+    def __init__(self, dim: int | None = None, *, event_shape: Sequence[int] | None = None,
+                 latent_shape: Sequence[int] | None = None, context_dim: int = 0) -> None:
         super().__init__()
-        if dim is not None and (not isinstance(dim, int) or dim < 1):
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
+        if event_shape is not None:
+            event_shape = check_shape(event_shape, "event_shape")
+            if dim is not None and dim != math.prod(event_shape):
+                raise ValueError(f"dim={dim!r} but event_shape {event_shape} holds "
+                                 f"{math.prod(event_shape)} numbers; pass one of them")
+        elif dim is not None:
+            event_shape = (check_positive_int(dim, "dim"),)
+        if latent_shape is None:
+            latent_shape = event_shape
+        else:
+            latent_shape = check_shape(latent_shape, "latent_shape")
+            if event_shape is None or math.prod(latent_shape) != math.prod(event_shape):
+                raise ValueError(f"latent_shape {latent_shape} must hold as many numbers as "
+                                 f"event_shape {event_shape}: an invertible map keeps the "
+                                 "dimension")
+        if context_dim != 0:
+            context_dim = check_positive_int(context_dim, "context_dim")
+        self.event_shape: tuple[int, ...] | None = event_shape
+        self.latent_shape: tuple[int, ...] | None = latent_shape
+        self.dim: int | None = None if event_shape is None else math.prod(event_shape)
+        self.context_dim: int = context_dim
 
-    def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Map base to data: returns ``x = f(z)`` of shape ``(B, D)`` and
+    # -- public entry points: inputs checked once --------------------------------------
+    def forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map base to data: returns ``x = f(z; c)`` of shape ``(B, *event_shape)`` and
         ``log |det df/dz|`` of shape ``(B,)``."""
-        return self._forward(self._check(z, "z"))
+        z = self._check_latent(z, "z")
+        return self._map(z, self._check_context(context, z.shape[0]))
 
-    def inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Map data to base: returns ``z = f^{-1}(x)`` and ``log |det df^{-1}/dx|``."""
-        return self._inverse(self._check(x, "x"))
+    def inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map data to base: returns ``z = f^{-1}(x; c)`` of shape ``(B, *latent_shape)``
+        and ``log |det df^{-1}/dx|``."""
+        x = self._check_data(x, "x")
+        return self._map(x, self._check_context(context, x.shape[0]), inverse=True)
 
-    def _check(self, x: Tensor, name: str) -> Tensor:
-        return check_batch(x, self.dim, name, dtype=module_dtype(self), owner=type(self).__name__)
+    def _owner(self) -> str:
+        return type(self).__name__
+
+    def _check_latent(self, z: Tensor, name: str) -> Tensor:
+        return check_events(z, self.latent_shape, name, module_dtype(self), self._owner())
+
+    def _check_data(self, x: Tensor, name: str) -> Tensor:
+        return check_events(x, self.event_shape, name, module_dtype(self), self._owner())
+
+    def _check_context(self, context: object, rows: int | None) -> Tensor | None:
+        return check_context(context, self.context_dim, rows, module_dtype(self),
+                             self._owner())
+
+    # -- the maps, without checks ---------------------------------------------------
+    def _map(self, y: Tensor, context: Tensor | None = None,
+             inverse: bool = False) -> tuple[Tensor, Tensor]:
+        """``_inverse`` if ``inverse`` else ``_forward``, with the context passed only to a
+        transform that takes one: the one place where the context is routed."""
+        method = self._inverse if inverse else self._forward
+        return method(y, context) if self.context_dim else method(y)
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -85,14 +151,39 @@ class InverseTransform(Transform):
     """``f^{-1}`` as a transform: its forward is ``f.inverse`` and its inverse ``f.forward``."""
 
     def __init__(self, transform: Transform):
-        super().__init__(transform.dim)
+        super().__init__(event_shape=transform.latent_shape,
+                         latent_shape=transform.event_shape, context_dim=transform.context_dim)
         self.transform = transform
 
-    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform._inverse(z)
+    def _forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform._map(z, context, inverse=True)
 
-    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform._forward(x)
+    def _inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform._map(x, context)
+
+
+def _chain_shapes(transforms: Sequence[Transform]) -> tuple[tuple[int, ...] | None,
+                                                            tuple[int, ...] | None]:
+    """The base-side shape of the first layer and the data-side shape of the last, after
+    checking that each layer's output is the next layer's input. A layer without a fixed
+    shape keeps the shape it is given."""
+    latent = current = None
+    names = [type(t).__name__ for t in transforms]
+    for k, t in enumerate(transforms):
+        if t.latent_shape is None:
+            continue
+        if current is not None and t.latent_shape != current:
+            if len(current) == len(t.latent_shape) == 1:
+                dims = sorted({t.dim for t in transforms if t.dim is not None})
+                raise ValueError(f"all transforms must share one dimension, got dims {dims}")
+            raise ValueError(
+                f"transform {k} ({names[k]}) takes samples of shape {t.latent_shape} but "
+                f"the transform before it outputs {current}; each layer's data side must "
+                "be the next layer's base side"
+            )
+        latent = latent or t.latent_shape
+        current = t.event_shape
+    return latent, current
 
 
 class Compose(Transform):
@@ -100,25 +191,33 @@ class Compose(Transform):
 
     The log-determinants add (chapter 1):
     ``log |det df/dz| = sum_k log |det df_k/dz_{k-1}|``. ``inverse`` runs the layers in
-    reverse order and adds their inverse log-determinants.
+    reverse order and adds their inverse log-determinants. The data side of ``f_k`` must
+    be the base side of ``f_{k+1}`` (the same dimension for flat layers; image shapes for
+    image layers). A context is passed to every layer that takes one; they must all take
+    contexts of one size.
 
     Args:
-        transforms: the layers ``f_1, ..., f_K``, all of the same dimension.
+        transforms: the layers ``f_1, ..., f_K`` (none: the identity).
     """
 
     def __init__(self, *transforms: Transform | Iterable[Transform]):
         if len(transforms) == 1 and not isinstance(transforms[0], Transform):
             transforms = tuple(transforms[0])
-        for t in transforms:
+        for k, t in enumerate(transforms):
             if not isinstance(t, Transform):
                 raise TypeError(
-                    f"Compose takes nfcourse Transforms, got {type(t).__name__}; "
-                    "an nn.Module whose forward returns a single tensor has no log-det"
+                    f"Compose takes nfcourse Transforms, got {type(t).__name__} at position "
+                    f"{k}; an nn.Module whose forward returns a single tensor has no log-det"
                 )
-        dims = {t.dim for t in transforms if t.dim is not None}
-        if len(dims) > 1:
-            raise ValueError(f"all transforms must share one dimension, got dims {sorted(dims)}")
-        super().__init__(dims.pop() if dims else None)
+        latent, event = _chain_shapes(transforms)
+        contexts = sorted({t.context_dim for t in transforms if t.context_dim})
+        if len(contexts) > 1:
+            raise ValueError(
+                f"the layers take contexts of sizes {contexts}; build every conditional "
+                f"layer with one context_dim"
+            )
+        super().__init__(event_shape=event, latent_shape=latent,
+                         context_dim=contexts[0] if contexts else 0)
         self.transforms = nn.ModuleList(transforms)
 
     def __len__(self) -> int:
@@ -127,35 +226,40 @@ class Compose(Transform):
     def __getitem__(self, k: int) -> Transform:
         return self.transforms[k]
 
-    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = z.new_zeros(z.shape[0])
         for t in self.transforms:
-            z, log_abs_det = t._forward(z)
+            z, log_abs_det = t._map(z, context)
             total = total + log_abs_det
         return z, total
 
-    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _inverse(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[0])
         for t in reversed(self.transforms):
-            x, log_abs_det = t._inverse(x)
+            x, log_abs_det = t._map(x, context, inverse=True)
             total = total + log_abs_det
         return x, total
 
-    def trajectory(self, z: Tensor) -> list[Tensor]:
+    def trajectory(self, z: Tensor, context: Tensor | None = None) -> list[Tensor]:
         """The points after each layer: ``[z, f_1(z), f_2(f_1(z)), ..., f(z)]``."""
-        points = [self._check(z, "z")]
+        points = [self._check_latent(z, "z")]
+        c = self._check_context(context, z.shape[0])
         for t in self.transforms:
-            points.append(t._forward(points[-1])[0])
+            points.append(t._map(points[-1], c)[0])
         return points
 
 
 class Flow(nn.Module):
-    """A normalizing flow: a base distribution ``p_Z`` pushed through ``x = f(z)``.
+    """A normalizing flow: a base distribution ``p_Z`` pushed through ``x = f(z; c)``.
 
-    ``log p_X(x) = log p_Z(f^{-1}(x)) + log |det df^{-1}/dx|`` (chapter 1).
+    ``log p_X(x | c) = log p_Z(f^{-1}(x; c)) + log |det df^{-1}/dx|`` (chapter 1; the
+    context ``c`` only for a conditional transform, chapter 12). Data have the
+    transform's ``event_shape`` (points ``(B, D)`` or images ``(B, C, H, W)``); the base is
+    a distribution on flat vectors ``(B, D)``, reshaped to the transform's
+    ``latent_shape``.
 
-    The public methods check their input once (shape, dtype, finiteness, counts) and then
-    run the layers and the base without further checks.
+    The public methods check their input once (shape, dtype, finiteness, context,
+    counts) and then run the layers and the base without further checks.
 
     Args:
         transform: the map ``f`` from base to data (a ``Transform``, or a list of them,
@@ -186,39 +290,86 @@ class Flow(nn.Module):
             )
         self.transform = transform
         self.base = base
-        self.dim = base.dim
+        self.dim: int = base.dim
+        self.event_shape: tuple[int, ...] = transform.event_shape or (base.dim,)
+        self.latent_shape: tuple[int, ...] = transform.latent_shape or (base.dim,)
+        self.context_dim: int = transform.context_dim
 
+    # -- checks at the entry points ----------------------------------------------------
     def _check(self, x: Tensor, name: str = "x") -> Tensor:
-        return check_batch(x, self.dim, name, dtype=module_dtype(self), owner="the flow")
+        return check_events(x, self.event_shape, name, module_dtype(self), "the flow")
 
-    def _log_prob(self, x: Tensor) -> Tensor:
-        z, log_abs_det = self.transform._inverse(x)
-        return self.base._log_prob(z) + log_abs_det
+    def _check_context(self, context: object, rows: int | None) -> Tensor | None:
+        return check_context(context, self.context_dim, rows, module_dtype(self), "the flow")
 
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Exact log-density of data points ``x`` of shape ``(B, D)``; returns ``(B,)``."""
-        return self._log_prob(self._check(x))
+    def _base_samples(self, n: object, context: object, generator: torch.Generator | None
+                      ) -> tuple[Tensor, Tensor | None]:
+        """``n`` base samples, or ``n`` for each row of the context (a ``(C,)`` context is
+        one row; ``(M, C)`` gives ``M * n`` samples, the ``n`` of row ``m`` together),
+        shaped as the transform's base side."""
+        n = check_positive_int(n, "n")
+        if isinstance(context, Tensor) and context.dim() == 1 and self.context_dim:
+            context = context.unsqueeze(0)
+        c = self._check_context(context, None)
+        if c is not None:
+            c = c.repeat_interleave(n, dim=0)
+            n = c.shape[0]
+        z = self.base.sample(n, generator=generator)
+        return z.reshape(n, *self.latent_shape), c
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples ``x = f(z)``, ``z ~ p_Z``, shape ``(n, D)``."""
-        return self.transform._forward(self.base.sample(n, generator=generator))[0]
+    def _base_log_prob(self, z: Tensor) -> Tensor:
+        return self.base._log_prob(z.reshape(z.shape[0], -1))
+
+    # -- the model -------------------------------------------------------------------
+    def _log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        z, log_abs_det = self.transform._map(x, context, inverse=True)
+        return self._base_log_prob(z) + log_abs_det
+
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Exact log-density of data ``x`` of shape ``(B, *event_shape)`` (given contexts
+        ``(B, C)`` for a conditional flow); returns ``(B,)``."""
+        x = self._check(x)
+        return self._log_prob(x, self._check_context(context, x.shape[0]))
+
+    def sample(self, n: int, context: Tensor | None = None, *,
+               generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """Draw ``n`` samples ``x = f(T z; c)``, ``z ~ p_Z``, shape ``(n, *event_shape)``;
+        for a conditional flow, ``n`` for each row of ``context``. A temperature ``T < 1``
+        draws from the centre of the base (Kingma and Dhariwal 2018)."""
+        if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+            raise ValueError(f"temperature must be a positive finite number, got "
+                             f"{temperature!r}; 1 samples the model itself")
+        z, c = self._base_samples(n, context, generator)
+        return self.transform._map(z * temperature if temperature != 1 else z, c)[0]
 
     def sample_and_log_prob(
-        self, n: int, generator: torch.Generator | None = None
+        self, n: int, context: Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log-density in one pass, without inverting ``f``:
         ``log q(x) = log p_Z(z) - log |det df/dz|``."""
-        z = self.base.sample(n, generator=generator)
-        x, log_abs_det = self.transform._forward(z)
-        return x, self.base._log_prob(z) - log_abs_det
+        z, c = self._base_samples(n, context, generator)
+        x, log_abs_det = self.transform._map(z, c)
+        return x, self._base_log_prob(z) - log_abs_det
 
-    def forward_kl(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """The latent points ``z = f^{-1}(x; c)`` of data ``x``, flattened to ``(B, D)``."""
+        x = self._check(x)
+        z = self.transform._map(x, self._check_context(context, x.shape[0]), inverse=True)[0]
+        return z.reshape(z.shape[0], -1)
+
+    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """The data ``x = f(z; c)`` of latent points ``z`` of shape ``(B, D)``."""
+        z = check_batch(z, self.dim, "z", dtype=module_dtype(self), owner="the flow")
+        c = self._check_context(context, z.shape[0])
+        return self.transform._map(z.reshape(z.shape[0], *self.latent_shape), c)[0]
+
+    def forward_kl(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """Maximum-likelihood loss: the mean negative log-likelihood of the data batch
-        ``x`` (shape ``(B, D)``, ``B >= 1``).
+        ``x`` (``B >= 1`` samples; with their contexts for a conditional flow).
 
         Equals ``KL(p_data || q)`` up to the data entropy, which does not depend on the flow.
         """
-        return -self.log_prob(x).mean()
+        return -self.log_prob(x, context).mean()
 
     def reverse_kl(
         self, log_target: Callable[[Tensor], Tensor], n: int,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .seeding import generator
-from .validation import FLOAT_DTYPES, check_batch, check_count
+from .validation import FLOAT_DTYPES, check_batch, check_positive_int
 
 
 class ToyDensity:
@@ -36,7 +36,7 @@ class ToyDensity:
         """``n`` samples of shape ``(n, dim)`` in ``dtype`` (float32 or float64); the same
         integer ``seed`` gives the same samples, ``None`` draws from torch's global random
         state."""
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         if dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float64 (samples of a "
                             f"continuous density), got {dtype}")

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .validation import check_batch, check_count, module_dtype
+from .validation import check_batch, check_positive_int, module_dtype
 
 __all__ = [
     "BaseDistribution",
@@ -75,7 +75,7 @@ class BaseDistribution(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` points drawn from ``p_Z``, shape ``(n, D)``."""
-        return self._sample(check_count(n, "n"), generator)
+        return self._sample(check_positive_int(n, "n"), generator)
 
     def _log_prob(self, z: Tensor) -> Tensor:
         raise NotImplementedError

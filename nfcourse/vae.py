@@ -43,22 +43,19 @@ from .distributions import diagonal_normal_log_prob, standard_normal_log_prob
 from .flows.coupling import soft_clamp
 from .flows.made import MADE
 from .flows.planar import SOFTPLUS_ONE, constrained_u, planar_forward, planar_inverse
-from .seeding import generator as seeded_generator
-from .train import train
-from .validation import FLOAT_DTYPES, check_count
+from .validation import FLOAT_DTYPES, check_batch, check_pixel_values, check_positive_int
 
 __all__ = [
     "gaussian_kl",
     "bernoulli_log_likelihood",
     "importance_weighted_bound",
-    "check_images",
+    "check_flat_images",
     "ELBOTerms",
     "PosteriorSample",
     "Encoder",
     "Decoder",
     "IAFPosterior",
     "FlowPosteriorVAE",
-    "fit_vae",
     "grid_log_joint",
 ]
 
@@ -89,33 +86,18 @@ def importance_weighted_bound(log_weights: Tensor) -> Tensor:
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
-def check_images(x: Tensor, data_dim: int = 784, name: str = "x") -> Tensor:
-    """Check a batch of flattened images: a floating-point tensor ``(B, data_dim)`` with
-    values in ``[0, 1]``. Raises ``TypeError``/``ValueError`` saying what was expected."""
-    if not isinstance(x, Tensor):
-        hint = (f"; convert it with torch.as_tensor({name}, dtype=torch.float32)"
-                if type(x).__module__ == "numpy" else "")
-        raise TypeError(f"{name} must be a torch.Tensor of shape (B, {data_dim}), "
-                        f"got {type(x).__name__}{hint}")
-    if x.dtype not in FLOAT_DTYPES:
+def check_flat_images(x: Tensor, data_dim: int = 784, name: str = "x") -> Tensor:
+    """Check a batch of flattened images: a float tensor ``(B, data_dim)`` with values in
+    ``[0, 1]`` (Bernoulli probabilities or binary pixels), with the shared validators."""
+    if isinstance(x, Tensor) and x.dim() == 3 and x.shape[1] * x.shape[2] == data_dim:
+        raise ValueError(f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}; "
+                         f"flatten the images with {name}.reshape(len({name}), -1)")
+    if isinstance(x, Tensor) and not x.is_floating_point():
         raise TypeError(f"{name} must be a float32 or float64 tensor with values in [0, 1], "
                         f"got {x.dtype}; divide integer pixels by 255 and call .float()")
-    if x.dim() != 2 or x.shape[1] != data_dim:
-        side = math.isqrt(data_dim)
-        hint = (f"; flatten {side} x {side} images with x.reshape(len(x), -1)"
-                if side * side == data_dim else "")
-        raise ValueError(f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}{hint}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least "
-                         "one image")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0 or hi > 1:
-        raise ValueError(f"{name} must hold pixel values in [0, 1] (Bernoulli probabilities "
-                         f"or binary pixels), got values in [{lo:g}, {hi:g}]; "
-                         "divide 0..255 pixels by 255")
-    return x
+    x = check_batch(x, data_dim, name, owner="the VAE")
+    return check_pixel_values(x, name, 1.0, fix="divide 0..255 pixels by 255 (Bernoulli "
+                              "probabilities or binary pixels)")
 
 
 class ELBOTerms(NamedTuple):
@@ -407,7 +389,7 @@ class FlowPosteriorVAE(nn.Module):
 
     def _noise(self, x: Tensor, n_samples: int | None, eps: Tensor | None) -> Tensor:
         if n_samples is not None:
-            n_samples = check_count(n_samples, "n_samples")
+            n_samples = check_positive_int(n_samples, "n_samples")
         shape = (x.shape[0], self.latent_dim) if n_samples is None \
             else (n_samples, x.shape[0], self.latent_dim)
         if eps is None:
@@ -431,7 +413,7 @@ class FlowPosteriorVAE(nn.Module):
                          eps: Tensor | None = None) -> PosteriorSample:
         """Draw ``zK ~ qK(. | x)``: one per image (shape ``(B, D)``), or ``n_samples`` per
         image (shape ``(S, B, D)``), or from given standard-normal noise ``eps``."""
-        x = check_images(x, self.data_dim)
+        x = check_flat_images(x, self.data_dim)
         self._check_dtype(x)
         mu, log_sigma, flow_params = self.encoder(x)
         eps = self._noise(x, n_samples, eps)
@@ -470,11 +452,11 @@ class FlowPosteriorVAE(nn.Module):
         ``(S, B)``: their mean estimates the ELBO, :func:`importance_weighted_bound` of
         them bounds ``log p(x)`` more tightly. Drawn ``chunk_size`` samples at a time; by
         default as many as keep the decoder's output near four million numbers."""
-        x = check_images(x, self.data_dim)
-        n_samples = check_count(n_samples, "n_samples")
+        x = check_flat_images(x, self.data_dim)
+        n_samples = check_positive_int(n_samples, "n_samples")
         if chunk_size is None:
             chunk_size = max(1, 4_000_000 // (x.shape[0] * self.data_dim))
-        chunk_size = check_count(chunk_size, "chunk_size")
+        chunk_size = check_positive_int(chunk_size, "chunk_size")
         chunks = []
         for start in range(0, n_samples, chunk_size):
             chunks.append(self.elbo(x, n_samples=min(chunk_size, n_samples - start)))
@@ -484,7 +466,7 @@ class FlowPosteriorVAE(nn.Module):
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x, z) = log p(x | z) + log p(z)`` for images ``x`` ``(B, data_dim)`` and
         latents ``z`` ``(*, B, D)``; the unnormalised true posterior ``p(z | x)``."""
-        x = check_images(x, self.data_dim)
+        x = check_flat_images(x, self.data_dim)
         self._check_dtype(x)
         self._check_latents(x, z)
         return bernoulli_log_likelihood(x, self.decoder(z)) + standard_normal_log_prob(z)
@@ -494,7 +476,7 @@ class FlowPosteriorVAE(nn.Module):
         """``log qK(z | x)`` at given points ``z`` (``(*, B, D)``): invert the layers one by
         one (chapter 3's ``planar_inverse``, with this image's parameters; or the IAF steps,
         ``D`` passes each) and use ``log qK(zK) = log q0(z0) - sum_k log |det J_k|``."""
-        x = check_images(x, self.data_dim)
+        x = check_flat_images(x, self.data_dim)
         self._check_dtype(x)
         self._check_latents(x, z)
         if self.iaf is not None:
@@ -511,14 +493,14 @@ class FlowPosteriorVAE(nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """Pixel probabilities decoded from the flow image of the encoder mean (eps = 0)."""
-        x = check_images(x, self.data_dim)
+        x = check_flat_images(x, self.data_dim)
         zK = self.sample_posterior(x, eps=x.new_zeros(x.shape[0], self.latent_dim)).zK
         return torch.sigmoid(self.decoder(zK))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Pixel probabilities ``sigmoid(decoder(z))`` for ``n`` draws ``z ~ N(0, I)``."""
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
                         device="cpu" if generator is not None else p.device).to(p.device)
@@ -526,42 +508,6 @@ class FlowPosteriorVAE(nn.Module):
 
 
 # --- training and evaluation ------------------------------------------------------------------
-
-def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int = 50,
-            lr: float = 3e-3, flow_lr: float | None = None, warmup: float = 0.5,
-            seed: int | None = 0, progress: bool = True, desc: str | None = None
-            ) -> list[float]:
-    """Maximise the ELBO on grey-level ``images`` ``(N, data_dim)`` with ``nfcourse.train``.
-
-    Every step draws ``batch_size`` images at random and binarises them afresh
-    (``x ~ Bernoulli(grey levels)``, dynamic binarisation). Adam starts at ``lr`` (the flow
-    head at ``flow_lr``, see :meth:`FlowPosteriorVAE.parameter_groups`) and decays to zero
-    on a cosine; the KL part of the loss is warmed up, its weight ``beta`` rising linearly
-    from 0.01 to 1 over the first ``warmup`` fraction of the steps (0 for none).
-    Frozen parameters stay fixed. Returns the per-step loss in nats per image.
-    """
-    images = check_images(images, model.data_dim, "images")
-    if not 0 <= warmup <= 1:
-        raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup}")
-    device = next(model.parameters()).device
-    images = images.to(device)
-    batch_size = check_count(batch_size, "batch_size")
-    index_generator = seeded_generator(seed)
-    optimizer = torch.optim.Adam(model.parameter_groups(lr, flow_lr))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    warmup_steps = warmup * steps
-
-    def loss_fn(step: int) -> Tensor:
-        idx = torch.randint(len(images), (batch_size,), generator=index_generator)
-        x = torch.bernoulli(images[idx.to(device)])
-        beta = min(1.0, 0.01 + step / warmup_steps) if warmup_steps else 1.0
-        return model.loss(x, beta=beta)
-
-    return train(loss_fn, [p for p in model.parameters() if p.requires_grad], steps,
-                 seed=seed, optimizer=optimizer, scheduler=scheduler, progress=progress,
-                 desc=desc or f"VAE, {'IAF ' if model.iaf is not None else ''}"
-                                  f"K = {model.n_flows}")
-
 
 @torch.no_grad()
 def grid_log_joint(model: FlowPosteriorVAE, x: Tensor,
@@ -580,7 +526,7 @@ def grid_log_joint(model: FlowPosteriorVAE, x: Tensor,
     """
     if model.latent_dim != 2:
         raise ValueError(f"grid_log_joint needs a 2D latent space, got {model.latent_dim}")
-    x = check_images(x, model.data_dim)
+    x = check_flat_images(x, model.data_dim)
     (a, b), (c, d) = bounds
     g1 = torch.linspace(a, b, resolution, dtype=x.dtype, device=x.device)
     g2 = torch.linspace(c, d, resolution, dtype=x.dtype, device=x.device)

@@ -21,7 +21,7 @@ from nfcourse.flows.spline import (
     spline_parameters,
 )
 from nfcourse.testing import perturb
-from nfcourse.train import fit_maximum_likelihood
+from nfcourse.training import fit_maximum_likelihood
 
 B = 3.0
 K = 6

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+import nfcourse
 from torch.distributions import Bernoulli, Normal
 
 from nfcourse import images as data
@@ -327,14 +329,14 @@ def test_fit_vae_lowers_the_loss_and_leaves_a_frozen_decoder_alone():
     images = torch.rand(200, 64, generator=_generator(0)) ** 4
     torch.manual_seed(0)
     model = vae.FlowPosteriorVAE(2, n_flows=2, hidden=32, data_dim=64)
-    history = vae.fit_vae(model, images, steps=80, batch_size=50, progress=False)
+    history = nfcourse.fit_vae(model, images, steps=80, batch_size=50, progress=False)
     assert np.mean(history[-10:]) < np.mean(history[:10]) - 1
     frozen = [p.clone() for p in model.decoder.parameters()]
     model.decoder.requires_grad_(False)
-    vae.fit_vae(model, images, steps=5, progress=False)
+    nfcourse.fit_vae(model, images, steps=5, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(frozen, model.decoder.parameters(), strict=True))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        vae.fit_vae(model, images * 255, steps=1, progress=False)
+        nfcourse.fit_vae(model, images * 255, steps=1, progress=False)
 
 
 def test_loss_weighs_the_kl_part_by_beta():
@@ -358,7 +360,7 @@ def test_fit_vae_repeats_with_a_seed_and_checks_its_arguments():
         torch.manual_seed(0)
         model = vae.FlowPosteriorVAE(2, n_flows=1, hidden=8, data_dim=64).double()
         kwargs = {"batch_size": 7, **kwargs}
-        return vae.fit_vae(model, images, steps=6, seed=seed, progress=False, **kwargs)
+        return nfcourse.fit_vae(model, images, steps=6, seed=seed, progress=False, **kwargs)
 
     assert run(3) == run(3)
     assert run(3) != run(4)

@@ -7,6 +7,8 @@ import re
 import pytest
 import torch
 
+import nfcourse
+
 from nfcourse import testing, vae
 
 D64 = torch.float64
@@ -142,7 +144,7 @@ def test_fit_vae_trains_an_iaf_posterior():
     torch.manual_seed(0)
     model = vae.FlowPosteriorVAE(2, 2, hidden=16, data_dim=64, posterior="iaf")
     images = torch.rand(40, 64, generator=_generator(0)) * 0.8
-    history = vae.fit_vae(model, images, 60, batch_size=20, lr=1e-2, progress=False)
+    history = nfcourse.fit_vae(model, images, 60, batch_size=20, lr=1e-2, progress=False)
     assert sum(history[-10:]) < sum(history[:10])
 
 

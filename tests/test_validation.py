@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import nfcourse
+
 import nfcourse as nf
 from nfcourse import densities, images, vae
 
@@ -70,7 +72,7 @@ def test_numpy_data_for_the_fit_functions_gets_a_conversion_hint():
     with pytest.raises(TypeError, match="flow must be an nfcourse.Flow"):
         nf.fit_maximum_likelihood(torch.nn.Linear(2, 2), torch.zeros(4, 2), steps=2)
     with pytest.raises(TypeError, match=r"images must be a torch.Tensor.*got ndarray.*as_tensor"):
-        vae.fit_vae(vae.FlowPosteriorVAE(2, data_dim=4, hidden=4), np.zeros((3, 4)), steps=1)
+        nfcourse.fit_vae(vae.FlowPosteriorVAE(2, data_dim=4, hidden=4), np.zeros((3, 4)), steps=1)
 
 
 # --- one dtype policy -------------------------------------------------------------------------

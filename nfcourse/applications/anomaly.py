@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import FLOAT_DTYPES, check_count
+from ..validation import FLOAT_DTYPES, check_positive_int
 
 __all__ = [
     "roc_auc",
@@ -143,7 +143,7 @@ def noise_images(n: int, side: int = 8, levels: int = 17,
                  generator: torch.Generator | None = None) -> Tensor:
     """``n`` images of independent uniform pixels in ``{0, ..., levels - 1}``, shape
     ``(n, side * side)``, float32."""
-    n = check_count(n, "n")
+    n = check_positive_int(n, "n")
     _check_grid(side, levels)
     return torch.randint(levels, (n, side * side), generator=generator).float()
 
@@ -153,7 +153,7 @@ def shape_images(n: int, side: int = 8, levels: int = 17,
     """``n`` images of one simple shape each, drawn at full intensity ``levels - 1`` on a
     black background at a random place and size: a filled rectangle, a ring (the outline
     of a rectangle) or a disc, in turn. Shape ``(n, side * side)``, float32."""
-    n = check_count(n, "n")
+    n = check_positive_int(n, "n")
     _check_grid(side, levels)
     rows = torch.arange(side).view(side, 1).float()
     cols = torch.arange(side).view(1, side).float()
@@ -222,7 +222,7 @@ def blur_images(x: Tensor, passes: int = 1) -> Tensor:
     """Digits smoothed by ``passes`` passes of a 3 x 3 box filter (zero padding), rounded
     back to integers: the same digits with less detail."""
     images, side = _as_images(x, "x")
-    passes = check_count(passes, "passes")
+    passes = check_positive_int(passes, "passes")
     out = images.unsqueeze(1)
     kernel = torch.ones(1, 1, 3, 3, dtype=x.dtype) / 9
     for _ in range(passes):

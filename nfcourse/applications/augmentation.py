@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..flows.conditional import conditional_maf_flow, fit_conditional
 from ..seeding import generator as make_generator
-from ..validation import check_batch, check_count
+from ..validation import check_batch, check_positive_int
 
 __all__ = [
     "N_CLASSES",
@@ -49,7 +49,7 @@ def few_labels_split(labels: Tensor, per_class: int, n_test: int = 700,
     """Indices ``(train, test)``: a fixed test set of ``n_test`` digits (``test_seed``)
     and ``per_class`` labelled training digits of each class drawn from the rest
     (``seed``, one draw per trial)."""
-    per_class = check_count(per_class, "per_class")
+    per_class = check_positive_int(per_class, "per_class")
     n = labels.shape[0]
     if not 0 < n_test < n:
         raise ValueError(f"n_test must be between 1 and {n - 1}, got {n_test!r}")
@@ -83,7 +83,7 @@ class PCACode:
 
     def __init__(self, x: Tensor, dim: int) -> None:
         x = check_batch(x, None, "x").double()
-        dim = check_count(dim, "dim")
+        dim = check_positive_int(dim, "dim")
         if dim > min(x.shape):
             raise ValueError(f"dim must be at most min(N, D) = {min(x.shape)}, got {dim}")
         self.mean = x.mean(0)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..validation import check_batch, check_count
+from ..validation import check_batch, check_positive_int
 
 __all__ = [
     "importance_log_weights",
@@ -60,7 +60,7 @@ def importance_log_weights(flow, log_target: Callable[[Tensor], Tensor], n: int,
     if not callable(log_target):
         raise TypeError(f"log_target must be a function from points (n, D) to "
                         f"log-densities (n,), got {type(log_target).__name__}")
-    n = check_count(n, "n")
+    n = check_positive_int(n, "n")
     x, log_q = flow.sample_and_log_prob(n, generator=generator)
     return x, log_target(x) - log_q
 
@@ -138,7 +138,7 @@ class LinearGaussianSimulator:
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` parameters from the prior, ``(n, k)`` in float64."""
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         return self.prior_scale * torch.randn(n, self.param_dim, generator=generator,
                                               dtype=torch.float64)
 
@@ -169,7 +169,7 @@ class LinearGaussianSimulator:
         or ``(1, m)``; shape ``(n, k)``."""
         x = x.reshape(1, -1) if isinstance(x, Tensor) else x
         mean = self.posterior_mean(x)
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         eps = torch.randn(n, self.param_dim, generator=generator, dtype=torch.float64)
         return mean + eps @ self._chol.T
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..train import TrainingDiverged
+from ..training import TrainingDiverged
 from . import ExerciseError
 from ._toolkit import explain_error, run
 

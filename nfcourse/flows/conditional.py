@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..core import Transform
 from ..distributions import BaseDistribution, StandardNormal
 from ..seeding import generator, seeded
-from ..validation import check_batch, check_count, module_dtype
+from ..validation import check_batch, check_positive_int, module_dtype
 from .actnorm import ActNorm
 from .autoregressive import layer_orders
 from .coupling import soft_clamp
@@ -214,7 +214,7 @@ class ConditionalFlow(nn.Module):
     def _contexts(self, n: object, context: object) -> tuple[int, Tensor]:
         """``n`` samples per context row: a ``(C,)`` context is one row; ``(M, C)``
         gives ``n`` samples for each of the ``M`` rows, ``M * n`` in all, row-major."""
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         if isinstance(context, Tensor) and context.dim() == 1:
             context = context.unsqueeze(0)
         c = check_context(context, self.context_dim, None, module_dtype(self))
@@ -285,12 +285,12 @@ def fit_conditional(flow: ConditionalFlow, data: Tensor, context: Tensor, steps:
     """Fit ``flow`` by maximum likelihood to pairs ``(data[i], context[i])``: minimise
     ``-mean log q(x | c)`` over mini-batches of ``batch_size`` pairs drawn at random.
     Returns the per-step loss; other keywords go to ``nfcourse.train.train``."""
-    from ..train import train
+    from ..training import train
 
     if not isinstance(flow, ConditionalFlow):
         raise TypeError(f"flow must be a ConditionalFlow, got {type(flow).__name__}")
     data, context = flow._points(data, context, "data")
-    batch_size = check_count(batch_size, "batch_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     indices = generator(seed)
     n = data.shape[0]
 

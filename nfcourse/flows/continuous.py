@@ -38,7 +38,7 @@ from ..core import Flow, Transform
 from ..distributions import BaseDistribution, StandardNormal
 from ..seeding import generator as make_generator
 from ..seeding import seeded
-from ..validation import check_batch, check_count, module_dtype
+from ..validation import check_batch, check_positive_int, module_dtype
 from .coupling import conditioner_mlp
 
 __all__ = [
@@ -386,7 +386,7 @@ class ContinuousFlow(Transform):
         """The positions of the particles ``z`` ``(B, D)`` at ``times`` (increasing or
         decreasing, starting where ``z`` is), shape ``(T, B, D)``, without the
         log-determinant."""
-        z = self._check(z, "z")
+        z = self._check_latent(z, "z")
         times = torch.as_tensor(times, dtype=z.dtype, device=z.device)
         if times.dim() != 1 or len(times) < 2:
             raise ValueError(f"times must be a sequence of at least two times, got shape "
@@ -477,7 +477,7 @@ def path_straightness(transform: ContinuousFlow, z: Tensor, steps: int = 50) -> 
     constant or varying speed), from a trajectory of ``steps`` intervals; shape ``(B,)``."""
     if not isinstance(transform, ContinuousFlow):
         raise TypeError(f"transform must be a ContinuousFlow, got {type(transform).__name__}")
-    steps = check_count(steps, "steps")
+    steps = check_positive_int(steps, "steps")
     path = transform.trajectory(z, torch.linspace(0, 1, steps + 1))
     length = (path[1:] - path[:-1]).norm(dim=2).sum(0)
     chord = (path[-1] - path[0]).norm(dim=1)

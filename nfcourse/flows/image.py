@@ -48,7 +48,7 @@ from ..core import Flow, Transform
 from ..distributions import BaseDistribution
 from ..seeding import generator as _generator
 from ..seeding import seeded
-from ..validation import check_batch, check_count, check_dtype, module_dtype
+from ..validation import check_batch, check_positive_int, check_dtype, module_dtype
 from .masks import checkerboard_mask
 
 __all__ = [
@@ -709,7 +709,7 @@ class ImageFlow(Flow):
                temperature: float = 1.0) -> Tensor:
         """``n`` images ``x = f(T z)``, ``z ~ p_Z``: ``temperature`` ``T < 1`` draws from
         the centre of the base (Kingma and Dhariwal 2018)."""
-        n = check_count(n, "n")
+        n = check_positive_int(n, "n")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         z = self.base.sample(n, generator=generator) * temperature
@@ -747,7 +747,7 @@ def glow(shape: Sequence[int] = (1, 28, 28), levels: int = 2, steps: int = 4,
         seed: as everywhere in the package (``nfcourse.seeding``).
     """
     c, h, w = _as_shape(shape)
-    levels, steps = check_count(levels, "levels"), check_count(steps, "steps")
+    levels, steps = check_positive_int(levels, "levels"), check_positive_int(steps, "steps")
     if h % 2 ** levels or w % 2 ** levels:
         raise ValueError(f"{levels} levels halve the height and width {levels} times, so "
                          f"they must be divisible by {2 ** levels}; got {h} x {w}. Use "
@@ -817,7 +817,7 @@ class VariationalDequantizer(nn.Module):
         super().__init__()
         self.shape = _as_shape(shape)
         self.levels = int(levels)
-        layers = check_count(layers, "layers")
+        layers = check_positive_int(layers, "layers")
         with seeded(seed):
             self.couplings = nn.ModuleList(
                 ConvAffineCoupling(self.shape, "checkerboard", parity=k % 2, hidden=hidden,
