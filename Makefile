@@ -117,9 +117,10 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/run.py
 
 # ruff, configured in pyproject.toml; installed from the dev extra on first use.
+LINT_PATHS := nfcourse tests tools bench conftest.py
 lint: $(STAMP)
 	test -x $(BIN)/ruff || $(PIP) -e ".[dev]"
-	$(BIN)/ruff check nfcourse tests tools bench conftest.py
+	$(BIN)/ruff check $(LINT_PATHS)
 
 # Mutation testing of core.py, flows/ and vae.py with mutmut (configured in pyproject.toml:
 # the unit tests of those modules only, and for each mutant only the tests that reach the

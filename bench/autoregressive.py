@@ -52,8 +52,8 @@ class ShiftAfterScaleMAF(MAF):
     output differ (base units here, data units in the chapter), and with them the path that
     gradient descent takes. The benchmark trains both to measure what that costs."""
 
-    def _one_pass(self, u: Tensor, y: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        s, t = self._params(u)
+    def _elementwise(self, y: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        s, t = self._scale_and_shift(params)
         if inverse:
             return y * torch.exp(-s) - t, -s.sum(dim=1)
         return (y + t) * torch.exp(s), s.sum(dim=1)

@@ -237,7 +237,7 @@ class _Flattened(nfcourse.Transform):
         return x.reshape(len(z), -1), log_det
 
     def _inverse(self, x):
-        z, log_det = self.transform._inverse(x.reshape(len(x), *self.transform.shape))
+        z, log_det = self.transform._inverse(x.reshape(len(x), *self.transform.event_shape))
         return z.reshape(len(x), -1), log_det
 
 
@@ -253,9 +253,9 @@ def _image(build: Callable[[], torch.nn.Module], clamp: float | None = None) -> 
 
 def _multiscale():
     image = flows.image
-    blocks = [image.ImageCompose(image.ActNorm2d((4, 2, 2)), image.Squeeze((1, 4, 4))),
-              image.ImageCompose(image.InvertibleConv1x1((2, 2, 2), seed=1),
-                                 image.ConvAffineCoupling((2, 2, 2), hidden=4))]
+    blocks = [nfcourse.Compose(flows.ActNorm2d((4, 2, 2)), image.Squeeze((1, 4, 4))),
+              nfcourse.Compose(image.InvertibleConv1x1((2, 2, 2), seed=1),
+                               image.ConvAffineCoupling((2, 2, 2), hidden=4))]
     return flows.MultiScale(blocks)
 
 

@@ -27,13 +27,12 @@ import torch
 
 import nfcourse
 from nfcourse.flows.coupling import coupling_flow
-from nfcourse.flows.image import (
+from nfcourse.flows.dequantization import (
     VariationalDequantizer,
     dequantization_nll,
-    flat_image_flow,
-    glow,
     pixels_to_levels,
 )
+from nfcourse.flows.glow import flat_image_flow, glow
 from nfcourse.flows.masks import checkerboard_mask
 from nfcourse.images import bits_per_dim, dequantize, load_mnist
 

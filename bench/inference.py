@@ -14,10 +14,9 @@ from __future__ import annotations
 import torch
 
 from nfcourse.applications import inference as inf
-from nfcourse.flows.autoregressive import iaf_flow
-from nfcourse.flows.conditional import conditional_maf_flow, fit_conditional
+from nfcourse.flows.autoregressive import iaf_flow, maf_flow
 from nfcourse.targets import ENERGIES, log_partition
-from nfcourse.training import fit_reverse_kl
+from nfcourse.training import fit_maximum_likelihood, fit_reverse_kl
 
 __all__ = ["importance_sampling", "format_importance", "posterior_estimation",
            "format_posterior"]
@@ -55,9 +54,9 @@ def posterior_estimation(steps: int, n_sims: int = 50_000, n_obs: int = 10) -> d
     g = torch.Generator().manual_seed(0)
     theta = simulator.sample_prior(n_sims, generator=g)
     x = simulator.simulate(theta, generator=g)
-    flow = conditional_maf_flow(2, 3, n_layers=4, hidden=(64, 64), seed=0)
-    fit_conditional(flow, theta.float(), x.float(), steps=steps, batch_size=512,
-                    lr=1e-3, progress=False)
+    flow = maf_flow(2, n_layers=4, hidden=(64, 64), seed=0, context_dim=3)
+    fit_maximum_likelihood(flow, theta.float(), steps, batch_size=512, lr=1e-3,
+                           context=x.float(), progress=False)
     x_obs = simulator.simulate(simulator.sample_prior(n_obs, generator=g), generator=g)
     kls = [inf.posterior_kl(flow, simulator, x_obs[k],
                             generator=torch.Generator().manual_seed(k))[0]

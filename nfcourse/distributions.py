@@ -64,9 +64,7 @@ class BaseDistribution(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        self.dim = dim
+        self.dim = check_positive_int(dim, "dim")
 
     def log_prob(self, z: Tensor) -> Tensor:
         """``log p_Z(z)`` for ``z`` of shape ``(B, D)``; returns shape ``(B,)``."""

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .seeding import generator as _generator
-from .validation import FLOAT_DTYPES
+from .validation import FLOAT_DTYPES, check_positive_int
 
 __all__ = ["dequantize", "bits_per_dim", "load_digits", "MNIST_SHAPE", "load_mnist",
            "binarise"]
@@ -40,14 +40,22 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None)
     ``[0, 1)`` of the same shape and dtype."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError("x must be a floating-point tensor holding integer pixel values")
-    if not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    if check_positive_int(levels, "levels", "the number of grey levels L") < 2:
+        raise ValueError(f"levels must be an integer >= 2 (pixels 0..L-1), got {levels}")
     if bool((x != x.round()).any()) or bool((x < 0).any()) or bool((x > levels - 1).any()):
         raise ValueError(
             f"x must hold integers 0..{levels - 1}; got values in "
             f"[{float(x.min()):.4g}, {float(x.max()):.4g}] (already dequantized or rescaled?)"
         )
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return _dequantize(x, levels, generator=generator)
+
+
+def _dequantize(x: Tensor, levels: int, u: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """``y = (x + u) / L`` without input checks, for callers that checked ``x``; ``u`` is
+    drawn from ``U[0, 1)`` (with ``generator``) unless given."""
+    if u is None:
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return (x + u) / levels
 
 
@@ -57,10 +65,9 @@ def bits_per_dim(nll_nats: Tensor | float, dim: int, levels: int) -> Tensor | fl
 
     The uniform model on ``[0, 1)^D`` has ``NLL = 0``, hence ``log2 L`` bits per dimension.
     """
-    if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+    check_positive_int(dim, "dim", "the number of pixels per image D")
+    if check_positive_int(levels, "levels", "the number of grey levels L") < 2:
+        raise ValueError(f"levels must be an integer >= 2 (pixels 0..L-1), got {levels}")
     return (nll_nats + dim * math.log(levels)) / (dim * math.log(2))
 
 
@@ -134,8 +141,8 @@ def _as_unit_images(x: np.ndarray, where: str) -> Tensor:
 def _split(x: Tensor, labels: np.ndarray | None, test_size: int, seed: int | None
            ) -> tuple[Tensor, Tensor]:
     n = len(x)
-    if not isinstance(test_size, int) or not 0 < test_size < n:
-        raise ValueError(f"test_size must be an integer between 1 and {n - 1}, got {test_size!r}")
+    if check_positive_int(test_size, "test_size") >= n:
+        raise ValueError(f"test_size must be an integer between 1 and {n - 1}, got {test_size}")
     perm = torch.randperm(n, generator=_generator(seed)).numpy()
     if labels is None:
         test = perm[:test_size]

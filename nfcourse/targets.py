@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .core import check_batch
+from .validation import check_positive_int
 
 __all__ = [
     "energy_u1",
@@ -150,7 +151,7 @@ def log_partition(energy: Energy, box: Box = QUADRATURE_BOX, resolution: int = 6
     faster than any power of the cell size; check the mass outside the box with
     ``mass_outside_box``.
     """
-    if resolution < 2:
+    if check_positive_int(resolution, "resolution") < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     (a, b), (c, d) = box
     if not (b > a and d > c):
@@ -167,8 +168,9 @@ def mass_outside_box(energy: Energy, box: Box = QUADRATURE_BOX, factor: int = 2,
     centre, same cell size as ``log_partition(energy, box, resolution)``) that lies outside
     ``box``: the relative error of ``Z`` that the box leaves out, as far as the larger box
     can tell."""
-    if not isinstance(factor, int) or factor < 2:
-        raise ValueError(f"factor must be an integer of at least 2, got {factor!r}")
+    if check_positive_int(factor, "factor") < 2:
+        raise ValueError(f"factor must be an integer of at least 2, got {factor}")
+    check_positive_int(resolution, "resolution")
     (a, b), (c, d) = box
     ca, cc = (a + b) / 2, (c + d) / 2
     ha, hc = factor * (b - a) / 2, factor * (d - c) / 2

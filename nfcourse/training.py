@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from .core import Flow
 from .seeding import generator, seeded
-from .validation import check_positive_int
 from .vae import FlowPosteriorVAE, check_flat_images
+from .validation import check_positive_int
 
 __all__ = ["TrainingDiverged", "train", "fit_maximum_likelihood", "fit_reverse_kl", "fit_vae"]
 
@@ -130,7 +130,7 @@ def fit_maximum_likelihood(
     flow: Flow,
     data: Tensor,
     steps: int,
-    batch_size: int = 256,
+    batch_size: int | None = 256,
     lr: float = 1e-3,
     seed: int | None = 0,
     context: Tensor | None = None,
@@ -139,15 +139,18 @@ def fit_maximum_likelihood(
     **kwargs: object,
 ) -> list[float]:
     """Fit ``flow`` to ``data`` by maximum likelihood (forward KL): Adam on the mean
-    negative log-likelihood of mini-batches of ``batch_size`` samples drawn at random.
+    negative log-likelihood of mini-batches of ``batch_size`` samples drawn at random (with
+    replacement), or of the whole of ``data`` at every step for ``batch_size=None``.
     ``data`` (``(N, *event_shape)``) and ``context`` are checked once here, not at every
     step. Returns the per-step loss.
 
     Args:
         flow: the flow; a conditional one needs ``context``.
         data: the samples, points ``(N, D)`` or images ``(N, C, H, W)``.
-        steps, batch_size, lr, seed: as in ``train``; ``seed`` also draws the
-            mini-batches and the dequantization noise, from one generator.
+        steps, lr, seed: as in ``train``; ``seed`` also draws the mini-batches and the
+            dequantization noise, from one generator (the batch indices first).
+        batch_size: the number of samples per step; ``None`` for the whole data set
+            (full-batch gradient descent, as chapter 4 fits a histogram).
         context: ``(N, C)`` contexts, row ``i`` that of ``data[i]`` (chapter 12).
         dequantize_levels: ``L`` for integer pixels ``0..L-1``: every batch is
             dequantized afresh, ``y = (x + u) / L``, ``u ~ U[0, 1)`` (chapter 5).
@@ -161,7 +164,8 @@ def fit_maximum_likelihood(
         raise TypeError(f"flow must be an nfcourse.Flow, got {type(flow).__name__}")
     data = flow._check(data, "data")
     context = flow._check_context(context, data.shape[0])
-    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
     steps = check_positive_int(steps, "steps")
     if dequantize_levels is not None:
         levels = check_positive_int(dequantize_levels, "dequantize_levels",
@@ -178,12 +182,15 @@ def fit_maximum_likelihood(
     n = data.shape[0]
 
     def loss_fn(step: int) -> Tensor:
-        idx = torch.randint(n, (min(batch_size, n),), generator=draws).to(device)
-        batch = data[idx]
+        batch, batch_context = data, context
+        if batch_size is not None:
+            idx = torch.randint(n, (min(batch_size, n),), generator=draws).to(device)
+            batch = data[idx]
+            batch_context = None if context is None else context[idx]
         if dequantize_levels is not None:
             noise = torch.rand(batch.shape, generator=draws, dtype=batch.dtype)
             batch = (batch + noise.to(device)) / dequantize_levels
-        return -flow._log_prob(batch, None if context is None else context[idx]).mean()
+        return -flow._log_prob(batch, batch_context).mean()
 
     optimizer = kwargs.pop("optimizer", None) or torch.optim.Adam(flow.parameters(), lr=lr)
     return train(loss_fn, flow, steps, seed=seed, optimizer=optimizer,

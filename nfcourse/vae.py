@@ -23,10 +23,11 @@ of the base distributions, ``nfcourse.distributions``.
 ``posterior="iaf"`` replaces the planar layers by ``K`` steps of an inverse autoregressive
 flow (Kingma et al. 2016, chapter 7): the encoder also outputs a context vector ``h(x)``,
 and step ``t`` is ``z_t = mu_t + sigma_t * z_{t-1}`` with ``(log sigma_t, mu_t)`` from a
-MADE over ``z_{t-1}`` that also sees ``h``, so that coordinate ``i`` of ``mu_t, sigma_t``
-depends only on the coordinates before ``i`` in the step's ordering. The Jacobian of a
-step is triangular with diagonal ``sigma_t``; ``sum_k log |det J_k| = sum_t sum_i
-log sigma_t,i``, and one pass of each MADE gives the sample and its density.
+MADE over ``z_{t-1}`` that also sees ``h`` (chapter 7's ``IAF`` layer with a context), so
+that coordinate ``i`` of ``mu_t, sigma_t`` depends only on the coordinates before ``i`` in
+the step's ordering. The Jacobian of a step is triangular with diagonal ``sigma_t``;
+``sum_k log |det J_k| = sum_t sum_i log sigma_t,i``, and one pass of each MADE gives the
+sample and its density.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .core import Compose
 from .distributions import diagonal_normal_log_prob, standard_normal_log_prob
-from .flows.coupling import soft_clamp
-from .flows.made import MADE
+from .flows.autoregressive import IAF, layer_orders
 from .flows.planar import SOFTPLUS_ONE, constrained_u, planar_forward, planar_inverse
-from .validation import FLOAT_DTYPES, check_batch, check_pixel_values, check_positive_int
+from .validation import check_batch, check_pixel_values, check_positive_int
 
 __all__ = [
     "gaussian_kl",
@@ -231,18 +232,21 @@ class Decoder(nn.Module):
         self.net[-1].bias.copy_(torch.log(p) - torch.log1p(-p))
 
 
-class IAFPosterior(nn.Module):
+class IAFPosterior(Compose):
     """``K`` steps of an inverse autoregressive flow over ``z`` with a per-image context
     ``h`` (Kingma et al. 2016): ``z_t = mu_t + sigma_t * z_{t-1}`` where
     ``(log sigma_t, mu_t) = MADE_t(z_{t-1}, h)``, coordinate ``i`` depending only on the
     coordinates before it in step ``t``'s ordering (the identity ordering, reversed at
-    every other step). The log-scale is bounded, ``log sigma = c tanh(a / c)`` with ``a``
-    the MADE's output (chapter 7's ``AffineAutoregressive``), and the MADEs start at zero
-    output, so a fresh posterior is the identity map on top of ``q0``.
+    every other step). The steps are chapter 7's ``IAF`` layers with a context, composed:
+    the log-scale is bounded, ``log sigma = c tanh(a / c)`` with ``a`` the MADE's output,
+    and the MADEs start at zero output, so a fresh posterior is the identity map on top
+    of ``q0``.
 
     ``forward(z0, h)`` is one pass of each MADE and returns ``zK`` and
     ``sum_t sum_i log sigma_t,i`` (so ``log qK = log q0 - sum``); ``inverse(zK, h)`` takes
-    ``D`` passes per step and returns ``z0`` and ``-sum_t sum_i log sigma_t,i``.
+    ``D`` passes per step and returns ``z0`` and ``-sum_t sum_i log sigma_t,i``. Both take
+    points of shape ``(*, B, D)``, leading sample axes included, with contexts ``h`` of
+    shape ``(B, C)``, one per image; the log-dets have shape ``(*, B)``.
 
     Args:
         latent_dim: the dimension ``D`` of ``z``.
@@ -254,48 +258,35 @@ class IAFPosterior(nn.Module):
 
     def __init__(self, latent_dim: int, n_steps: int, context_dim: int,
                  hidden: Sequence[int] = (64,), scale_bound: float = 3.0) -> None:
-        super().__init__()
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"an IAF posterior needs n_flows >= 1 steps, got {n_steps!r}; "
-                             "use posterior='planar' with n_flows=0 for a plain VAE")
-        if isinstance(context_dim, bool) or not isinstance(context_dim, int) \
-                or context_dim < 1:
-            raise ValueError(f"iaf_context must be a positive integer (the size of the "
-                             f"encoder's context h), got {context_dim!r}")
-        if not isinstance(scale_bound, (int, float)) or not scale_bound > 0:
-            raise ValueError(f"scale_bound must be a positive number, got {scale_bound!r}")
-        self.latent_dim, self.context_dim = latent_dim, context_dim
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
+        n_steps = check_positive_int(
+            n_steps, "n_flows", "the number K of IAF steps: an IAF posterior needs "
+            "n_flows >= 1; use posterior='planar' with n_flows=0 for a plain VAE")
+        context_dim = check_positive_int(context_dim, "iaf_context",
+                                         "the size of the encoder's context h")
+        super().__init__(IAF(latent_dim, hidden, order=order, scale_bound=scale_bound,
+                             context_dim=context_dim)
+                         for order in layer_orders(latent_dim, n_steps))
+        self.latent_dim = latent_dim
         self.scale_bound = float(scale_bound)
-        forward_order = torch.arange(latent_dim)
-        self.steps = nn.ModuleList(
-            MADE(latent_dim, hidden, 2, context_dim=context_dim,
-                 order=forward_order if t % 2 == 0 else forward_order.flip(0))
-            for t in range(n_steps))
-
-    def _params(self, made: MADE, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        # z (*, B, D) and h (B, C): flatten the sample axes for the MADE, which takes rows.
-        hs = h.expand(*z.shape[:-1], h.shape[-1]).reshape(-1, h.shape[-1])
-        out = made._net(z.reshape(-1, self.latent_dim), hs).reshape(*z.shape, 2)
-        return soft_clamp(out[..., 0], self.scale_bound), out[..., 1]
 
     def forward(self, z0: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        z, sum_log_sigma = z0, z0.new_zeros(z0.shape[:-1])
-        for made in self.steps:
-            log_sigma, mu = self._params(made, z, h)
-            z = mu + torch.exp(log_sigma) * z              # one pass: IAF's cheap direction
-            sum_log_sigma = sum_log_sigma + log_sigma.sum(dim=-1)
-        return z, sum_log_sigma
+        """``zK`` and ``sum_t sum_i log sigma_t,i`` for ``z0`` ``(*, B, D)``, ``h``
+        ``(B, C)``."""
+        return self._rows(z0, h, inverse=False)
 
     def inverse(self, zK: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        z, total = zK, zK.new_zeros(zK.shape[:-1])
-        for made in reversed(self.steps):
-            # Solve z = mu(u) + sigma(u) * u for u, one more position exact per pass.
-            u = torch.zeros_like(z)
-            for _ in range(self.latent_dim):
-                log_sigma, mu = self._params(made, u, h)
-                u = (z - mu) * torch.exp(-log_sigma)
-            z, total = u, total - log_sigma.sum(dim=-1)
-        return z, total
+        """``z0`` and ``-sum_t sum_i log sigma_t,i`` for ``zK`` ``(*, B, D)``, ``h``
+        ``(B, C)``: ``D`` passes per step."""
+        return self._rows(zK, h, inverse=True)
+
+    def _rows(self, z: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        # The sample axes are flattened into rows, each with the context of its image.
+        rows = z.reshape(-1, self.latent_dim)
+        context = h.expand(*z.shape[:-1], h.shape[-1]).reshape(-1, h.shape[-1])
+        out, log_abs_det = (super().inverse(rows, context) if inverse
+                            else super().forward(rows, context))
+        return out.reshape(z.shape), log_abs_det.reshape(z.shape[:-1])
 
 
 class FlowPosteriorVAE(nn.Module):
@@ -327,8 +318,7 @@ class FlowPosteriorVAE(nn.Module):
                  data_dim: int = 784, posterior: str = "planar",
                  iaf_hidden: Sequence[int] | None = None, iaf_context: int | None = None):
         super().__init__()
-        if not isinstance(latent_dim, int) or latent_dim < 1:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+        latent_dim = check_positive_int(latent_dim, "latent_dim")
         if posterior not in ("planar", "iaf"):
             raise ValueError(f"posterior must be 'planar' or 'iaf', got {posterior!r}")
         if posterior == "planar" and (iaf_hidden is not None or iaf_context is not None):

@@ -4,9 +4,9 @@ Every public function and method that takes a batch checks it once, on entry: a 
 or float64 tensor of shape ``(B, *event_shape)`` (``check_batch`` for points ``(B, D)``,
 ``check_images`` for images ``(B, C, H, W)``), ``B >= 1``, finite, of the dtype of the
 model's parameters; a context with ``check_context``; every count and size with
-``check_positive_int``, whose message says what the number counts. The layers inside a flow then run without further
-checks. A bad input gets a ``TypeError`` or ``ValueError`` that names the argument, what was
-expected, what came in and the fix.
+``check_positive_int``, whose message says what the number counts. The layers inside a
+flow then run without further checks. A bad input gets a ``TypeError`` or ``ValueError``
+that names the argument, what was expected, what came in and the fix.
 """
 
 from __future__ import annotations
@@ -135,6 +135,11 @@ MEANINGS = {
     "per_class": "a number of samples per class",
     "latent_dim": "the dimension of the latent space",
     "n_steps": "a number of steps",
+    "max_iter": "a number of iterations",
+    "resolution": "a number of grid points per axis",
+    "factor": "how many times larger the outer box is",
+    "side": "the side of an image in pixels",
+    "test_size": "a number of test images",
 }
 
 

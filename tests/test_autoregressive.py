@@ -13,6 +13,7 @@ from nfcourse import testing
 from nfcourse.flows.autoregressive import (
     IAF,
     MAF,
+    Autoregressive,
     CausalTransformer,
     iaf_flow,
     layer_orders,
@@ -98,13 +99,77 @@ def test_the_d_passes_match_d_full_batch_passes(kind, dim):
     perturb(layer, seed=2)
     y = points(n=7, dim=dim, seed=3)
     inverse = kind is IAF
-    u, log_det = layer._d_passes(y, inverse=inverse)
+    u, log_det = layer._d_passes(y, None, inverse=inverse)
     slow_u = torch.zeros_like(y)
     for _ in range(dim):
-        slow_u, slow_log_det = layer._one_pass(slow_u, y, inverse)
+        slow_u, slow_log_det = layer._one_pass(slow_u, y, None, inverse)
     torch.testing.assert_close(u, slow_u)
     assert log_det.shape == (7,)
     torch.testing.assert_close(log_det, slow_log_det)
+
+
+def _d_pass_users():
+    """The four places that solve an autoregressive map in D passes, each with the
+    direction that takes them: MAF sampling, IAF density, the spline layer's sampling and
+    the inverse of the VAE's IAF posterior (chapter 6)."""
+    from nfcourse.flows.spline import RationalQuadraticAutoregressive
+    from nfcourse.vae import IAFPosterior
+
+    torch.manual_seed(0)
+    spline = RationalQuadraticAutoregressive(4, hidden=(16,), order=[1, 3, 0, 2], bins=5,
+                                             bound=4.0, seed=0)
+    posterior = IAFPosterior(4, 2, context_dim=3, hidden=(16,))
+    return {
+        "MAF.forward": (MAF(4, hidden=(16,), seed=0), "forward", 0),
+        "IAF.inverse": (IAF(4, hidden=(16,), seed=0), "inverse", 0),
+        "spline.forward": (spline, "forward", 0),
+        "VAE posterior.inverse": (posterior, "inverse", 3),
+    }
+
+
+@pytest.mark.parametrize("name", list(_d_pass_users()))
+def test_one_d_pass_solver_serves_maf_iaf_the_spline_layer_and_the_vae_posterior(
+        name, monkeypatch):
+    transform, slow, context_dim = _d_pass_users()[name]
+    transform = perturb(transform.double(), scale=0.4, seed=3)
+    layers = list(transform) if isinstance(transform, nf.Compose) else [transform]
+    assert all(isinstance(layer, Autoregressive) for layer in layers)
+    assert all(type(layer)._d_passes is Autoregressive._d_passes for layer in layers)
+    calls = []
+    solver = Autoregressive._d_passes
+
+    def counted(self, y, context, inverse):
+        calls.append(inverse)
+        return solver(self, y, context, inverse)
+
+    monkeypatch.setattr(Autoregressive, "_d_passes", counted)
+    y = points(n=9, dim=4, seed=5)
+    c = points(n=9, dim=context_dim, seed=6) if context_dim else None
+    fast = "inverse" if slow == "forward" else "forward"
+    out, log_det = getattr(transform, slow)(y, c)
+    assert calls == [slow == "inverse"] * len(layers)
+    # the D passes give the exact inverse of the one-pass direction
+    back, log_det_back = getattr(transform, fast)(out, c)
+    torch.testing.assert_close(back, y, atol=1e-12, rtol=0)
+    torch.testing.assert_close(log_det_back, -log_det, atol=1e-12, rtol=0)
+    assert len(calls) == len(layers)
+
+
+def test_conditional_maf_and_iaf_take_the_context_of_their_made():
+    for kind in (MAF, IAF):
+        layer = perturb(kind(3, hidden=(16,), seed=0, context_dim=2).double())
+        assert layer.context_dim == 2 and layer.conditioner.context_dim == 2
+        x, c = points(n=5, dim=3), points(n=5, dim=2, seed=4)
+        z, log_det = layer.inverse(x, c)
+        x_back, log_det_back = layer(z, c)
+        torch.testing.assert_close(x_back, x, atol=1e-12, rtol=0)
+        torch.testing.assert_close(log_det_back, -log_det, atol=1e-12, rtol=0)
+    made = MADE(3, (8,), 2, context_dim=2)
+    assert MAF(3, conditioner=made).context_dim == 2
+    with pytest.raises(ValueError, match="context_dim=3 but the conditioner takes contexts "
+                                         "of size 2"):
+        MAF(3, conditioner=made, context_dim=3)
+    assert CausalTransformer(3).context_dim == 0
 
 
 @pytest.mark.parametrize("kind", LAYERS)

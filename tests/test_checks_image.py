@@ -176,7 +176,8 @@ def test_fit_glow_reference_reaches_the_goal(capsys):
 
 def _short_fit(sign, steps):
     import nfcourse
-    from nfcourse.flows.image import dequantization_nll, glow
+    from nfcourse.flows.dequantization import dequantization_nll
+    from nfcourse.flows.glow import glow
 
     def fit_glow(train, generator):
         flow = glow((1, 14, 14), levels=1, steps=1, hidden=4)
@@ -192,7 +193,7 @@ def _short_fit(sign, steps):
 @pytest.mark.parametrize("fit, match", [
     (_short_fit(1.0, 10), "only 10 of the 300 steps"),
     (_short_fit(-1.0, 30), "not its negative"),
-    (lambda train, generator: (torch.nn.Linear(2, 2), [1.0]), "ImageFlow"),
+    (lambda train, generator: (torch.nn.Linear(2, 2), [1.0]), "Flow on images"),
     (stub, "not written yet"),
 ])
 def test_fit_glow_check_names_the_cause_of_a_miss(fit, match):

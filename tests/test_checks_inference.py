@@ -15,7 +15,7 @@ from nfcourse.checks.inference import (
     check_fit_posterior,
     check_log_z_estimate,
 )
-from nfcourse.flows.conditional import conditional_maf_flow
+from nfcourse.flows.autoregressive import maf_flow
 
 CH = "12_augmentation_and_inference"
 ess_ref = solution(CH, "effective_sample_size")
@@ -106,8 +106,8 @@ def test_check_accepts_right_answers_written_differently(row):
 def _posterior(swap=False, sign=1.0, steps=600):
     def fit_posterior(theta, x):
         inputs, context = (x, theta) if swap else (theta, x)
-        flow = conditional_maf_flow(inputs.shape[1], context.shape[1], n_layers=3,
-                                    hidden=(32, 32), seed=0)
+        flow = maf_flow(inputs.shape[1], n_layers=3, hidden=(32, 32), seed=0,
+                        context_dim=context.shape[1])
         optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
         g = torch.Generator().manual_seed(0)
 

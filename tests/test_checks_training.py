@@ -330,20 +330,21 @@ def test_training_checks_leave_the_global_random_state_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-def test_shared_helpers_score_report_and_blame_the_model(capsys):
-    from nfcourse.checks._training import fresh_kl, mean_nll, reached_kl_goal
+def test_shared_helpers_score_report_and_blame_the_model():
+    from nfcourse.checks._training import Goal, Measurement, fresh_kl, mean_nll, measure_fit
     from nfcourse.densities import GaussianRing
 
     target = GaussianRing()
     flow = nf.Flow([nf.flows.ElementwiseAffine(2)]).double()
     kl, error = fresh_kl(target, flow, seed=3, n=2000)
     assert (kl, error) == target.kl_divergence(flow, n=2000, seed=3)
-    assert not reached_kl_goal(kl, error, goal=kl / 2, steps=10)
-    assert capsys.readouterr().out == ""
-    assert reached_kl_goal(kl, error, goal=kl + 1, steps=10, n=2000)
+    measured = measure_fit(flow, target, n=2000, seed=3)
+    assert (measured.value, measured.error) == (kl, error)
+    assert not Goal(kl / 2, steps=10).met_by(measured)
+    assert Goal(kl + 1, steps=10, n=2000).met_by(measured)
     assert f"KL(p || q) = {kl:.4f} ± {error:.4f} nats on 2,000 fresh points" in \
-        capsys.readouterr().out
-    assert not reached_kl_goal(math.nan, None, goal=1.0, steps=10)
+        Goal(kl + 1, steps=10, n=2000).phrase(measured, "your flow reaches", reached=True)
+    assert not Goal(1.0, steps=10).met_by(Measurement(math.nan))
 
     def broken(x):
         raise RuntimeError("shape mismatch")
@@ -354,3 +355,37 @@ def test_shared_helpers_score_report_and_blame_the_model(capsys):
     data = target.sample(50, seed=1)  # float32 data, a float64 flow
     assert mean_nll(flow, data) == pytest.approx(
         float(-flow.log_prob(data.double()).mean()))
+
+
+def test_check_fit_says_a_negative_kl_means_a_density_that_does_not_integrate_to_one():
+    from nfcourse.checks._training import Goal, check_fit
+
+    target = nf.densities.GaussianMixture1D(means=(0.0,), stds=(1.0,))
+
+    class Inflated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shift = nn.Parameter(torch.zeros(()))
+
+        def log_prob(self, x):
+            return target.log_prob(x.double()) + 1.0 + 0 * self.shift
+
+    def fit(data):
+        return Inflated(), [1.0, 0.5]
+
+    with pytest.raises(ExerciseError, match="cannot be negative.*integrate to one"):
+        check_fit(fit, torch.zeros(3, 1), name="fit", goal=Goal(0.1, steps=10),
+                  target=target, model_type=nn.Module)
+
+
+def test_measure_fit_takes_the_reverse_kl_of_an_unnormalised_log_density():
+    from nfcourse.checks._training import measure_fit
+    from nfcourse.densities import Banana, log_banana
+    from nfcourse.targets import exact_reverse_kl
+
+    flow = nf.Flow(nf.Compose([nf.PlanarFlow(2) for _ in range(2)])).double()
+    measured = measure_fit(flow, log_banana, n=500, seed=4, log_z=Banana.log_z)
+    assert (measured.value, measured.error) == exact_reverse_kl(
+        flow, lambda x: -log_banana(x), Banana.log_z, n=500, seed=4)
+    with pytest.raises(ValueError, match="log_z"):
+        measure_fit(flow, log_banana)

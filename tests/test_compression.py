@@ -152,9 +152,9 @@ def test_wrong_model_or_count_does_not_pass_silently():
 
 def test_clear_errors():
     model = _model(dim=6, levels=5)
-    with pytest.raises(ValueError, match="integer pixel values 0..4"):
+    with pytest.raises(ValueError, match="integers 0..4.*integer pixel values"):
         compression.encode(model, torch.full((2, 6), 0.5, dtype=torch.float64))
-    with pytest.raises(ValueError, match="integer pixel values 0..4"):
+    with pytest.raises(ValueError, match="integers 0..4.*integer pixel values"):
         model.log_prob(torch.full((2, 6), 5.0, dtype=torch.float64))
     with pytest.raises(TypeError, match="float64 parameters"):
         model.log_prob(torch.zeros(2, 6))
@@ -164,7 +164,7 @@ def test_clear_errors():
         compression.encode(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(TypeError, match="uint32"):
         compression.decode(model, [1, 2], 1)
-    with pytest.raises(ValueError, match="positive number of images"):
+    with pytest.raises(ValueError, match="positive integer .the number of images"):
         compression.decode(model, np.zeros(2, dtype=np.uint32), 0)
     with pytest.raises(ValueError, match="levels must be an integer >= 2"):
         DiscretizedMAF(4, 1)

@@ -1,19 +1,17 @@
-"""Tests of the conditional flows of chapter 12 (``nfcourse.flows.conditional``), in
-float64 with non-trivial random parameters."""
+"""Tests of the conditional flows of chapter 12: ``maf_flow(..., context_dim=C)`` and
+conditional ``MAF`` layers inside ``Compose`` and ``Flow``, in float64 with non-trivial
+random parameters."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import nfcourse
 from nfcourse import testing
+from nfcourse.core import Compose, Flow
 from nfcourse.flows.actnorm import ActNorm
-from nfcourse.flows.conditional import (
-    ConditionalFlow,
-    ConditionalMAF,
-    conditional_maf_flow,
-    fit_conditional,
-)
+from nfcourse.flows.autoregressive import MAF, maf_flow
 from nfcourse.testing import perturb
 
 
@@ -24,15 +22,23 @@ def randn(*shape, seed=1, scale=1.0):
 
 DIM, CTX = 4, 3
 MODELS = {
-    "layer": lambda: ConditionalMAF(DIM, CTX, hidden=(16, 16), order=[2, 0, 3, 1], seed=0),
-    "flow": lambda: conditional_maf_flow(DIM, CTX, n_layers=3, hidden=(16,), seed=0),
-    "flow-actnorm": lambda: conditional_maf_flow(DIM, CTX, n_layers=2, hidden=(16,),
-                                                 actnorm=True, seed=0),
+    "layer": lambda: MAF(DIM, hidden=(16, 16), order=[2, 0, 3, 1], seed=0, context_dim=CTX),
+    "compose": lambda: Compose(MAF(DIM, hidden=(16,), seed=0, context_dim=CTX), ActNorm(DIM),
+                               MAF(DIM, hidden=(16,), order=[3, 2, 1, 0], seed=1,
+                                   context_dim=CTX)),
+    "flow": lambda: maf_flow(DIM, n_layers=3, hidden=(16,), seed=0, context_dim=CTX),
+    "flow-actnorm": lambda: maf_flow(DIM, n_layers=2, hidden=(16,), actnorm=True, seed=0,
+                                     context_dim=CTX),
 }
+TRANSFORMS = ("layer", "compose")
 
 
 def make(kind, scale=0.5):
     return perturb(MODELS[kind]().double(), scale=scale)
+
+
+def transform_of(model):
+    return model.transform if isinstance(model, Flow) else model
 
 
 def autograd_log_det(fn, x, c):
@@ -47,11 +53,37 @@ def autograd_log_det(fn, x, c):
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("direction", ["forward", "inverse"])
 def test_log_det_matches_float64_autograd_jacobian(kind, direction):
-    model = make(kind)
+    transform = transform_of(make(kind))
     x, c = randn(6, DIM), randn(6, CTX, seed=2)
-    fn = model.forward if direction == "forward" else model.inverse
+    fn = transform.forward if direction == "forward" else transform.inverse
     _, reported = fn(x, c)
     torch.testing.assert_close(reported, autograd_log_det(fn, x, c), atol=1e-8, rtol=0)
+
+
+class _AtContext(nfcourse.Transform):
+    """``f(.; c)`` for one fixed context row ``c``: an unconditional transform."""
+
+    def __init__(self, transform, context):
+        super().__init__(transform.dim)
+        self.transform, self.context = transform, context
+
+    def _forward(self, z):
+        return self.transform._map(z, self.context.expand(z.shape[0], -1))
+
+    def _inverse(self, x):
+        return self.transform._map(x, self.context.expand(x.shape[0], -1), inverse=True)
+
+
+def test_conditional_maf_at_a_fixed_context_passes_the_jacobian_check():
+    # For a fixed c the layer is an ordinary transform of z: the package's float64
+    # Jacobian check applies to it as to any other layer.
+    layer = make("layer")
+    c = randn(1, CTX, seed=7)
+    at_c = _AtContext(layer, c)
+    z = randn(5, DIM, seed=8)
+    testing.check_log_det(at_c, z, atol=1e-8)
+    testing.check_log_det(at_c, layer(z, c.expand(5, -1))[0].detach(), atol=1e-8,
+                          direction="inverse")
 
 
 @pytest.mark.parametrize("kind", ["flow", "flow-actnorm"])
@@ -60,10 +92,10 @@ def test_log_prob_is_change_of_variables_and_normalised(kind):
     # 1D conditional flow on a grid).
     model = make(kind)
     x, c = randn(5, DIM), randn(5, CTX, seed=2)
-    z, lad = model.inverse(x, c)
+    z, lad = model.transform.inverse(x, c)
     base = -0.5 * (z**2).sum(1) - 0.5 * DIM * torch.log(torch.tensor(2 * torch.pi))
     torch.testing.assert_close(model.log_prob(x, c), base.double() + lad)
-    flow1 = perturb(conditional_maf_flow(1, 2, n_layers=2, hidden=(8,), seed=3).double())
+    flow1 = perturb(maf_flow(1, n_layers=2, hidden=(8,), seed=3, context_dim=2).double())
     grid = torch.linspace(-30, 30, 60001, dtype=torch.float64).unsqueeze(1)
     for row in randn(3, 2, seed=4):
         density = flow1.log_prob(grid, row.expand(len(grid), 2)).exp().detach()
@@ -74,7 +106,7 @@ def test_log_prob_is_change_of_variables_and_normalised(kind):
 @pytest.mark.parametrize("kind", MODELS)
 @pytest.mark.parametrize("scale", [1.0, 30.0])
 def test_round_trips_both_directions(kind, scale):
-    model = make(kind)
+    model = transform_of(make(kind))
     x, c = randn(40, DIM, scale=scale), randn(40, CTX, seed=2, scale=scale)
     z, lad = model.inverse(x, c)
     x_back, lad_back = model.forward(z, c)
@@ -99,12 +131,13 @@ def test_round_trip_at_saturated_scales():
 @pytest.mark.parametrize("kind", MODELS)
 def test_the_context_changes_the_output(kind):
     model = make(kind)
+    transform = transform_of(model)
     x = randn(8, DIM)
     c1, c2 = randn(8, CTX, seed=2), randn(8, CTX, seed=3)
-    z1, _ = model.inverse(x, c1)
-    z2, _ = model.inverse(x, c2)
+    z1, _ = transform.inverse(x, c1)
+    z2, _ = transform.inverse(x, c2)
     assert float((z1 - z2).abs().min()) > 1e-6     # every coordinate, the first included
-    if kind != "layer":
+    if kind not in TRANSFORMS:
         assert float((model.log_prob(x, c1) - model.log_prob(x, c2)).abs().min()) > 1e-6
 
 
@@ -120,7 +153,8 @@ def test_first_coordinate_depends_on_context_but_not_on_itself_or_later():
 @pytest.mark.parametrize("kind", MODELS)
 def test_gradients_reach_every_parameter(kind):
     model = make(kind)
-    loss = model.forward_kl(randn(16, DIM), randn(16, CTX, seed=2)) if kind != "layer" \
+    loss = model.forward_kl(randn(16, DIM), randn(16, CTX, seed=2)) \
+        if kind not in TRANSFORMS \
         else model.inverse(randn(16, DIM), randn(16, CTX, seed=2))[0].pow(2).sum()
     testing.check_gradients_reach(model, loss)
 
@@ -134,18 +168,21 @@ def test_sample_shapes_order_and_log_prob():
     torch.testing.assert_close(log_q, flow.log_prob(x, contexts.repeat_interleave(7, 0)))
     one = flow.sample(5, contexts[0], generator=torch.Generator().manual_seed(1))
     assert one.shape == (5, DIM)
+    # n samples per context row, the n of row m together: each block follows its row
+    again = flow.sample(7, contexts, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, x)
     for b in (1, 9):
-        out, lad = flow(randn(b, DIM), randn(b, CTX))
+        out, lad = flow.transform(randn(b, DIM), randn(b, CTX))
         assert out.shape == (b, DIM) and lad.shape == (b,)
 
 
-def test_fit_conditional_learns_a_context_dependent_mean():
+def test_fit_maximum_likelihood_learns_a_context_dependent_mean():
     # x | c ~ N(3 c, 0.5^2) in 1D: after training the flow's mean follows the context.
     g = torch.Generator().manual_seed(0)
     c = torch.randn(2000, 1, generator=g)
     x = 3 * c + 0.5 * torch.randn(2000, 1, generator=g)
-    flow = conditional_maf_flow(1, 1, n_layers=2, hidden=(32,), seed=0)
-    losses = fit_conditional(flow, x, c, steps=400, lr=1e-2, progress=False)
+    flow = maf_flow(1, n_layers=2, hidden=(32,), seed=0, context_dim=1)
+    losses = nfcourse.fit_maximum_likelihood(flow, x, 400, lr=1e-2, context=c, progress=False)
     assert losses[-1] < losses[0]
     with torch.no_grad():
         s = flow.sample(4000, torch.tensor([[1.0], [-1.0]]),
@@ -154,8 +191,8 @@ def test_fit_conditional_learns_a_context_dependent_mean():
     assert abs(float(s[:4000].std()) - 0.5) < 0.1
 
 
-def test_missing_or_ill_shaped_context_errors_name_the_argument():
-    flow = conditional_maf_flow(DIM, CTX, n_layers=2, hidden=(8,), seed=0)
+def test_missing_extra_or_ill_shaped_context_errors_name_the_argument():
+    flow = maf_flow(DIM, n_layers=2, hidden=(8,), seed=0, context_dim=CTX)
     x = torch.randn(5, DIM)
     with pytest.raises(ValueError, match=r"needs a context.*\(B, 3\)"):
         flow.log_prob(x)
@@ -172,12 +209,20 @@ def test_missing_or_ill_shaped_context_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"needs a context"):
         flow.sample(3)
     with pytest.raises(ValueError, match=r"needs a context"):
-        ConditionalMAF(DIM, CTX, seed=0).inverse(x)
-    with pytest.raises(ValueError, match=r"context_dim must be a positive integer"):
-        ConditionalMAF(DIM, 0)
-    with pytest.raises(ValueError, match=r"contexts of size 2 but the flow was given"):
-        ConditionalFlow([ConditionalMAF(DIM, 2)], context_dim=3)
-    with pytest.raises(TypeError, match=r"ConditionalMAF layers or nfcourse Transforms"):
-        ConditionalFlow([torch.nn.Linear(DIM, DIM)], context_dim=3)
-    assert isinstance(ConditionalFlow([ActNorm(DIM), ConditionalMAF(DIM, CTX)], CTX),
-                      ConditionalFlow)
+        MAF(DIM, seed=0, context_dim=CTX).inverse(x)
+    with pytest.raises(ValueError, match=r"needs a context"):
+        nfcourse.fit_maximum_likelihood(flow, x, 1, progress=False)
+    # a context given to an unconditional flow or layer
+    plain = maf_flow(DIM, n_layers=2, hidden=(8,), seed=0)
+    with pytest.raises(ValueError, match=r"takes no context \(context_dim=0\)"):
+        plain.log_prob(x, torch.randn(5, CTX))
+    with pytest.raises(ValueError, match=r"takes no context"):
+        MAF(DIM, seed=0)(x, torch.randn(5, CTX))
+    with pytest.raises(ValueError, match=r"context_dim must be a non-negative integer"):
+        MAF(DIM, context_dim=-1)
+    with pytest.raises(ValueError, match=r"contexts of sizes \[2, 3\]"):
+        Compose(MAF(DIM, context_dim=2), MAF(DIM, context_dim=3))
+    with pytest.raises(TypeError, match=r"Compose takes nfcourse Transforms"):
+        Compose(MAF(DIM, context_dim=CTX), torch.nn.Linear(DIM, DIM))
+    mixed = Compose(ActNorm(DIM), MAF(DIM, context_dim=CTX))
+    assert isinstance(mixed, Compose) and mixed.context_dim == CTX

@@ -328,7 +328,7 @@ def test_clear_errors():
         ContinuousFlow(lambda t, z: z, dim=2)
     with pytest.raises(ValueError, match="smooth activation"):
         VelocityField(2, activation=nn.ReLU)
-    with pytest.raises(ValueError, match="hidden must be"):
+    with pytest.raises(ValueError, match=r"hidden\[0\] must be a positive integer"):
         VelocityField(2, hidden=(0,))
     with pytest.raises(ValueError, match=r"expected shape \(B, 2\)"):
         ContinuousFlow(field)(torch.zeros(3, 4))

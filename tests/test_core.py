@@ -255,3 +255,156 @@ def test_generators_make_the_sampling_losses_repeat():
     a = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
     b = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+# --- the one protocol: context and event shape in the core ---------------------------------
+
+class _ConditionalScale(nf.Transform):
+    """A conditional elementwise affine map for the tests: ``x = exp(c A) * z + c B``."""
+
+    def __init__(self, dim, context_dim, seed=0):
+        super().__init__(dim, context_dim=context_dim)
+        g = torch.Generator().manual_seed(seed)
+        self.a = torch.nn.Parameter(0.5 * torch.randn(context_dim, dim, generator=g))
+        self.b = torch.nn.Parameter(torch.randn(context_dim, dim, generator=g))
+
+    def _forward(self, z, context):
+        s = context @ self.a
+        return z * torch.exp(s) + context @ self.b, s.sum(dim=1)
+
+    def _inverse(self, x, context):
+        s = context @ self.a
+        return (x - context @ self.b) * torch.exp(-s), -s.sum(dim=1)
+
+
+class _Reshape(nf.Transform):
+    """Flat vectors (D,) on the base side, images (C, H, W) on the data side."""
+
+    def __init__(self, shape):
+        super().__init__(event_shape=shape, latent_shape=(math.prod(shape),))
+
+    def _forward(self, z):
+        return z.reshape(len(z), *self.event_shape), z.new_zeros(len(z))
+
+    def _inverse(self, x):
+        return x.reshape(len(x), -1), x.new_zeros(len(x))
+
+
+def _conditional_stack():
+    return nf.Compose(nf.ElementwiseAffine(3, scale=1.5, shift=0.2),
+                      _ConditionalScale(3, 2),
+                      nf.SinhArcsinh(3, skew=0.3, tail=1.2),
+                      _ConditionalScale(3, 2, seed=1)).double()
+
+
+def test_compose_passes_the_context_to_the_layers_that_take_one():
+    stack = _conditional_stack()
+    assert stack.context_dim == 2 and stack.event_shape == (3,)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    c = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    x, log_det = stack(z, c)
+    x2, log_det2 = stack(z, torch.roll(c, 1, dims=0))
+    assert (x - x2).abs().min() > 1e-6       # the context changes every coordinate
+    # at a fixed context the map is an ordinary transform: log-det and both round trips
+    for row in range(3):
+        ci = c[row:row + 1].expand(8, 2)
+        fixed = _FixedContext(stack, ci)
+        check_log_det(fixed, z)
+        check_log_det(fixed, x, direction="inverse")
+        check_round_trip(fixed, z)
+        check_round_trip(fixed.inv(), x)
+    back, inverse_log_det = stack.inverse(x, c)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(inverse_log_det, -log_det)
+
+
+class _FixedContext(nf.Transform):
+    def __init__(self, transform, context):
+        super().__init__(transform.dim)
+        self.transform, self.context = transform, context
+
+    def _forward(self, z):
+        return self.transform._map(z, self.context[: len(z)])
+
+    def _inverse(self, x):
+        return self.transform._map(x, self.context[: len(x)], inverse=True)
+
+
+def test_a_context_is_checked_once_with_errors_that_say_what_to_pass():
+    stack = _conditional_stack()
+    z = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"needs a context.*shape \(B, 2\)"):
+        stack(z)
+    with pytest.raises(ValueError, match=r"context has 3 rows but the points have 4"):
+        stack(z, torch.zeros(3, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"context has 5 features.*dimension 2"):
+        stack(z, torch.zeros(4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"takes no context.*context_dim=C"):
+        nf.ElementwiseAffine(3)(torch.zeros(4, 3), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"contexts of sizes \[2, 3\]"):
+        nf.Compose(_ConditionalScale(3, 2), _ConditionalScale(3, 3))
+    with pytest.raises(TypeError, match=r"context is torch.float32 but Compose has "
+                                        r"torch.float64 parameters.*\.double\(\)"):
+        stack(z, torch.zeros(4, 2))
+
+
+def test_a_conditional_flow_is_a_flow_sample_n_per_context_row():
+    flow = nf.Flow(_conditional_stack())
+    assert flow.context_dim == 2
+    contexts = torch.tensor([[0.0, 0.0], [3.0, -1.0]], dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x = flow.sample(500, contexts, generator=g)
+    assert x.shape == (1000, 3)
+    assert (x[:500].mean(0) - x[500:].mean(0)).abs().max() > 0.5   # the context matters
+    one = flow.sample(7, contexts[1], generator=g)                   # a (C,) context
+    assert one.shape == (7, 3)
+    x, log_q = flow.sample_and_log_prob(6, contexts, generator=g)
+    torch.testing.assert_close(log_q, flow.log_prob(x, contexts.repeat_interleave(6, 0)))
+    torch.testing.assert_close(flow.decode(flow.encode(x, contexts.repeat_interleave(6, 0)),
+                                           contexts.repeat_interleave(6, 0)), x)
+    with pytest.raises(ValueError, match="needs a context"):
+        flow.log_prob(x)
+
+
+def test_the_inverse_of_a_conditional_transform_is_conditional():
+    layer = _ConditionalScale(3, 2).double()
+    inverse = layer.inv()
+    assert inverse.context_dim == 2
+    z = torch.randn(5, 3, dtype=torch.float64)
+    c = torch.randn(5, 2, dtype=torch.float64)
+    x, log_det = layer(z, c)
+    back, inverse_log_det = inverse(x, c)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(inverse_log_det, -log_det)
+
+
+def test_compose_checks_the_chain_of_shapes_and_a_flow_reshapes_its_base():
+    flow = nf.Flow(nf.Compose(nf.ElementwiseAffine(12), _Reshape((3, 2, 2))))
+    assert flow.event_shape == (3, 2, 2) and flow.latent_shape == (12,) and flow.dim == 12
+    x = flow.sample(4, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (4, 3, 2, 2)
+    assert flow.log_prob(x).shape == (4,)
+    assert flow.encode(x).shape == (4, 12)
+    torch.testing.assert_close(flow.decode(flow.encode(x)), x)
+    with pytest.raises(ValueError, match=r"takes samples of shape \(12,\).*outputs \(3, 2, 2\)"):
+        nf.Compose(_Reshape((3, 2, 2)), nf.ElementwiseAffine(12))
+    with pytest.raises(ValueError, match="share one dimension"):
+        nf.Compose(nf.ElementwiseAffine(2), nf.ElementwiseAffine(3))
+    with pytest.raises(ValueError, match=r"\(B, 3, 2, 2\)"):
+        flow.log_prob(torch.zeros(4, 12))
+    with pytest.raises(ValueError, match="must hold as many numbers"):
+        nf.Transform(event_shape=(3, 2, 2), latent_shape=(10,))
+
+
+@pytest.mark.parametrize("temperature", [0, -1, float("inf"), float("nan")])
+def test_sampling_refuses_a_temperature_that_is_not_positive_and_finite(temperature):
+    with pytest.raises(ValueError, match="temperature must be a positive finite number"):
+        nf.Flow(nf.ElementwiseAffine(2)).sample(3, temperature=temperature)
+
+
+def test_a_temperature_scales_the_base_samples():
+    flow = nf.Flow(nf.ElementwiseAffine(2, scale=1.0, shift=0.0))
+    hot = flow.sample(4, generator=torch.Generator().manual_seed(0))
+    cold = flow.sample(4, generator=torch.Generator().manual_seed(0), temperature=0.5)
+    torch.testing.assert_close(cold, 0.5 * hot)

@@ -1,6 +1,7 @@
-"""Tests of the image flows of chapter 9 (``nfcourse.flows.image``): every layer against
-the autograd Jacobian in float64 on 1 x 4 x 4 and 2 x 4 x 4 images, round trips in both
-directions, the checks on image shapes, the multi-scale log-det, gradients."""
+"""Tests of the image flows of chapter 9 (``nfcourse.flows.image``, ``glow``,
+``dequantization``, ``ActNorm2d``): every layer against the autograd Jacobian in float64 on
+1 x 4 x 4 and 2 x 4 x 4 images, round trips in both directions, the checks on image shapes
+and dtypes, the multi-scale log-det, ActNorm's initialisation guard, gradients."""
 
 from __future__ import annotations
 
@@ -9,27 +10,26 @@ import math
 import pytest
 import torch
 
-from nfcourse import testing
+from nfcourse import Compose, Flow, StandardNormal, testing
+from nfcourse.flows.actnorm import ActNorm, ActNorm2d
 from nfcourse.flows.coupling import coupling_flow
+from nfcourse.flows.dequantization import (
+    VariationalDequantizer,
+    dequantization_nll,
+    pixels_to_levels,
+)
+from nfcourse.flows.glow import flat_image_flow, glow
 from nfcourse.flows.image import (
-    ActNorm2d,
     ConvAffineCoupling,
     FlatToImage,
-    ImageCompose,
-    ImageFlow,
     InvertibleConv1x1,
     Logit,
     MultiScale,
     Squeeze,
-    VariationalDequantizer,
-    check_images,
-    dequantization_nll,
-    flat_image_flow,
-    glow,
-    pixels_to_levels,
     squeeze,
     unsqueeze,
 )
+from nfcourse.validation import check_images
 
 
 def perturb(module, scale=0.3, seed=0):
@@ -39,7 +39,7 @@ def perturb(module, scale=0.3, seed=0):
 
 def flat(transform, direction):
     """The transform as a map of flat vectors ``(1, D) -> (1, D)`` for autograd."""
-    src = transform.latent_shape if direction == "forward" else transform.shape
+    src = transform.latent_shape if direction == "forward" else transform.event_shape
     fn = transform._forward if direction == "forward" else transform._inverse
 
     def apply(v):
@@ -344,12 +344,12 @@ def test_construction_errors():
         ConvAffineCoupling((1, 4, 4), "channel")
     with pytest.raises(ValueError, match="mask must be"):
         ConvAffineCoupling((2, 4, 4), "diagonal")
-    with pytest.raises(ValueError, match=r"Squeeze.*\(4, 2, 2\).*ActNorm2d.*\(1, 4, 4\)"):
-        ImageCompose(ActNorm2d((1, 4, 4)), Squeeze((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"Squeeze.*\(4, 2, 2\).*\(1, 4, 4\)"):
+        Compose(ActNorm2d((1, 4, 4)), Squeeze((1, 4, 4)))
     with pytest.raises(ValueError, match="half of its 4 channels"):
         MultiScale([Squeeze((1, 4, 4)), ActNorm2d((4, 2, 2))])
-    with pytest.raises(TypeError, match="flat vector"):
-        ImageFlow(ActNorm2d((1, 4, 4)))
+    with pytest.raises(ValueError, match="dimension 16 but the base in dimension 15"):
+        Flow(ActNorm2d((1, 4, 4)), StandardNormal(15))
     with pytest.raises(ValueError, match=r"\(C, H, W\)"):
         ActNorm2d((4, 4))
     with pytest.raises(ValueError, match="alpha"):
@@ -373,7 +373,7 @@ def test_batch_shapes(name, batch):
     layer = LAYERS[name]().double().eval()
     z = 0.5 * torch.randn(batch, *layer.latent_shape, dtype=torch.float64)
     x, log_det = layer.forward(z)
-    assert x.shape == (batch, *layer.shape) and log_det.shape == (batch,)
+    assert x.shape == (batch, *layer.event_shape) and log_det.shape == (batch,)
     z_back, log_det_back = layer.inverse(x)
     assert z_back.shape == z.shape and log_det_back.shape == (batch,)
 
@@ -401,3 +401,109 @@ def test_glow_sample_is_repeatable_and_temperature_scales_the_latent():
     assert torch.equal(a, b)
     z = torch.randn(5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert torch.allclose(a, flow.decode(0.5 * z))
+
+
+# ------------------------------------------------------------------ one protocol
+
+def test_image_layers_are_plain_transforms_with_event_shapes():
+    squeeze_layer = Squeeze((1, 4, 4))
+    assert squeeze_layer.event_shape == (1, 4, 4) and squeeze_layer.latent_shape == (4, 2, 2)
+    flow = glow((1, 4, 4), levels=2, steps=1, hidden=4)
+    assert type(flow) is Flow and type(flow.transform) is Compose
+    assert flow.event_shape == (1, 4, 4) and flow.latent_shape == (16,)
+    assert isinstance(ActNorm2d((2, 4, 4)), ActNorm)
+
+
+def test_image_compose_checks_the_chain_of_shapes():
+    """The data side of each layer must be the base side of the next: a squeeze's
+    (4, 2, 2) base side after a layer on (1, 4, 4) images is refused, naming both."""
+    with pytest.raises(ValueError, match=r"transform 1 \(Squeeze\).*\(4, 2, 2\).*\(1, 4, 4\)"):
+        Compose(ActNorm2d((1, 4, 4)), Squeeze((1, 4, 4)))
+    with pytest.raises(ValueError, match=r"\(2, 4, 4\).*\(1, 4, 4\)"):
+        Compose(Logit((1, 4, 4)), Logit((2, 4, 4)))
+    chain = Compose(Squeeze((1, 4, 4)), Logit((1, 4, 4)))
+    assert chain.latent_shape == (4, 2, 2) and chain.event_shape == (1, 4, 4)
+
+
+def test_tiny_float64_glow_log_det_matches_autograd_and_round_trips():
+    flow = small_glow((1, 4, 4), seed=2)
+    assert next(flow.parameters()).dtype == torch.float64
+    x = inputs((1, 4, 4), n=4, low=0.0) * 0.98 + 0.01
+    z, log_det = flow.transform.inverse(x)
+    assert z.dtype == torch.float64 and z.shape == (4, 16)
+
+    def normalize(v):
+        return flow.transform.inverse(v.view(-1, 1, 4, 4))[0]
+    expected = testing.autograd_log_abs_det(normalize, x.flatten(1))
+    assert torch.allclose(log_det, expected, atol=1e-9, rtol=1e-10)
+    x_back, forward_log_det = flow.transform.forward(z)
+    assert torch.allclose(x_back, x, atol=1e-10)
+    assert torch.allclose(forward_log_det, -log_det, atol=1e-10)
+    assert torch.allclose(flow.decode(flow.encode(x)), x, atol=1e-10)
+    samples = flow.sample(3, generator=torch.Generator().manual_seed(0))
+    assert samples.dtype == torch.float64 and samples.shape == (3, 1, 4, 4)
+    pixels = torch.randint(0, 256, (3, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+    assert dequantization_nll(flow, pixels.double()).dtype == torch.float64
+
+
+def test_dtype_mismatch_gives_the_validation_error():
+    flow = glow((1, 4, 4), levels=2, steps=1, hidden=4)  # float32
+    x = torch.full((2, 1, 4, 4), 0.5, dtype=torch.float64)
+    for call in (lambda: flow.log_prob(x), lambda: flow.encode(x),
+                 lambda: dequantization_nll(flow, torch.zeros_like(x)),
+                 lambda: flow.decode(torch.zeros(2, 16, dtype=torch.float64))):
+        with pytest.raises(TypeError, match="float64 but the flow has torch.float32"):
+            call()
+    deq = VariationalDequantizer((1, 4, 4), levels=8, layers=1, hidden=4)
+    with pytest.raises(TypeError, match="float64 but the dequantizer has torch.float32"):
+        deq(torch.zeros(2, 1, 4, 4, dtype=torch.float64))
+
+
+def _data(seed=0):
+    return inputs((2, 4, 4), n=32, seed=seed) * torch.tensor([3.0, 0.5]).view(1, 2, 1, 1) + 2
+
+
+def test_actnorm2d_is_not_initialised_after_an_optimiser_step():
+    layer = ActNorm2d((2, 4, 4)).double()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    layer.eval()
+    (layer.inverse(_data())[0] ** 2).sum().backward()
+    optimizer.step()
+    stepped = layer.shift.detach().clone()
+    layer.train()
+    layer.inverse(_data(1))
+    assert torch.equal(layer.shift.detach(), stepped) and bool(layer.initialized)
+
+
+def test_actnorm2d_is_not_initialised_after_sampling_in_training_mode():
+    layer = ActNorm2d((2, 4, 4)).double()
+    layer.forward(inputs((2, 4, 4)))
+    layer.inverse(_data())
+    assert torch.equal(layer.shift.detach(), torch.zeros(2, 1, 1, dtype=torch.float64))
+    assert bool(layer.initialized)
+
+
+@pytest.mark.parametrize("initialized", [True, False])
+def test_actnorm2d_is_not_initialised_after_load_state_dict(initialized):
+    source = ActNorm2d((2, 4, 4)).double()
+    with torch.no_grad():
+        source.shift.fill_(0.7)
+        source.log_scale.fill_(-0.2)
+        source.initialized.fill_(initialized)
+    layer = ActNorm2d((2, 4, 4)).double()
+    layer.load_state_dict(source.state_dict())
+    layer.inverse(_data())
+    assert torch.equal(layer.shift.detach(), source.shift.detach())
+    assert torch.equal(layer.log_scale.detach(), source.log_scale.detach())
+    assert bool(layer.initialized)
+
+
+def test_actnorm_on_images_matches_the_flat_actnorm_per_pixel():
+    """Per pixel, ActNorm on images is the flat ActNorm on the flattened image."""
+    images = ActNorm(event_shape=(2, 4, 4), per_pixel=True).double()
+    flat_layer = ActNorm(32).double()
+    x = _data()
+    z_image, ld_image = images.inverse(x)
+    z_flat, ld_flat = flat_layer.inverse(x.flatten(1))
+    assert torch.allclose(z_image.flatten(1), z_flat, atol=1e-12)
+    assert torch.allclose(ld_image, ld_flat, atol=1e-12)

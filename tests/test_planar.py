@@ -303,6 +303,6 @@ def test_planar_and_radial_initialisation_follow_their_generator():
     # w^T u = log(e - 1) at the start: m(w^T u) = 0, so u_hat is small and f is near identity
     assert abs(float(layer.w @ layer.u) - math.log(math.e - 1)) < 1e-6
     assert float(layer.u_hat.norm()) < 0.05
-    with pytest.raises(ValueError, match="max_iter must be at least 1"):
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
         PlanarFlow(2, max_iter=0)
     assert PlanarFlow(2, max_iter=1).max_iter == 1

@@ -14,17 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from nfcourse.flows import image
-from nfcourse.flows.image import (
+from nfcourse import Flow, pretrained
+from nfcourse.flows.actnorm import ActNorm
+from nfcourse.flows.dequantization import dequantization_nll, pixels_to_levels
+from nfcourse.flows.glow import glow
+from nfcourse.images import bits_per_dim, load_mnist
+from nfcourse.pretrained import (
     PRETRAINED_GLOW_SETTINGS,
-    ImageFlow,
-    dequantization_nll,
-    glow,
-    pixels_to_levels,
     pretrained_glow,
     pretrained_glow_paths,
 )
-from nfcourse.images import bits_per_dim, load_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +62,7 @@ def test_weights_load_safely_into_the_builder():
 
 def test_pretrained_glow_log_probs_and_recorded_bits():
     flow, record = pretrained_glow()
-    assert isinstance(flow, ImageFlow) and not flow.training
+    assert isinstance(flow, Flow) and flow.event_shape == (1, 28, 28) and not flow.training
     for key in ("steps", "batch_size", "seed", "wall_seconds", "machine", "torch",
                 "train_bits_per_dim", "test_bits_per_dim"):
         assert key in record, f"the results file lacks {key!r}"
@@ -83,7 +82,7 @@ def test_pretrained_glow_log_probs_and_recorded_bits():
 
 
 def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(image, "pretrained_glow_paths",
+    monkeypatch.setattr(pretrained, "pretrained_glow_paths",
                         lambda: (tmp_path / "glow_mnist.pt", tmp_path / "glow_mnist.json"))
     with pytest.raises(FileNotFoundError, match="glow_mnist.pt.*train_image_flows.py"):
         pretrained_glow()
@@ -94,3 +93,18 @@ def test_results_file_is_json_with_numbers():
     record = json.loads(results.read_text())
     assert record["steps"] > 0 and record["batch_size"] > 0
     assert 0 < record["train_bits_per_dim"] < 8 and 0 < record["test_bits_per_dim"] < 8
+
+
+def test_loaded_actnorms_are_not_initialised_again_in_training_mode():
+    """The loaded state (``initialized = True``) is all the guard needs: a training-mode
+    pass over a batch of other data leaves every ActNorm as loaded."""
+    flow, _ = pretrained_glow()
+    loaded = {k: v.clone() for k, v in flow.state_dict().items()}
+    flow.train()
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.5
+    with torch.no_grad():
+        flow.log_prob(x)
+    actnorms = [m for m in flow.modules() if isinstance(m, ActNorm)]
+    assert actnorms and all(bool(m.initialized) for m in actnorms)
+    for key, value in flow.state_dict().items():
+        assert torch.equal(value, loaded[key]), key

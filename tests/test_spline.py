@@ -358,7 +358,7 @@ def test_autoregressive_layer_is_triangular_in_its_order_and_one_pass_for_the_de
     assert float(jac[later].abs().max()) == 0
     assert float(jac[~later].abs().min()) > 0
     calls = []
-    handle = layer.made.net.register_forward_hook(lambda *a: calls.append(1))
+    handle = layer.conditioner.net.register_forward_hook(lambda *a: calls.append(1))
     layer.inverse(x.unsqueeze(0))
     assert len(calls) == 1
     layer(x.unsqueeze(0))
@@ -390,3 +390,22 @@ def test_spline_widget_draws_the_spline_through_its_knots_and_its_inverse():
     plt.close("all")
     box = spline_widget()
     assert len(box.children[0].children) == 3
+
+
+def test_conditional_spline_flow_round_trips_and_depends_on_its_context():
+    flow = perturb(spline_flow(3, n_layers=2, hidden=(16,), bins=K, layer="autoregressive",
+                               context_dim=2, seed=0).double(), 0.3)
+    assert flow.context_dim == 2
+    x = torch.randn(20, 3, dtype=torch.float64, generator=gen(11))
+    c1 = torch.randn(20, 2, dtype=torch.float64, generator=gen(12))
+    c2 = torch.randn(20, 2, dtype=torch.float64, generator=gen(13))
+    z, log_det = flow.transform.inverse(x, c1)
+    x_back, log_det_back = flow.transform(z, c1)
+    torch.testing.assert_close(x_back, x, atol=1e-10, rtol=0)
+    torch.testing.assert_close(log_det_back, -log_det, atol=1e-10, rtol=0)
+    assert float((flow.log_prob(x, c1) - flow.log_prob(x, c2)).abs().min()) > 0
+    one_dim = spline_flow(1, n_layers=2, layer="autoregressive", context_dim=2)
+    assert all(isinstance(t, RationalQuadraticAutoregressive)
+               for t in one_dim.transform if t.context_dim)
+    with pytest.raises(ValueError, match="context_dim=2 needs layer='autoregressive'"):
+        spline_flow(3, context_dim=2)

@@ -102,3 +102,32 @@ def test_seed_none_draws_from_the_global_random_state():
     f4 = nf.coupling_flow("affine", 2, 2, seed=4, zero_init=False)
     assert torch.equal(f3.transform[0].conditioner[0].weight,
                        f4.transform[0].conditioner[0].weight)
+
+
+def test_maximum_likelihood_without_batch_size_is_full_batch_gradient_descent():
+    data = nf.densities.GaussianMixture1D(means=(3.0,), stds=(0.5,)).sample(200)
+    flow, reference = nf.Flow(nf.ElementwiseAffine(1)), nf.Flow(nf.ElementwiseAffine(1))
+    history = nf.fit_maximum_likelihood(flow, data, 20, batch_size=None, lr=0.05,
+                                        progress=False)
+    expected = nf.train(lambda step: reference.forward_kl(data), reference, 20, lr=0.05,
+                        progress=False)
+    assert history == expected
+
+
+def test_dequantized_fit_draws_indices_then_noise_from_one_generator():
+    images = torch.randint(0, 17, (100, 4)).float()
+    flow, reference = nf.Flow(nf.ElementwiseAffine(4)), nf.Flow(nf.ElementwiseAffine(4))
+    history = nf.fit_maximum_likelihood(flow, images, 10, batch_size=16, lr=3e-3, seed=1,
+                                        dequantize_levels=17, schedule="cosine",
+                                        progress=False)
+    draws = torch.Generator().manual_seed(1)
+
+    def loss_fn(step):
+        batch = images[torch.randint(len(images), (16,), generator=draws)]
+        return reference.forward_kl(nf.images.dequantize(batch, 17, draws))
+
+    optimizer = torch.optim.Adam(reference.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
+    expected = nf.train(loss_fn, reference, 10, seed=1, optimizer=optimizer,
+                        scheduler=schedule, progress=False)
+    assert history == expected

@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-import nfcourse
 from torch.distributions import Bernoulli, Normal
 
+import nfcourse
 from nfcourse import images as data
 from nfcourse import testing, vae
 from nfcourse.flows.planar import constrained_u, planar_forward, planar_inverse

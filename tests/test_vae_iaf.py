@@ -8,10 +8,15 @@ import pytest
 import torch
 
 import nfcourse
-
 from nfcourse import testing, vae
+from nfcourse.flows.autoregressive import IAF
 
 D64 = torch.float64
+
+
+def _params(step, z, h):
+    """``(log sigma, mu)`` of one IAF step at points ``z`` with contexts ``h``."""
+    return step._params(z, h)
 
 
 def _generator(seed):
@@ -33,11 +38,22 @@ def _model(latent_dim=4, n_flows=3, seed=0, hidden=32, data_dim=64, context=5,
                                  iaf_context=context).double()
     g = _generator(seed + 100)
     with torch.no_grad():  # the MADEs' output layers start at zero: give them weights
-        for made in model.iaf.steps:
-            last = made.net[-1]
+        for step in model.iaf.transforms:
+            last = step.conditioner.net[-1]
             last.weight.copy_(0.3 * torch.randn(last.weight.shape, generator=g, dtype=D64))
             last.bias.copy_(0.3 * torch.randn(last.bias.shape, generator=g, dtype=D64))
     return model
+
+
+def test_the_posterior_is_a_compose_of_chapter_7s_iaf_layers_with_a_context():
+    model = _model(latent_dim=4, n_flows=3)
+    assert isinstance(model.iaf, nfcourse.Compose) and len(model.iaf) == 3
+    assert all(isinstance(step, IAF) and step.context_dim == 5 for step in model.iaf)
+    # without sample axes, forward(z0, h) is the Compose's forward(z, context)
+    _, _, h = model.encoder(_images(4))
+    z = torch.randn(4, 4, generator=_generator(7), dtype=D64)
+    out, log_det = nfcourse.Compose.forward(model.iaf, z, h)
+    torch.testing.assert_close((out, log_det), model.iaf(z, h))
 
 
 def test_a_fresh_iaf_posterior_is_the_encoder_gaussian():
@@ -71,24 +87,24 @@ def test_each_step_output_depends_only_on_earlier_coordinates():
     model = _model(latent_dim=5, n_flows=2, iaf_hidden=(64, 64))
     _, _, h = model.encoder(_images(1))
     z = torch.randn(16, 5, generator=_generator(3), dtype=D64)
-    for t, made in enumerate(model.iaf.steps):
+    for t, made in enumerate(model.iaf.transforms):
         order = made.order
         expected = order[:, None] > order[None, :]  # row i may see column j
         for k in (0, 1):  # log sigma and mu
             # summed over a few points, so that a ReLU off at one point hides nothing
             jac = sum(torch.autograd.functional.jacobian(
-                lambda v, made=made, k=k: model.iaf._params(made, v.unsqueeze(0), h)[k][0],
+                lambda v, made=made, k=k: _params(made, v.unsqueeze(0), h)[k][0],
                 zi).abs() for zi in z)
             assert torch.all(jac[~expected] == 0), f"step {t} sees a later coordinate"
             assert torch.all(jac[expected] > 0), f"step {t} misses an earlier coordinate"
         # a diagonal Jacobian entry of the step itself is sigma_i: z_i scales only itself
         step = torch.autograd.functional.jacobian(
-            lambda v, made=made: model.iaf._params(made, v.unsqueeze(0), h)[1][0]
-            + model.iaf._params(made, v.unsqueeze(0), h)[0][0].exp() * v, z[0])
+            lambda v, made=made: _params(made, v.unsqueeze(0), h)[1][0]
+            + _params(made, v.unsqueeze(0), h)[0][0].exp() * v, z[0])
         assert torch.allclose(torch.diag(step),
-                              model.iaf._params(made, z[:1], h)[0][0].exp())
+                              _params(made, z[:1], h)[0][0].exp())
         assert torch.all(step[order[None, :] > order[:, None]] == 0)
-    orders = [made.order.tolist() for made in model.iaf.steps]
+    orders = [made.order.tolist() for made in model.iaf.transforms]
     assert orders == [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]]
 
 
@@ -96,9 +112,9 @@ def test_the_context_reaches_every_coordinate_of_every_step():
     model = _model(latent_dim=3, n_flows=2, iaf_hidden=(64, 64))
     z = torch.randn(1, 3, generator=_generator(4), dtype=D64)
     h = torch.randn(8, 5, generator=_generator(5), dtype=D64)
-    for made in model.iaf.steps:
+    for made in model.iaf.transforms:
         jac = sum(torch.autograd.functional.jacobian(
-            lambda c, made=made: model.iaf._params(made, z, c.unsqueeze(0))[1][0],
+            lambda c, made=made: _params(made, z, c.unsqueeze(0))[1][0],
             hi).abs() for hi in h)
         assert (jac.sum(dim=1) > 0).all()  # even the first coordinate sees h
 
@@ -119,11 +135,11 @@ def test_inverse_round_trips_and_posterior_log_prob_matches_the_samples():
 def test_samples_stay_finite_for_extreme_network_outputs():
     model = _model(latent_dim=3, n_flows=2)
     with torch.no_grad():
-        for made in model.iaf.steps:
-            made.net[-1].bias.fill_(1e4)
+        for step in model.iaf.transforms:
+            step.conditioner.net[-1].bias.fill_(1e4)
     s = model.sample_posterior(_images(3), n_samples=2)
     assert torch.isfinite(s.zK).all()
-    bound = model.iaf.scale_bound * len(model.iaf.steps) * 3
+    bound = model.iaf.scale_bound * len(model.iaf) * 3
     assert (s.sum_log_abs_det.abs() <= bound).all()
 
 
@@ -133,7 +149,7 @@ def test_gradients_reach_every_parameter_and_shapes_follow_the_planar_model():
     testing.check_gradients_reach(model, model.loss(x))
     names = {n for n, _ in model.named_parameters()}
     assert any(n.startswith("encoder.context") for n in names)
-    assert any(n.startswith("iaf.steps.1") for n in names)
+    assert any(n.startswith("iaf.transforms.1") for n in names)
     assert model.elbo(x).shape == (6,)
     assert model.elbo(x, n_samples=4).shape == (4, 6)
     assert model.log_weights(x, 7, chunk_size=3).shape == (7, 6)

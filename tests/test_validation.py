@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import nfcourse
-
 import nfcourse as nf
 from nfcourse import densities, images, vae
 
@@ -192,3 +191,20 @@ def test_vae_names_both_dtypes():
         model.elbo(x)
     with pytest.raises(TypeError, match=r"z is torch.float32 but x is torch.float64"):
         model.log_joint(x.double(), torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("build, name", [
+    (lambda v: nf.distributions.StandardNormal(v), "dim"),
+    (lambda v: nf.flows.permutation.ReversePermutation(v), "dim"),
+    (lambda v: nf.flows.piecewise.PiecewiseLinear(2, v), "num_bins"),
+    (lambda v: nf.coupling_flow("affine", 2, v), "n_layers"),
+    (lambda v: nf.coupling_flow("affine", 2, 2, hidden=(8, v)), r"hidden\[1\]"),
+    (lambda v: nf.PlanarFlow(2, max_iter=v), "max_iter"),
+    (lambda v: images.bits_per_dim(1.0, v, 17), "dim"),
+    (lambda v: images.dequantize(torch.zeros(2, 3), v), "levels"),
+])
+def test_layer_counts_reject_non_integers_and_zero_naming_the_argument(build, name):
+    with pytest.raises(TypeError, match=rf"{name} must be a positive integer.*got 2\.5"):
+        build(2.5)
+    with pytest.raises(ValueError, match=rf"{name} must be a positive integer.*got 0"):
+        build(0)

@@ -2,13 +2,13 @@
 
     python tools/train_image_flows.py [--steps N] [--threads T]
 
-The model is ``nfcourse.flows.image.glow`` with the chapter's settings (two levels of four
+The model is ``nfcourse.flows.glow.glow`` with the chapter's settings (two levels of four
 steps, 16 hidden channels), trained with uniform dequantization on the 4,000 training
 digits of ``load_mnist()``: Adam, a learning rate decaying along a cosine, batches of 64
 images, fresh noise at every step. The weights go to
 ``nfcourse/pretrained/glow_mnist.pt`` and the settings and results (steps, batch size,
 seed, wall time, machine, torch version, train and test bits per dimension) to
-``glow_mnist.json`` beside them; ``nfcourse.flows.image.pretrained_glow()`` loads both.
+``glow_mnist.json`` beside them; ``nfcourse.pretrained.pretrained_glow()`` loads both.
 
 One thread by default: on a shared machine two threads were slower. ``--measure 50`` times
 50 steps and exits without saving anything, to choose ``--steps``.
@@ -24,14 +24,10 @@ from pathlib import Path
 
 import torch
 
-from nfcourse.flows.image import (
-    PRETRAINED_GLOW_SETTINGS,
-    dequantization_nll,
-    glow,
-    pixels_to_levels,
-    pretrained_glow_paths,
-)
+from nfcourse.flows.dequantization import dequantization_nll, pixels_to_levels
+from nfcourse.flows.glow import glow
 from nfcourse.images import bits_per_dim, load_mnist
+from nfcourse.pretrained import PRETRAINED_GLOW_SETTINGS, pretrained_glow_paths
 
 LEVELS = 256
 EVAL_SEED = 5  # the noise of the evaluation, as in the chapter

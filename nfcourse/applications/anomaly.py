@@ -131,12 +131,10 @@ def typicality_score(nll: Tensor, train_nll: Tensor) -> Tensor:
 # --- out-of-distribution images on a small grid ---------------------------------------------
 
 def _check_grid(side: int, levels: int) -> None:
-    if isinstance(side, bool) or not isinstance(side, int) or side < 2:
-        raise ValueError(f"side must be an integer >= 2 (the image is side x side), got "
-                         f"{side!r}")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2 (pixels 0..levels-1), got "
-                         f"{levels!r}")
+    if check_positive_int(side, "side") < 2:
+        raise ValueError(f"side must be an integer >= 2 (the image is side x side), got {side}")
+    if check_positive_int(levels, "levels", "the number of grey levels") < 2:
+        raise ValueError(f"levels must be an integer >= 2 (pixels 0..levels-1), got {levels}")
 
 
 def noise_images(n: int, side: int = 8, levels: int = 17,

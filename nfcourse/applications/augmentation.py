@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..flows.conditional import conditional_maf_flow, fit_conditional
+from ..flows.autoregressive import maf_flow
 from ..seeding import generator as make_generator
+from ..training import fit_maximum_likelihood
 from ..validation import check_batch, check_positive_int
 
 __all__ = [
@@ -110,10 +111,10 @@ def flow_samples(x: Tensor, y: Tensor, per_class: int, code_dim: int = 12,
     return ``per_class`` new digits of each class, pixels clipped to ``0..16``, with their
     labels."""
     code = PCACode(x, code_dim)
-    flow = conditional_maf_flow(code_dim, N_CLASSES, n_layers=n_layers, hidden=hidden,
-                                seed=seed)
-    fit_conditional(flow, code.encode(x), one_hot(y), steps, batch_size=len(x), lr=lr,
-                    seed=seed, progress=False)
+    flow = maf_flow(code_dim, n_layers=n_layers, hidden=hidden, seed=seed,
+                    context_dim=N_CLASSES)
+    fit_maximum_likelihood(flow, code.encode(x), steps, batch_size=len(x), lr=lr, seed=seed,
+                           context=one_hot(y), progress=False)
     labels = _labels_for(per_class)
     with torch.no_grad():
         z = flow.sample(per_class, one_hot(torch.arange(N_CLASSES)),

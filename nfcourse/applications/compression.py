@@ -35,7 +35,13 @@ import torch
 from torch import Tensor, nn
 
 from ..flows.autoregressive import MAF
-from ..validation import FLOAT_DTYPES, check_batch, module_dtype
+from ..validation import (
+    FLOAT_DTYPES,
+    check_batch,
+    check_pixel_values,
+    check_positive_int,
+    module_dtype,
+)
 
 __all__ = ["DiscretizedMAF", "quantize_probabilities", "encode", "decode", "ideal_bits",
            "PRECISION"]
@@ -71,17 +77,13 @@ class DiscretizedMAF(nn.Module):
         # positions in the autoregressive order: pixel steps[p] is the p-th to be coded
         self.register_buffer("steps", torch.argsort(self.layer.order))
 
-    def check_images(self, x: Tensor, name: str = "x") -> Tensor:
+    def _check_pixels(self, x: Tensor, name: str = "x") -> Tensor:
         """Check that ``x`` is a ``(N, D)`` float tensor of integers ``0..L-1`` in the
         model's dtype."""
         check_batch(x, self.dim, name, dtype=module_dtype(self), owner="the model")
-        if bool(((x < 0) | (x > self.levels - 1) | (x != x.round())).any()):
-            raise ValueError(
-                f"{name} must hold integer pixel values 0..{self.levels - 1}, got values in "
-                f"[{float(x.min()):.4g}, {float(x.max()):.4g}] (dequantized or rescaled "
-                "images? pass the integer pixels)"
-            )
-        return x
+        return check_pixel_values(x, name, self.levels - 1, integers=True,
+                                  fix="dequantized or rescaled images? pass the integer "
+                                      "pixel values")
 
     def _log_probabilities(self, known: Tensor, pixel: int | None = None) -> Tensor:
         """``(N, D, L)`` log-probability tables from ``known``, the pixels the conditioner
@@ -112,12 +114,12 @@ class DiscretizedMAF(nn.Module):
     def probabilities(self, x: Tensor) -> Tensor:
         """``P(x_i = k | x_<i)`` for every image, pixel and value: shape ``(N, D, L)``,
         summing to one over the last axis (one pass of the MADE)."""
-        return self._log_probabilities(self.centres(self.check_images(x))).exp()
+        return self._log_probabilities(self.centres(self._check_pixels(x))).exp()
 
     def log_prob(self, x: Tensor) -> Tensor:
         """The exact discrete log-probability ``log P(x)`` of each image, in nats, ``(N,)``.
         """
-        log_p = self._log_probabilities(self.centres(self.check_images(x)))
+        log_p = self._log_probabilities(self.centres(self._check_pixels(x)))
         return log_p.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
 
@@ -189,7 +191,7 @@ def encode(model: DiscretizedMAF, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     import constriction
 
     model = _check_model(model)
-    model.check_images(x, "x")
+    model._check_pixels(x, "x")
     was_training = model.training
     model.eval()
     known = torch.zeros_like(x)
@@ -219,8 +221,7 @@ def decode(model: DiscretizedMAF, words: np.ndarray, n: int) -> Tensor:
         raise TypeError(f"words must be the 1-D uint32 numpy array that encode returned, "
                         f"got {type(words).__name__} "
                         f"{getattr(words, 'dtype', '')} {getattr(words, 'shape', '')}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be the positive number of images encoded, got {n!r}")
+    n = check_positive_int(n, "n", "the number of images encoded")
     dtype = module_dtype(model) or torch.float32
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"the model must have float32 or float64 parameters, got {dtype}")

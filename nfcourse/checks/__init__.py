@@ -11,11 +11,13 @@ log-det differs from the autograd Jacobian by 0.7 at sample 3").
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import testing
+from ..validation import check_positive_int
 from ._toolkit import (
     ExerciseError,
     Slip,
@@ -44,13 +46,14 @@ __all__ = [
 ]
 
 
-def call_student(fn: Callable, *args, name: str | None = None):
+def call_student(fn: Callable[..., Any], *args: Any, name: str | None = None) -> Any:
     """Call the student's function; the stub's ``NotImplementedError`` and the usual Python
     errors become messages that say what happened (see ``run``)."""
     return run(fn, *args, name=name)
 
 
-def check_close(got, expected, what: str, atol: float = 1e-6, rtol: float = 1e-5) -> None:
+def check_close(got: object, expected: object, what: str, atol: float = 1e-6,
+                rtol: float = 1e-5) -> None:
     """Compare the student's tensor ``got`` with ``expected`` element by element, with at
     least the tolerance of ``got``'s dtype, and describe the structure of a mismatch."""
     expected = torch.as_tensor(expected)
@@ -60,7 +63,8 @@ def check_close(got, expected, what: str, atol: float = 1e-6, rtol: float = 1e-5
           f"{largest:.1e}).")
 
 
-def _pair(out, name: str, first: str) -> tuple:
+def _pair(out: object, name: str, first: str) -> tuple[Any, Any]:
+    """The pair a transform returns, or an ``ExerciseError`` that says what came back."""
     if not (isinstance(out, tuple | list) and len(out) == 2):
         kind = type(out).__name__ + (f" of shape {tuple(out.shape)}"
                                      if isinstance(out, Tensor) else "")
@@ -68,15 +72,18 @@ def _pair(out, name: str, first: str) -> tuple:
     return tuple(out)
 
 
-def check_transform(transform, dim: int, n: int = 8, atol: float = 1e-6,
+def check_transform(transform: nn.Module, dim: int, n: int = 8, atol: float = 1e-6,
                     invertible: bool = True, seed: int = 0, scale: float = 1.0,
-                    quiet: bool = False, log_det_slips: Callable | None = None) -> None:
+                    quiet: bool = False,
+                    log_det_slips: Callable[[Tensor, Tensor], list[Slip]] | None = None
+                    ) -> None:
     """Check a student's transform in float64 on ``n`` random points of ``R^dim`` (times
     ``scale``): the shapes (B, D) and (B,), the log-det against the autograd Jacobian, and
     (when ``invertible``) the round trip and the inverse's log-det, naming the usual slips
     (the inverse's log-det reported by the forward pass, a log-det with a constant missing,
     a per-coordinate log-det, an input modified in place). ``log_det_slips(z, expected)``
     may add the exercise's own slips of the forward log-det."""
+    dim, n = check_positive_int(dim, "dim"), check_positive_int(n, "n")
     g = torch.Generator().manual_seed(seed)
     z = scale * torch.randn(n, dim, generator=g, dtype=torch.float64)
     name = type(transform).__name__

@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,7 +56,7 @@ class ExerciseError(AssertionError):
 
 # --- tolerances ---------------------------------------------------------------------------
 
-def tolerances(*values) -> tuple[float, float]:
+def tolerances(*values: object) -> tuple[float, float]:
     """``(atol, rtol)`` for the least precise floating dtype among ``values``: tight for
     float64, float32's resolution for float32, wide for half precision."""
     dtypes = [v.dtype for v in values if isinstance(v, Tensor) and v.is_floating_point()]
@@ -67,7 +68,8 @@ def tolerances(*values) -> tuple[float, float]:
     return 5e-2, 2e-2
 
 
-def _f64(t) -> Tensor:
+def _f64(t: object) -> Tensor:
+    """``t`` as a detached float64 tensor."""
     return torch.as_tensor(t).detach().to(F64)
 
 
@@ -157,8 +159,8 @@ def explain_error(error: Exception, name: str, hint: str = "") -> str:
             + (f". {hint}" if hint else ""))
 
 
-def run(fn: Callable, *args, name: str | None = None, hint: str = "",
-        passthrough: tuple[type[BaseException], ...] = (), **kwargs):
+def run(fn: Callable[..., Any], *args: Any, name: str | None = None, hint: str = "",
+        passthrough: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
     """Call the student's ``fn``; explain the errors it raises (except those of the types in
     ``passthrough``, which the caller diagnoses itself), and refuse an answer that modified
     one of its tensor inputs in place."""
@@ -186,7 +188,8 @@ def run(fn: Callable, *args, name: str | None = None, hint: str = "",
 
 # --- coercion -----------------------------------------------------------------------------
 
-def _kind(value) -> str:
+def _kind(value: object) -> str:
+    """What ``value`` is, in words, for a message about an answer of the wrong kind."""
     if value is None:
         return "None (is a `return` missing?)"
     if isinstance(value, bool):
@@ -230,7 +233,7 @@ def _shape_hint(got: tuple, expected: tuple, axes: Sequence[str] | None) -> str:
     return ""
 
 
-def as_tensor(got, what: str, shape: Sequence[int] | None = None,
+def as_tensor(got: object, what: str, shape: Sequence[int] | None = None,
               axes: Sequence[str] | None = None, allow_number: bool = False) -> Tensor:
     """The answer as a tensor of ``shape``, or an ``ExerciseError`` that says what came back
     instead and, for a wrong shape, which reduction or axis it points to."""
@@ -261,7 +264,7 @@ def as_tensor(got, what: str, shape: Sequence[int] | None = None,
     return got
 
 
-def as_number(got, what: str) -> Tensor:
+def as_number(got: object, what: str) -> Tensor:
     """A single number, from a Python number or a one-element tensor, as a 0-d tensor that
     keeps the answer's dtype (so that its tolerance follows it)."""
     if isinstance(got, bool) or got is None:
@@ -295,6 +298,7 @@ class Slip:
     value: Tensor | Callable[[], Tensor]
 
     def evaluate(self) -> Tensor | None:
+        """The slip's answer in float64, or ``None`` when it cannot be computed here."""
         try:
             value = self.value() if callable(self.value) else self.value
         except Exception:  # a slip that cannot even run on these inputs is not this answer

@@ -1,11 +1,13 @@
 """Shared machinery of the exercises that build a model and train it.
 
 The student's function builds a model from package parts, trains it and returns
-``(model, history)``: the trained model and the loss of every step. A check runs it
-reproducibly, measures the outcome against the truth (a KL divergence or an ELBO on data
-the student never saw) and, when the goal is missed, reads the evidence left behind (the
-loss history, the parameters and their gradients, the value of the student's loss next to
-the values that known slips would give) to name the likely cause.
+``(model, history)``: the trained model and the loss of every step. ``check_fit`` runs it
+reproducibly within a step budget, measures the outcome against the truth (a KL divergence
+on fresh points of the target density, or another measure on data the student never saw)
+and, when the goal is missed, reads the evidence left behind (the loss history, the
+parameters and their gradients, the value of the student's loss next to the values that
+known slips would give) to name the likely cause. Each chapter's ``check_fit_*`` is one call
+of it with its target, its goal and its slips.
 
 The random state is forked around the student's function (``torch.random.fork_rng``): the
 run is seeded and repeatable, and the caller's global random state is left as it was.
@@ -13,29 +15,58 @@ run is seeded and repeatable, and the caller's global random state is left as it
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from ..core import Flow
+from ..densities import ToyDensity
+from ..targets import exact_reverse_kl
 from ..training import TrainingDiverged
-from . import ExerciseError
-from ._toolkit import explain_error, run
+from ..validation import check_positive_int
+from ._toolkit import ExerciseError, explain_error, run
 
 __all__ = [
-    "run_training",
-    "history_of",
-    "describe_shortfall",
-    "require_registered",
-    "fresh_kl",
-    "reached_kl_goal",
-    "mean_nll",
     "BELOW_ENTROPY",
-    "STAYED_BELOW_ENTROPY",
+    "FORWARD_KL",
+    "Goal",
+    "LR_HINT",
+    "Measurement",
+    "REVERSE_KL",
     "SIGN_SLIP",
+    "WENT_UP",
+    "check_fit",
+    "describe_shortfall",
+    "fresh_kl",
+    "history_of",
+    "mean_nll",
+    "measure_fit",
+    "require_registered",
+    "run_training",
+    "safe_value",
 ]
+
+
+class Density(Protocol):
+    """A target density: ``sample(n, seed=..., dtype=...)`` and an exact ``log_prob``."""
+
+    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32
+               ) -> Tensor:
+        """``n`` seeded samples of shape ``(n, D)`` in ``dtype``."""
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """The exact ``log p(x)``, shape ``(B,)``, for ``x`` of shape ``(B, D)``."""
+
+
+#: A target: a density of ``nfcourse.densities`` (sampled, with an exact log-density), or
+#: an unnormalised log-density ``log p~(x)`` of shape ``(B,)`` for ``x`` ``(B, D)``.
+Target = Density | Callable[[Tensor], Tensor]
 
 LR_HINT = ("the learning rate is probably too large (try a smaller one, for example a "
            "tenth), or the data reach a region where the model is not defined")
@@ -45,33 +76,23 @@ LR_HINT = ("the learning rate is probably too large (try a smaller one, for exam
 #: (``run_training``'s ``floor``) and in the loss the flow ends with (``describe_shortfall``).
 BELOW_ENTROPY = ("an honest negative log-likelihood cannot go below the entropy of the data; "
                  "is the sign of your loss right?")
-STAYED_BELOW_ENTROPY = ("an honest negative log-likelihood cannot stay below the entropy of "
-                        "the data")
 #: The slip named when the loss equals minus the model's negative log-likelihood.
 SIGN_SLIP = "your loss is the mean log-likelihood, not its negative"
 
 
-def fresh_kl(target, model, seed: int, n: int = 20_000,
+def fresh_kl(target: Density, model: Any, seed: int, n: int = 20_000,
              action: str = "evaluating your flow") -> tuple[float, float]:
-    """``target.kl_divergence(model)`` on ``n`` fresh points (a toy density of
-    ``nfcourse.densities``), with a model that fails on them reported as the student's."""
+    """``KL(p || q)`` and its standard error on ``n`` fresh points of ``target`` (as
+    ``ToyDensity.kl_divergence``, for any density with ``sample`` and ``log_prob``), with a
+    model that fails on them reported as the student's."""
+    kl_divergence = getattr(target, "kl_divergence", None)
+    if kl_divergence is None:
+        kl_divergence = functools.partial(ToyDensity.kl_divergence, target)
     try:
-        return target.kl_divergence(model, n=n, seed=seed)
+        return kl_divergence(model, n=n, seed=seed)
     except Exception as failure:  # the model cannot evaluate fresh points
         raise ExerciseError(f"{action} on fresh points failed: "
                             f"{type(failure).__name__}: {failure}") from None
-
-
-def reached_kl_goal(kl: float, error: float | None, goal: float, steps: int,
-                    n: int = 20_000, subject: str = "your flow reaches",
-                    digits: int = 4) -> bool:
-    """Print the verdict and return ``True`` when ``kl`` is finite and below ``goal``."""
-    if not (math.isfinite(kl) and kl < goal):
-        return False
-    spread = "" if error is None else f" ± {error:.{digits}f}"
-    print(f"Correct: {subject} KL(p || q) = {kl:.{digits}f}{spread} nats on {n:,} fresh "
-          f"points (goal: below {goal}) after {steps} steps.")
-    return True
 
 
 def mean_nll(flow: nn.Module, data: Tensor) -> float:
@@ -86,7 +107,7 @@ def _first_line(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def history_of(history, name: str, budget: int) -> list[float]:
+def history_of(history: object, name: str, budget: int) -> list[float]:
     """The loss history as a list of floats, with checks on its type and length."""
     if isinstance(history, Tensor):
         history = history.detach().flatten().tolist()
@@ -135,19 +156,9 @@ def _diverged_message(text: str, floor: tuple[float, str] | None) -> str:
     return f"training diverged: {summary}. NaN during training: {LR_HINT}"
 
 
-def held_out_kl(flow: nn.Module, test: Tensor, log_p: Tensor) -> float:
-    """KL(p || q) in nats, estimated on fresh float64 points ``test`` drawn from p, whose
-    exact log-density there is ``log_p``: the mean of log p - log q, with q evaluated in the
-    flow's own dtype."""
-    dtype = next(iter(flow.parameters()), test).dtype
-    with torch.no_grad():
-        log_q = flow.log_prob(test.to(dtype)).double()
-    return float((log_p - log_q).mean())
-
-
-def run_training(fn: Callable, *args, name: str, budget: int, model_type: type | tuple,
-                 model_hint: str, seed: int = 0,
-                 floor: tuple[float, str] | None = None) -> tuple[nn.Module, list[float]]:
+def run_training(fn: Callable[..., object], *args: object, name: str, budget: int,
+                 model_type: type | tuple[type, ...], model_hint: str, seed: int = 0,
+                 floor: tuple[float, str] | None = None) -> tuple[Any, list[float]]:
     """Call ``fn(*args)`` with the random state forked and seeded; check that it returns
     ``(model, history)``; turn a diverged or crashed run into a message that says why
     (``floor``: the lowest value the true loss can take and what falling below it means)."""
@@ -201,6 +212,7 @@ def require_registered(model: nn.Module) -> None:
 
 
 def _unregistered_message(plain: list[str]) -> str:
+    """Why tensors that are not ``nn.Parameter``s never train."""
     return (f"{', '.join(plain)} require gradients but are plain tensors, not "
             "nn.Parameter: the module does not register them, so model.parameters() "
             "and the optimiser never see them. Wrap them in nn.Parameter(...)")
@@ -302,3 +314,196 @@ def describe_shortfall(
                     "(within the budget) or with a larger learning rate")
     return fallback or ("the loss settled above the goal: try a larger model, a different "
                         "learning rate, or more steps within the budget")
+
+
+# --- one build-and-train check -------------------------------------------------------------
+
+#: The hint when the loss rose over the run, for a loss that is minimised.
+WENT_UP = "is the sign of your loss right, and the learning rate not too large?"
+
+#: How ``Goal`` phrases a forward KL ``KL(p || q)`` on fresh points of the target.
+FORWARD_KL = ("{subject} KL(p || q) = {value:.{digits}f}{error} nats on {n:,} fresh points",
+              "{subject} KL(p || q) = {value:.4g} nats on fresh points")
+#: How ``Goal`` phrases the exact reverse KL ``KL(q || p)`` on samples of the flow.
+REVERSE_KL = ("{subject} KL(q || p) = {value:.{digits}f}{error} nats on {n:,} samples of "
+              "your flow",
+              "{subject} KL(q || p) = {value:.4g} nats{note}")
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a training exercise asks for: a measure of the trained model below ``value``
+    (above it when ``higher``) within ``steps`` optimisation steps, measured on ``n`` fresh
+    points.
+
+    ``phrases`` = ``(reached, missed)`` are templates for the verdict, formatted with
+    ``subject``, ``value``, ``error`` (`` ± 0.0012``, or empty without a standard error),
+    ``digits``, ``n`` and ``note`` (why the measure failed, or empty). ``nonnegative``: the
+    measure cannot be negative (a KL divergence), so an estimate clearly below zero means the
+    model's density does not integrate to one.
+    """
+
+    value: float
+    steps: int
+    n: int = 20_000
+    higher: bool = False
+    phrases: tuple[str, str] = FORWARD_KL
+    digits: int = 4
+    nonnegative: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.n, "n")
+
+    def met_by(self, measured: Measurement) -> bool:
+        """Whether ``measured`` is finite, on the right side of the goal and possible."""
+        value = measured.value
+        if not math.isfinite(value) or self.impossible(measured):
+            return False
+        return value > self.value if self.higher else value < self.value
+
+    def impossible(self, measured: Measurement) -> bool:
+        """A measure that cannot be negative, estimated clearly below zero."""
+        return (self.nonnegative and math.isfinite(measured.value)
+                and measured.value < -3 * (measured.error or 0.0))
+
+    def phrase(self, measured: Measurement, subject: str, reached: bool) -> str:
+        """The sentence that states the measured value (see the class docstring)."""
+        template = self.phrases[0 if reached else 1]
+        error = "" if measured.error is None else f" ± {measured.error:.{self.digits}f}"
+        return template.format(subject=subject, value=measured.value, error=error,
+                               digits=self.digits, n=self.n, note=measured.note)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured outcome: ``value``, its standard error (``None`` when not estimated) and
+    ``note``, a remark on a measurement that failed (for example a flow that cannot be
+    sampled)."""
+
+    value: float
+    error: float | None = None
+    note: str = ""
+
+
+def measure_fit(model: Any, target: Target, n: int = 20_000, seed: int = 0,
+                log_z: float | None = None) -> Measurement:
+    """How close ``model`` is to ``target``, with its standard error.
+
+    For a density with ``sample`` and ``log_prob``: ``KL(p || q)``, the mean of
+    ``log p(x) - log q(x)`` on ``n`` fresh points ``x ~ p`` (``fresh_kl``). For an
+    unnormalised log-density ``log p~`` with normaliser ``log_z``: the exact reverse
+    ``KL(q || p) = E_q[log q(x) - log p~(x)] + log Z`` on ``n`` samples of the flow; a flow
+    that cannot be sampled measures NaN, with the failure in ``note``.
+    """
+    n = check_positive_int(n, "n")
+    if callable(getattr(target, "sample", None)):
+        return Measurement(*fresh_kl(target, model, seed=seed, n=n))
+    if log_z is None:
+        raise ValueError("log_z must be given for a target that is a log-density function: "
+                         "the reverse KL needs the normaliser log Z of exp(log p~)")
+    try:
+        kl, error = exact_reverse_kl(model, lambda x: -target(x), log_z, n=n, seed=seed)
+    except Exception as failure:  # a broken flow cannot even be sampled
+        return Measurement(math.nan, None,
+                           f" (sampling it failed: {type(failure).__name__}: {failure})")
+    return Measurement(kl, error)
+
+
+def safe_value(fn: Callable[[], object]) -> float:
+    """``float(fn())`` without gradients (a loss value at the trained model), or NaN when it
+    cannot be evaluated."""
+    try:
+        with torch.no_grad():
+            return float(fn())
+    except Exception:  # a candidate that fails to evaluate matches nothing
+        return math.nan
+
+
+def check_fit(
+    fit: Callable[..., object], *args: object, name: str, goal: Goal,
+    target: Target | None = None, log_z: float | None = None, seed: int = 0,
+    model_type: type | tuple[type, ...] = Flow,
+    model_hint: str = "the nfcourse.Flow you trained",
+    floor: tuple[float, str] | None = None,
+    inspect: Callable[[Any], None] | None = None,
+    measure: Callable[[Any], Measurement] | None = None,
+    loss: Callable[[Any], float] | None = None,
+    slips: Callable[[Any, float], Iterable[tuple[float, str]]] | None = None,
+    diagnose: Callable[[Any, list[float], Measurement], str | None] | None = None,
+    went_up: str = WENT_UP,
+    limitation: Callable[[Any], str | None] | None = None,
+    fallback: str = "",
+    subject: str = "your flow reaches",
+) -> tuple[Any, list[float], Measurement]:
+    """Run the student's ``fit(*args)`` within ``goal.steps`` steps, measure the model it
+    returns and print the verdict, or raise ``ExerciseError`` naming the likely mistake.
+
+    Args:
+        fit: the student's function; it returns ``(model, history)``.
+        args: what ``fit`` is called with (the training data, a generator, a log-density).
+        name: the name of ``fit`` in messages.
+        goal: the value to reach, the step budget and how to phrase the outcome.
+        target: what the model should match (see ``measure_fit``), measured on
+            ``goal.n`` fresh points drawn with the seed ``10_000 + seed``.
+        log_z: the normaliser of a ``target`` that is an unnormalised log-density.
+        seed: seeds the run (the random state is forked around it).
+        model_type, model_hint: what the model must be, and how to say it.
+        floor: ``(value, message)``: the lowest value the true loss can take and what a
+            loss below it means (a wrong sign); named when training diverges below it or
+            the history falls below it.
+        inspect: called with the model before the measure; raises ``ExerciseError`` for a
+            model that is not what the exercise asks (a missing layer, a wrong shape).
+        measure: the model's score, instead of ``measure_fit`` on ``target``.
+        loss: the correct loss at the trained model, comparable with the history.
+        slips: ``(model, loss) -> [(value, message), ...]``: what the loss of each known
+            slip evaluates to; the one the history ends at is named. Without it, and with
+            ``loss``, the slip named is a loss of the wrong sign.
+        diagnose: ``(model, history, measurement) -> reason or None``: the exercise's own
+            evidence, tried before the generic evidence of ``describe_shortfall``.
+        went_up: the hint when the loss rose over the run.
+        limitation: ``model -> reason or None``: why this model cannot reach the goal
+            whatever the training (a family that lacks the needed shape).
+        fallback: said when nothing more specific fits.
+        subject: how the verdict names the model ("your flow reaches").
+
+    Returns:
+        ``(model, history, measurement)`` when the goal is met.
+    """
+    model, history = run_training(fit, *args, name=name, budget=goal.steps,
+                                  model_type=model_type, model_hint=model_hint, seed=seed,
+                                  floor=floor)
+    if inspect is not None:
+        inspect(model)
+    if measure is not None:
+        measured = measure(model)
+    elif target is not None:
+        measured = measure_fit(model, target, n=goal.n, seed=10_000 + seed, log_z=log_z)
+    else:
+        raise ValueError("check_fit needs a target or a measure")
+    if goal.met_by(measured):
+        side = "above" if goal.higher else "below"
+        print(f"Correct: {goal.phrase(measured, subject, reached=True)} (goal: {side} "
+              f"{goal.value}) after {len(history)} steps.")
+        return model, history, measured
+    reason = diagnose(model, history, measured) if diagnose is not None else None
+    if reason is None:
+        loss_value = None if loss is None else safe_value(lambda: loss(model))
+        if slips is not None:
+            try:
+                known = list(slips(model, math.nan if loss_value is None else loss_value))
+            except Exception:  # slips that cannot be evaluated on this model match nothing
+                known = []
+        else:
+            known = [] if loss_value is None else [(-loss_value, SIGN_SLIP)]
+        reason = describe_shortfall(
+            history, model, budget=goal.steps, loss_value=loss_value, slips=known,
+            floor=floor, went_up=went_up,
+            model_hint=limitation(model) if limitation is not None else None,
+            fallback=fallback)
+    if goal.impossible(measured):
+        reason = ("a KL divergence cannot be negative: your flow's log_prob does not "
+                  "integrate to one. " + reason)
+    side = "above" if goal.higher else "below"
+    raise ExerciseError(f"{goal.phrase(measured, subject, reached=False)}; the goal is "
+                        f"{side} {goal.value}. Likely cause: {reason}")

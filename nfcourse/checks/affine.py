@@ -8,33 +8,27 @@
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .. import testing
-from ..core import Compose, Transform
-from ..flows.affine import ElementwiseAffine
-from . import (  # noqa: F401
-    ExerciseError,
-    Slip,
-    as_number,
-    as_tensor,
-    call_student,
-    check_close,
-    check_gradients,
-    check_transform,
-    compare,
-    run,
-)
-from ._training import describe_shortfall, held_out_kl, run_training
+from ..core import Compose, Flow, Transform
+from ..densities import CorrelatedGaussian
+from ..flows.affine import ElementwiseAffine, LUAffine, TriangularAffine
+from . import check_transform
+from ._toolkit import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
+from ._training import Goal, check_fit, mean_nll
 
 __all__ = [
-    "check_affine_log_det",
+    "LU_GOAL",
     "check_affine_layer",
+    "check_affine_log_det",
     "check_combine_affine",
+    "check_fit_lu",
     "check_triangular_log_det",
 ]
 
@@ -45,7 +39,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _scalar_answer(got, name: str) -> Tensor:
+def _scalar_answer(got: object, name: str) -> Tensor:
     """A log-det of one map: a tensor holding one number (a Python number cannot carry a
     gradient back to the parameters, so it is refused with the reason)."""
     if isinstance(got, int | float) and not isinstance(got, bool):
@@ -59,11 +53,13 @@ def _scalar_answer(got, name: str) -> Tensor:
 class _CallRecorder(TorchFunctionMode):
     """Records the names of the torch functions called inside the block."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.names: set[str] = set()
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(self, func: Callable[..., Any], types: Sequence[type],
+                           args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
+                           ) -> Any:
         self.names.add(getattr(func, "__name__", str(func)).removeprefix("linalg_"))
         return func(*args, **(kwargs or {}))
 
@@ -87,14 +83,16 @@ def _short(t: Tensor) -> str:
     return str(values) if len(values) <= 6 else f"[{values[0]}, ... ({len(values)} entries)]"
 
 
-def _called_first(recorder, slips: list[Slip]) -> list[Slip]:
+def _called_first(recorder: _CallRecorder, slips: list[Slip]) -> list[Slip]:
     """Put first the slips whose message names a torch function the student called
     (``torch.logdet`` and ``log(a).sum()`` both give NaN for a negative determinant)."""
     called = [s for s in slips if any(f"torch.{n} " in s.message for n in recorder.names)]
     return called + [s for s in slips if s not in called]
 
 
-def _per_case(fn, cases) -> Tensor:
+def _per_case(fn: Callable[[Tensor], Tensor], cases: list[Tensor]) -> Tensor | None:
+    """``fn`` on every case, stacked (``None`` when it fails on one: a slip that cannot
+    run matches nothing)."""
     out = []
     for a in cases:
         try:
@@ -104,7 +102,7 @@ def _per_case(fn, cases) -> Tensor:
     return torch.stack(out)
 
 
-def check_affine_log_det(affine_log_det) -> None:
+def check_affine_log_det(affine_log_det: Callable[[Tensor], Tensor]) -> None:
     """``affine_log_det(scale)``: ``sum_i log |a_i|`` for a scale vector ``a`` of shape
     ``(D,)`` whose entries may be negative (an odd number of them, too) and whose product
     may under- or overflow."""
@@ -165,7 +163,7 @@ def check_affine_log_det(affine_log_det) -> None:
           "(an odd number of them too), long vectors, and gradients reach a.")
 
 
-def _construct(layer_class, dim: int) -> Transform:
+def _construct(layer_class: type[Transform], dim: int) -> Transform:
     """Build the student's layer with PyTorch's debug fill on: memory that is allocated but
     never initialised (``torch.empty``, ``torch.Tensor(n)``) holds NaN instead of leftovers."""
     name = getattr(layer_class, "__name__", "your layer")
@@ -191,13 +189,14 @@ def _plain_tensors(layer: nn.Module) -> list[str]:
             if isinstance(value, Tensor) and id(value) not in registered]
 
 
-def _set_parameters(layer: nn.Module, value) -> None:
+def _set_parameters(layer: nn.Module, value: float | Callable[[Tensor], Tensor]) -> None:
+    """Set every parameter to ``value`` (a number, or a function of the parameter)."""
     with torch.no_grad():
         for p in layer.parameters():
             p.copy_(value(p) if callable(value) else torch.full_like(p, value))
 
 
-def check_affine_layer(layer_class, dim: int = 3) -> None:
+def check_affine_layer(layer_class: type[Transform], dim: int = 3) -> None:
     """The repaired tutorial layer: ``layer_class(dim)`` must be an ``nfcourse.Transform``
     whose parameters are ``nn.Parameter``s that start at chosen values (the identity map),
     whose scale stays positive and nonzero for ANY parameter value (negative and zero
@@ -260,7 +259,7 @@ def check_affine_layer(layer_class, dim: int = 3) -> None:
     g = _generator(1)
     _set_parameters(layer, lambda p: 0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
-    def log_det_slips(points, expected):
+    def log_det_slips(points: Tensor, expected: Tensor) -> list[Slip]:
         slips = [Slip("the log-det averages the log-scales over the coordinates; sum them",
                       expected / dim)]
         for pname, p in layer.named_parameters():
@@ -295,7 +294,9 @@ def check_affine_layer(layer_class, dim: int = 3) -> None:
           "parameter, and composes with nfcourse.Compose.")
 
 
-def check_combine_affine(combine_affine) -> None:
+def check_combine_affine(
+        combine_affine: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+) -> None:
     """``combine_affine(a1, b1, a2, b2) -> (a, b)`` with
     ``a * z + b = a2 * (a1 * z + b1) + b2`` for every ``z`` (scales of both signs)."""
     name = "combine_affine"
@@ -368,7 +369,7 @@ def _triangular_cases() -> list[Tensor]:
     return [t6, t1, t4, big]
 
 
-def check_triangular_log_det(triangular_log_det) -> None:
+def check_triangular_log_det(triangular_log_det: Callable[[Tensor], Tensor]) -> None:
     """``triangular_log_det(T)``: ``log |det T| = sum_i log |T_ii|`` for a lower-triangular
     ``T`` of shape ``(D, D)``, using only the diagonal (``O(D)``)."""
     name = "triangular_log_det"
@@ -384,7 +385,7 @@ def check_triangular_log_det(triangular_log_det) -> None:
     odd = torch.tensor([bool((t.diagonal() < 0).sum() % 2) for t in cases])
     big = torch.tensor([len(t) > 100 for t in cases])
 
-    def each(fn):
+    def each(fn: Callable[[Tensor], Tensor]) -> Tensor | None:
         return _per_case(fn, cases)
 
     compare(got, expected, f"{name}(T)", like=answers,
@@ -434,64 +435,31 @@ def check_triangular_log_det(triangular_log_det) -> None:
 # --- Exercise: fit a correlated Gaussian with an LU flow, with your own training loop -------
 
 
-LU_STEPS = 300
-LU_KL_GOAL = 0.02
-_LU_MEAN = (1.0, -2.0, 0.5)
-_LU_FACTOR = ((1.0, 0.0, 0.0), (0.9, 0.5, 0.0), (-0.6, 0.4, 0.3))
+LU_GOAL = Goal(0.02, steps=300)
 
 
-def correlated_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
-    """``n`` draws, shape ``(n, 3)``, of the correlated Gaussian ``N(m, A A^T)`` of the LU
-    exercise (correlations about 0.87, -0.81 and -0.42)."""
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.tensor(_LU_MEAN, dtype=torch.float64)
-    factor = torch.tensor(_LU_FACTOR, dtype=torch.float64)
-    x = mean + torch.randn(n, 3, generator=g, dtype=torch.float64) @ factor.T
-    return x.to(dtype or torch.get_default_dtype())
+def check_fit_lu(fit_lu: Callable[[Tensor], tuple[Flow, list[float]]], seed: int = 0) -> None:
+    """Exercise: the student's ``fit_lu(data)`` fits an LU flow to 1,000 points of
+    ``nfcourse.densities.CorrelatedGaussian`` with a hand-written loop of
+    ``torch.optim.Adam`` and returns ``(flow, history)``; the flow must reach
+    ``KL(p || q) < 0.02`` nats within 300 steps."""
+    target = CorrelatedGaussian()
+    data = target.sample(1000, seed=seed, dtype=torch.get_default_dtype())
 
+    def limitation(flow: Flow) -> str | None:
+        if any(isinstance(m, LUAffine | TriangularAffine) for m in flow.modules()):
+            return None
+        return ("no layer of your flow mixes the coordinates: an elementwise affine map only "
+                "scales and shifts each axis, so it cannot make correlated data; LUAffine "
+                "(W = P L U) can")
 
-def correlated_log_prob(x: Tensor) -> Tensor:
-    """The exact log-density of :func:`correlated_sample`, shape ``(B,)``."""
-    mean = torch.tensor(_LU_MEAN, dtype=torch.float64)
-    factor = torch.tensor(_LU_FACTOR, dtype=torch.float64)
-    return torch.distributions.MultivariateNormal(mean, scale_tril=factor).log_prob(x.double())
-
-
-def check_fit_lu(fit_lu, seed: int = 0) -> None:
-    """Exercise: the student's ``fit_lu(data)`` fits an LU flow to 1,000 correlated points
-    with a hand-written loop of ``torch.optim.Adam`` and returns ``(flow, history)``; the
-    flow must reach ``KL(p || q) < 0.02`` nats within 300 steps."""
-    from ..core import Flow
-    from ..flows.affine import LUAffine, TriangularAffine
-
-    data = correlated_sample(1000, seed=seed)
-    flow, history = run_training(
-        fit_lu, data.clone(), name="fit_lu", budget=LU_STEPS, model_type=Flow,
-        model_hint="the nfcourse.Flow you trained", seed=seed)
-    test = correlated_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
-    kl = held_out_kl(flow, test, correlated_log_prob(test))
-    dtype = next(iter(flow.parameters()), test).dtype
-    if math.isfinite(kl) and 0 <= kl < LU_KL_GOAL:
-        print(f"Correct: your LU flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
-              f"points (goal: below {LU_KL_GOAL}) after {len(history)} steps.")
-        return
-    x = data.to(dtype)
-    correct = float(-flow.log_prob(x).mean().detach())
-    mixes = any(isinstance(m, (LUAffine, TriangularAffine)) for m in flow.modules())
-    reason = describe_shortfall(
-        history, flow, budget=LU_STEPS, loss_value=correct,
-        slips=[(-correct, "your loss is the mean log-likelihood, not its negative: the "
-                          "optimiser minimises, so the loss is -flow.log_prob(x).mean()")],
+    check_fit(
+        fit_lu, data.clone(), name="fit_lu", goal=LU_GOAL, target=target, seed=seed,
+        subject="your LU flow reaches", loss=lambda flow: mean_nll(flow, data),
+        slips=lambda flow, loss: [(-loss, "your loss is the mean log-likelihood, not its "
+                                          "negative: the optimiser minimises, so the loss is "
+                                          "-flow.log_prob(x).mean()")],
         went_up=("did you call optimizer.zero_grad() before every backward()? Without it "
                  "the gradients of all past steps pile up. (A learning rate that is too "
                  "large, or a step along the gradient instead of against it, does the same.)"),
-        model_hint=None if mixes else (
-            "no layer of your flow mixes the coordinates: an elementwise affine map only "
-            "scales and shifts each axis, so it cannot make correlated data; LUAffine "
-            "(W = P L U) can"))
-    raise ExerciseError(
-        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
-        f"{LU_KL_GOAL}. Likely cause: {reason}")
-
-
-__all__ += ["check_fit_lu", "correlated_sample", "correlated_log_prob"]
+        limitation=limitation)

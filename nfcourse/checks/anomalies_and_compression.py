@@ -7,18 +7,34 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from . import ExerciseError, Slip, as_number, compare, run
-from ._training import describe_shortfall, run_training
+from ..applications.compression import DiscretizedMAF, decode, encode
+from ..images import load_digits
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_number,
+    compare,
+    run,
+)
+from ._training import (
+    Goal,
+    Measurement,
+    check_fit,
+)
 
-__all__ = ["check_auc_from_pairs", "check_quantize", "check_fit_coder", "CODER_GOAL",
-           "CODER_STEPS"]
+__all__ = [
+    "CODER_GOAL",
+    "CODER_STEPS",
+    "check_auc_from_pairs",
+    "check_fit_coder",
+    "check_quantize",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -82,7 +98,7 @@ def _tables() -> list[tuple[Tensor, int]]:
     return [(sharp, 24), (one_hot, 8), (over, 4)]
 
 
-def _as_integers(got, name: str, shape: tuple[int, ...]) -> np.ndarray:
+def _as_integers(got: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(got, Tensor):
         got = got.detach().cpu().numpy()
     if not isinstance(got, np.ndarray):
@@ -141,48 +157,46 @@ def check_quantize(fn: Callable) -> None:
 
 CODER_STEPS = 300
 CODER_GOAL = 2.6  # bits per pixel on the test digits; bz2 -9 needs about 2.81
+CODER_FLOOR = (0.0, "a discrete negative log-likelihood cannot be negative: is the sign of "
+                    "your loss right?")
 
 
-def check_fit_coder(fit_coder: Callable, seed: int = 0) -> None:
+def check_fit_coder(fit_coder: Callable[[Tensor, torch.Generator],
+                                        tuple[DiscretizedMAF, list[float]]],
+                    seed: int = 0) -> None:
     """Exercise: ``fit_coder(train_images, generator)`` builds a ``DiscretizedMAF`` for the
     8 x 8 digits (64 pixels, 17 levels), trains it on the exact discrete log-likelihood for
     at most 300 steps and returns ``(model, history)``. The model's bitstream must code the
     359 test digits in fewer than 2.6 bits per pixel and decode them exactly."""
-    from ..applications.compression import DiscretizedMAF, decode, encode
-    from ..images import load_digits
-
     train, test = load_digits()
-    generator = torch.Generator().manual_seed(seed)
-    model, history = run_training(
-        fit_coder, train.clone(), generator, name="fit_coder", budget=CODER_STEPS,
-        model_type=DiscretizedMAF, model_hint="the DiscretizedMAF you trained", seed=seed,
-        floor=(0.0, "a discrete negative log-likelihood cannot be negative"))
-    if model.dim != 64 or model.levels != 17:
-        raise ExerciseError(f"the model must describe 64 pixels with 17 levels, got "
-                            f"dim={model.dim}, levels={model.levels}")
-    coder = model.double().eval()
     x = test.double()
-    try:
-        words, _ = encode(coder, x)
-        decoded = decode(coder, words, len(x))
-    except Exception as failure:
-        raise ExerciseError(f"coding the test digits with your model failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    if not torch.equal(decoded, x):
-        raise ExerciseError("the decoded images differ from the originals: the model's "
-                            "tables changed between encoding and decoding")
-    bpp = 32 * len(words) / x.numel()
-    if math.isfinite(bpp) and bpp < CODER_GOAL:
-        print(f"Correct: your model codes the {len(x)} test digits in {bpp:.3f} bits per "
-              f"pixel (goal: below {CODER_GOAL}; bz2 needs about 2.81), and every decoded "
-              "image equals the original.")
-        return
-    reason = describe_shortfall(
-        history, coder, budget=CODER_STEPS,
-        floor=(0.0, "a discrete negative log-likelihood cannot be negative: is the sign "
-                    "of your loss right?"),
-        went_up="is the sign of your loss right, and the learning rate not too large?",
+    goal = Goal(CODER_GOAL, steps=CODER_STEPS, n=len(x), phrases=(
+        "{subject} the {n} test digits in {value:.3f} bits per pixel, and every decoded "
+        "image equals the original; bz2 needs about 2.81",
+        "{subject} the test digits in {value:.3f} bits per pixel"))
+
+    def inspect(model: DiscretizedMAF) -> None:
+        if model.dim != 64 or model.levels != 17:
+            raise ExerciseError(f"the model must describe 64 pixels with 17 levels, got "
+                                f"dim={model.dim}, levels={model.levels}")
+
+    def measure(model: DiscretizedMAF) -> Measurement:
+        coder = model.double().eval()
+        try:
+            words, _ = encode(coder, x)
+            decoded = decode(coder, words, len(x))
+        except Exception as failure:
+            raise ExerciseError(f"coding the test digits with your model failed: "
+                                f"{type(failure).__name__}: {failure}") from None
+        if not torch.equal(decoded, x):
+            raise ExerciseError("the decoded images differ from the originals: the model's "
+                                "tables changed between encoding and decoding")
+        return Measurement(32 * len(words) / x.numel())
+
+    check_fit(
+        fit_coder, train.clone(), torch.Generator().manual_seed(seed), name="fit_coder",
+        goal=goal, seed=seed, model_type=DiscretizedMAF,
+        model_hint="the DiscretizedMAF you trained", floor=CODER_FLOOR, inspect=inspect,
+        measure=measure, subject="your model codes",
         fallback="train longer (up to 300 steps), with a larger learning rate or a wider "
                  "MADE")
-    raise ExerciseError(f"your model codes the test digits in {bpp:.3f} bits per pixel; "
-                        f"the goal is below {CODER_GOAL}. Likely cause: {reason}")

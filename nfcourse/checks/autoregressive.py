@@ -18,8 +18,12 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..core import Flow
+from ..densities import GaussianRing
+from ..flows.autoregressive import AffineAutoregressive
 from ..flows.made import MADE
-from . import (  # noqa: F401
+from ..validation import check_positive_int
+from ._toolkit import (
     ExerciseError,
     Slip,
     as_tensor,
@@ -29,28 +33,27 @@ from . import (  # noqa: F401
 )
 from ._training import (
     BELOW_ENTROPY,
-    SIGN_SLIP,
-    STAYED_BELOW_ENTROPY,
-    describe_shortfall,
-    fresh_kl,
+    Goal,
+    Measurement,
+    check_fit,
     mean_nll,
-    reached_kl_goal,
-    run_training,
 )
 
 __all__ = [
-    "make_conditioner",
+    "RING_GOAL",
+    "ExerciseConditioner",
+    "check_fit_ring",
+    "check_iaf_sample_and_log_prob",
     "check_made_masks",
     "check_maf_sample",
-    "check_iaf_sample_and_log_prob",
-    "check_fit_ring",
+    "make_conditioner",
 ]
 
 
 class ExerciseConditioner(nn.Module):
     """A MADE (identity ordering) that returns ``(s, t)``, each ``(B, D)``."""
 
-    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64):
+    def __init__(self, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         self.made = MADE(dim, (16,), 2, seed=seed).to(dtype)
         g = torch.Generator().manual_seed(seed + 100)
@@ -59,15 +62,16 @@ class ExerciseConditioner(nn.Module):
                 p.add_(0.4 * torch.randn(p.shape, generator=g, dtype=dtype))
 
     def forward(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """The log-scales ``s`` and shifts ``t`` for ``u`` of shape ``(B, D)``."""
         h = self.made._net(u.to(next(self.parameters()).dtype))
         return h[..., 0], h[..., 1]
 
 
-def make_conditioner(dim: int, seed: int = 0, dtype=torch.float64) -> nn.Module:
+def make_conditioner(dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     """A small random MADE for the exercises: ``conditioner(u) -> (s, t)``, each of shape
     ``(B, D)``; ``s_i`` and ``t_i`` depend on ``u_1, ..., u_{i-1}`` only."""
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an integer of at least 2, got {dim!r}")
+    if check_positive_int(dim, "dim") < 2:
+        raise ValueError(f"dim must be at least 2 (a MADE needs two coordinates), got {dim}")
     return ExerciseConditioner(dim, seed, dtype)
 
 
@@ -149,7 +153,7 @@ def _reference_maf_sample(z: Tensor, conditioner: nn.Module, passes: int | None 
     return x, s.sum(dim=1)
 
 
-def _pair(out, name: str, what: str, n: int, dim: int) -> tuple[Tensor, Tensor]:
+def _pair(out: object, name: str, what: str, n: int, dim: int) -> tuple[Tensor, Tensor]:
     if not (isinstance(out, tuple | list) and len(out) == 2):
         raise ExerciseError(f"{name} should return a pair ({what}, log_det), got "
                             f"{type(out).__name__}")
@@ -257,45 +261,34 @@ def check_iaf_sample_and_log_prob(fn: Callable) -> None:
 # Build and train
 # --------------------------------------------------------------------------------------
 
-RING_STEPS = 400
-RING_KL_GOAL = 1.2
+RING_GOAL = Goal(1.2, steps=400)
 
 
-def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
+def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]],
+                   seed: int = 0) -> None:
     """Exercise: the student's ``fit_ring(data, generator)`` trains an autoregressive flow
     on 10,000 samples of ``nfcourse.densities.GaussianRing`` and returns
     ``(flow, history)``; the flow must reach ``KL(p || q) < 1.2`` nats on 20,000 fresh
     samples within 400 steps (the best Gaussian scores about 1.87; a MAF with the same
     ordering in every layer about 1.6)."""
-    from ..core import Flow
-    from ..densities import GaussianRing
-    from ..flows.autoregressive import AffineAutoregressive
-
     target = GaussianRing()
     data = target.sample(10_000, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    flow, history = run_training(
-        fit_ring, data.clone(), generator, name="fit_ring", budget=RING_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(target.entropy(), BELOW_ENTROPY))
-    if not any(isinstance(m, AffineAutoregressive) for m in flow.modules()):
-        raise ExerciseError("the exercise asks for an autoregressive flow: build it with "
-                            "nfcourse.flows.maf_flow (or MAF / IAF layers)")
-    kl, error = fresh_kl(target, flow, seed=10_000 + seed)
-    if reached_kl_goal(kl, error, RING_KL_GOAL, len(history)):
-        return
-    train_nll = mean_nll(flow, data)
-    orders = [m.order.tolist() for m in flow.modules()
-              if isinstance(m, AffineAutoregressive)]
-    if len(orders) > 1 and all(o == orders[0] for o in orders):
-        reason = ("every layer uses the same ordering, so x_1 is an affine function of z_1 "
-                  "alone and the flow cannot split the ring's columns; alternate the "
-                  "ordering (maf_flow's default, order='reverse')")
-    else:
-        reason = describe_shortfall(
-            history, flow, budget=RING_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, SIGN_SLIP)], floor=(target.entropy(), STAYED_BELOW_ENTROPY),
-            went_up="is the sign of your loss right, and the learning rate not too large?")
-    raise ExerciseError(
-        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
-        f"{RING_KL_GOAL}. Likely cause: {reason}")
+
+    def inspect(flow: Flow) -> None:
+        if not any(isinstance(m, AffineAutoregressive) for m in flow.modules()):
+            raise ExerciseError("the exercise asks for an autoregressive flow: build it with "
+                                "nfcourse.flows.maf_flow (or MAF / IAF layers)")
+
+    def diagnose(flow: Flow, history: list[float], measured: Measurement) -> str | None:
+        orders = [m.order.tolist() for m in flow.modules()
+                  if isinstance(m, AffineAutoregressive)]
+        if len(orders) > 1 and all(o == orders[0] for o in orders):
+            return ("every layer uses the same ordering, so x_1 is an affine function of z_1 "
+                    "alone and the flow cannot split the ring's columns; alternate the "
+                    "ordering (maf_flow's default, order='reverse')")
+        return None
+
+    check_fit(
+        fit_ring, data.clone(), torch.Generator().manual_seed(seed), name="fit_ring",
+        goal=RING_GOAL, target=target, seed=seed, floor=(target.entropy(), BELOW_ENTROPY),
+        inspect=inspect, diagnose=diagnose, loss=lambda flow: mean_nll(flow, data))

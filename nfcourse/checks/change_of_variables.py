@@ -17,23 +17,31 @@ from torch import Tensor
 from torch.distributions import LogNormal, Normal
 
 from .. import testing
-from . import (  # noqa: F401
+from ..core import Flow, Transform
+from ..densities import MirroredGumbel
+from ..flows.elementwise import SinhArcsinh
+from . import check_transform
+from ._toolkit import (
     ExerciseError,
     Slip,
     as_tensor,
-    call_student,
-    check_close,
-    check_transform,
     compare,
     run,
 )
-from ._training import describe_shortfall, held_out_kl, run_training
+from ._training import (
+    Goal,
+    check_fit,
+    mean_nll,
+    safe_value,
+)
 
 __all__ = [
+    "SKEWED_GOAL",
     "check_affine_log_prob",
+    "check_banana",
+    "check_fit_skewed",
     "check_lognormal_log_prob",
     "check_polar_log_abs_det",
-    "check_banana",
     "polar_to_cartesian",
 ]
 
@@ -208,7 +216,8 @@ def _banana(z: Tensor, curvature: float, log_scale: float) -> Tensor:
                        dim=1)
 
 
-def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) -> None:
+def check_banana(banana_class: Callable[[float, float], Transform], curvature: float = 0.5,
+                 log_scale: float = -0.7) -> None:
     """Exercise 4: ``Banana(curvature, log_scale)`` maps ``z`` to
     ``x = (z_1, exp(s) z_2 + c z_1^2)``; its map, log-det and inverse are checked (the
     log-det against the autograd Jacobian), for the given ``(c, s)`` and a second pair."""
@@ -229,7 +238,7 @@ def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) 
                       ("batch", "coordinates"))
         z1, z2, e = z[:, 0], z[:, 1], math.exp(s)
 
-        def pair(a, b):
+        def pair(a: Tensor, b: Tensor) -> Tensor:
             return torch.stack([a, b], dim=1)
 
         compare(x, _banana(z, c, s), f"forward(z) for c = {c}, s = {s}",
@@ -246,7 +255,7 @@ def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) 
                          pair(e * z2 + c * z1**2, z1)),
                 ])
 
-        def log_det_slips(points, expected, s=s):
+        def log_det_slips(points: Tensor, expected: Tensor, s: float = s) -> list[Slip]:
             return [
                 Slip("the log-det is 0, but the map scales z2 by exp(s): log|det J| = s "
                      "(the curvature term does not enter the triangular Jacobian's diagonal)",
@@ -267,89 +276,50 @@ def check_banana(banana_class, curvature: float = 0.5, log_scale: float = -0.7) 
 # --- Exercise: fit a skewed density by maximum likelihood ----------------------------------
 
 
-SKEWED_STEPS = 400
-SKEWED_KL_GOAL = 0.03
+SKEWED_GOAL = Goal(0.03, steps=400)
+SKEWED_FLOOR = (MirroredGumbel().entropy(),
+                "an honest negative log-likelihood cannot go below the entropy of the data; "
+                "is the sign of the log-det right, and the sign of the loss?")
 
 
-def skewed_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
-    """``n`` draws, shape ``(n, 1)``, of the mirrored Gumbel ``x = -(1 + 0.5 g)``,
-    ``g ~ Gumbel(0, 1)``: skewed to the left, with a long left tail and a short right one."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(n, 1, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-    x = -(1.0 - 0.5 * torch.log(-torch.log(u)))
-    return x.to(dtype or torch.get_default_dtype())
-
-
-def skewed_log_prob(x: Tensor) -> Tensor:
-    """The exact log-density of :func:`skewed_sample`, shape ``(B,)`` for ``x`` ``(B, 1)``."""
-    g = (-x[:, 0].double() - 1.0) / 0.5
-    return -g - torch.exp(-g) - math.log(0.5)
-
-
-def _safe(fn: Callable[[], Tensor]) -> float:
-    """A candidate loss value, or NaN when the slip cannot even be evaluated."""
-    try:
-        with torch.no_grad():
-            return float(fn())
-    except Exception:  # a candidate that fails to evaluate matches nothing
-        return math.nan
-
-
-def check_fit_skewed(fit_skewed: Callable, seed: int = 0) -> None:
-    """Exercise: the student's ``fit_skewed(data)`` builds a flow, trains it by maximum
-    likelihood on 1,000 points and returns ``(flow, history)``; the flow must reach
-    ``KL(p || q) < 0.03`` nats on 20,000 fresh points within 400 steps."""
-    from ..core import Flow
-    from ..flows.elementwise import SinhArcsinh
-
-    data = skewed_sample(1000, seed=seed)
-    flow, history = run_training(
-        fit_skewed, data.clone(), name="fit_skewed", budget=SKEWED_STEPS, model_type=Flow,
-        model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(float(-skewed_log_prob(skewed_sample(20_000, seed=1)).mean()),
-               "an honest negative log-likelihood cannot go below the entropy of the data; "
-               "is the sign of the log-det right, and the sign of the loss?"))
-    test = skewed_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
-    kl = held_out_kl(flow, test, skewed_log_prob(test))
-    if math.isfinite(kl) and 0 <= kl < SKEWED_KL_GOAL:
-        print(f"Correct: your flow reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
-              f"points (goal: below {SKEWED_KL_GOAL}) after {len(history)} steps.")
-        return
-    x = data.to(next(flow.parameters()).dtype)
+def _skewed_slips(flow: Flow, x: Tensor) -> list[tuple[float, str]]:
+    """What the loss of each slip of the exercise evaluates to at the trained flow."""
     t, base = flow.transform, flow.base
-    correct = _safe(lambda: -(base.log_prob(t.inverse(x)[0]) + t.inverse(x)[1]).mean())
-    slips = [
-        (_safe(lambda: -(base.log_prob(t.inverse(x)[0]) - t.inverse(x)[1]).mean()),
+    return [
+        (safe_value(lambda: -(base.log_prob(t.inverse(x)[0]) - t.inverse(x)[1]).mean()),
          "your loss has the sign of the log-det flipped: log p_X(x) = log p_Z(z) + "
          "log|det J_{f^-1}(x)|, with the log-det of the inverse map added"),
-        (_safe(lambda: -base.log_prob(t.inverse(x)[0]).mean()),
+        (safe_value(lambda: -base.log_prob(t.inverse(x)[0]).mean()),
          "your loss leaves out the log-det: -log p_Z(z) alone is smallest when every "
          "point is squeezed onto z = 0, which is not a density fit"),
-        (_safe(lambda: -(base.log_prob(t(x)[0]) + t(x)[1]).mean()),
+        (safe_value(lambda: -(base.log_prob(t(x)[0]) + t(x)[1]).mean()),
          "your flow maps in the wrong direction: you pushed the data through the forward "
          "map f (base to data), so you trained f as the normalizing map. Flow.log_prob "
          "calls the inverse (data to base): use flow.transform.inverse(x)"),
-        (_safe(lambda: (base.log_prob(t.inverse(x)[0]) + t.inverse(x)[1]).mean()),
+        (safe_value(lambda: (base.log_prob(t.inverse(x)[0]) + t.inverse(x)[1]).mean()),
          "your loss is the mean log-likelihood, not its negative: minimising it makes the "
          "data as unlikely as possible"),
     ]
-    has_shape = any(isinstance(m, SinhArcsinh) for m in flow.modules())
-    reason = describe_shortfall(
-        history, flow, budget=SKEWED_STEPS, loss_value=correct, slips=slips,
-        floor=(float(-skewed_log_prob(test).mean()),
-               "an honest negative log-likelihood cannot go below the entropy of the data; "
-               "is the sign of the log-det right?"),
+
+
+def check_fit_skewed(fit_skewed: Callable[[Tensor], tuple[Flow, list[float]]],
+                     seed: int = 0) -> None:
+    """Exercise: the student's ``fit_skewed(data)`` builds a flow, trains it by maximum
+    likelihood on 1,000 points of ``nfcourse.densities.MirroredGumbel`` and returns
+    ``(flow, history)``; the flow must reach ``KL(p || q) < 0.03`` nats on 20,000 fresh
+    points within 400 steps."""
+    target = MirroredGumbel()
+    data = target.sample(1000, seed=seed, dtype=torch.get_default_dtype())
+
+    def limitation(flow: Flow) -> str | None:
+        if any(isinstance(m, SinhArcsinh) for m in flow.modules()):
+            return None
+        return ("your flow has no SinhArcsinh layer: an affine map of a Gaussian is "
+                "Gaussian, and a Gaussian cannot lean to one side")
+
+    check_fit(
+        fit_skewed, data.clone(), name="fit_skewed", goal=SKEWED_GOAL, target=target,
+        seed=seed, floor=SKEWED_FLOOR, loss=lambda flow: mean_nll(flow, data),
+        slips=lambda flow, loss: _skewed_slips(flow, data.to(next(flow.parameters()).dtype)),
         went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
-        model_hint=None if has_shape else (
-            "your flow has no SinhArcsinh layer: an affine map of a Gaussian is Gaussian, "
-            "and a Gaussian cannot lean to one side"))
-    kl_text = f"{kl:.4f}" if math.isfinite(kl) else str(kl)
-    if math.isfinite(kl) and kl < 0:
-        reason = ("a KL divergence cannot be negative: your flow's log_prob does not "
-                  "integrate to one. " + reason)
-    raise ExerciseError(
-        f"your flow reaches KL(p || q) = {kl_text} nats on fresh points; the goal is below "
-        f"{SKEWED_KL_GOAL}. Likely cause: {reason}")
-
-
-__all__ += ["check_fit_skewed", "skewed_sample", "skewed_log_prob"]
+        limitation=limitation)

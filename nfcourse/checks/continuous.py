@@ -20,17 +20,32 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Flow
+from ..densities import GaussianRing
 from ..flows.continuous import ContinuousFlow, GaussianPathField, LinearField, VelocityField
-from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run
-from ._training import describe_shortfall, fresh_kl, reached_kl_goal, run_training
+from ..validation import check_positive_int
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_tensor,
+    check_gradients,
+    compare,
+    run,
+)
+from ._training import (
+    Goal,
+    Measurement,
+    check_fit,
+    fresh_kl,
+)
 
 __all__ = [
-    "make_field",
+    "RING_GOAL",
     "check_divergence",
+    "check_fit_ring",
+    "check_gaussian_target",
     "check_hutchinson",
     "check_straight_path",
-    "check_gaussian_target",
-    "check_fit_ring",
+    "make_field",
 ]
 
 F64 = torch.float64
@@ -39,6 +54,7 @@ F64 = torch.float64
 def make_field(dim: int, seed: int = 0, dtype: torch.dtype = F64) -> VelocityField:
     """A small random velocity field ``v(z, t)`` in ``dim`` dimensions for the exercises,
     called as ``field(t, z)``; its Jacobian is far from symmetric and from diagonal."""
+    dim = check_positive_int(dim, "dim")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         field = VelocityField(dim, hidden=(16, 16)).to(dtype)
@@ -267,49 +283,46 @@ def check_gaussian_target(fn: Callable) -> None:
 
 # --- Exercise: train a field by flow matching to a KL goal ------------------------------------
 
-RING_STEPS = 2000
-RING_KL_GOAL = 0.3
-RING_TEST = 5000
+RING_GOAL = Goal(0.3, steps=2000, n=5000, digits=3)
 
 
-def check_fit_ring(fit_ring: Callable, seed: int = 0) -> None:
+def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator],
+                                      tuple[VelocityField, list[float]]],
+                   seed: int = 0) -> None:
     """Exercise: ``fit_ring(data, generator)`` trains a ``VelocityField`` by flow matching
     on 20,000 samples of ``nfcourse.densities.GaussianRing`` within 2,000 steps and returns
     ``(field, history)``. The check integrates the field (dopri5, tolerance 1e-5) and asks
     for ``KL(p || q) < 0.3`` nats on 5,000 fresh points."""
-    from ..densities import GaussianRing
-
     target = GaussianRing()
     data = target.sample(20_000, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    field, history = run_training(
-        fit_ring, data.clone(), generator, name="fit_ring", budget=RING_STEPS,
-        model_type=VelocityField, model_hint="the VelocityField you trained", seed=seed)
-    dtype = next(field.parameters()).dtype
-    model = Flow(ContinuousFlow(field, rtol=1e-5, atol=1e-5))
-    kl, error = fresh_kl(target, model, seed=20_000 + seed, n=RING_TEST,
-                         action="integrating your field")
-    if reached_kl_goal(kl, error, RING_KL_GOAL, len(history), n=RING_TEST,
-                       subject="integrating your field gives", digits=3):
-        return
-    # which target did the field learn: the velocity x_1 - x_0, or its opposite?
-    g = torch.Generator().manual_seed(1)
-    x1 = target.sample(4000, seed=30_000 + seed, dtype=dtype)
-    x0 = torch.randn(x1.shape, generator=g, dtype=dtype)
-    t = torch.rand(4000, 1, generator=g, dtype=dtype)
-    with torch.no_grad():
-        v = field(t, (1 - t) * x0 + t * x1)
-    forward_loss = float(((v - (x1 - x0)) ** 2).sum(1).mean())
-    backward_loss = float(((v + (x1 - x0)) ** 2).sum(1).mean())
-    if backward_loss < forward_loss:
-        reason = ("your field points from the data to the base: it matches x_0 - x_1 "
-                  "better than x_1 - x_0. The target velocity is x_1 - x_0, with x_0 the "
-                  "base point (t = 0) and x_1 the data point (t = 1)")
-    else:
-        reason = describe_shortfall(
-            history, field, budget=RING_STEPS,
-            went_up="is the loss the squared distance between v(x_t, t) and x_1 - x_0, "
-                    "and the learning rate not too large?")
-    raise ExerciseError(
-        f"integrating your field gives KL(p || q) = {kl:.4g} nats on fresh points; the goal "
-        f"is below {RING_KL_GOAL}. Likely cause: {reason}")
+
+    def measure(field: VelocityField) -> Measurement:
+        model = Flow(ContinuousFlow(field, rtol=1e-5, atol=1e-5))
+        return Measurement(*fresh_kl(target, model, seed=20_000 + seed, n=RING_GOAL.n,
+                                     action="integrating your field"))
+
+    def diagnose(field: VelocityField, history: list[float],
+                 measured: Measurement) -> str | None:
+        # Which target did the field learn: the velocity x_1 - x_0, or its opposite?
+        dtype = next(field.parameters()).dtype
+        g = torch.Generator().manual_seed(1)
+        x1 = target.sample(4000, seed=30_000 + seed, dtype=dtype)
+        x0 = torch.randn(x1.shape, generator=g, dtype=dtype)
+        t = torch.rand(4000, 1, generator=g, dtype=dtype)
+        with torch.no_grad():
+            v = field(t, (1 - t) * x0 + t * x1)
+        forward_loss = float(((v - (x1 - x0)) ** 2).sum(1).mean())
+        backward_loss = float(((v + (x1 - x0)) ** 2).sum(1).mean())
+        if backward_loss < forward_loss:
+            return ("your field points from the data to the base: it matches x_0 - x_1 "
+                    "better than x_1 - x_0. The target velocity is x_1 - x_0, with x_0 the "
+                    "base point (t = 0) and x_1 the data point (t = 1)")
+        return None
+
+    check_fit(
+        fit_ring, data.clone(), torch.Generator().manual_seed(seed), name="fit_ring",
+        goal=RING_GOAL, seed=seed, model_type=VelocityField,
+        model_hint="the VelocityField you trained", measure=measure, diagnose=diagnose,
+        went_up="is the loss the squared distance between v(x_t, t) and x_1 - x_0, "
+                "and the learning rate not too large?",
+        subject="integrating your field gives")

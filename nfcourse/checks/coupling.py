@@ -11,49 +11,54 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from ..flows.coupling import AffineCoupling, PiecewiseLinearCoupling, alternating_mask
+from ..core import Flow
+from ..densities import SineWave
+from ..flows.coupling import (
+    AdditiveCoupling,
+    AffineCoupling,
+    PiecewiseLinearCoupling,
+    alternating_mask,
+)
 from ..images import bits_per_dim as _bits_per_dim
-from . import (  # noqa: F401
+from ..validation import check_positive_int
+from ._toolkit import (
     ExerciseError,
     Slip,
     as_number,
     as_tensor,
-    call_student,
-    check_close,
     check_gradients,
     compare,
     run,
 )
 from ._training import (
     BELOW_ENTROPY,
-    SIGN_SLIP,
-    STAYED_BELOW_ENTROPY,
-    describe_shortfall,
-    fresh_kl,
+    Goal,
+    Measurement,
+    check_fit,
     mean_nll,
-    reached_kl_goal,
-    run_training,
 )
 
 __all__ = [
-    "make_conditioner",
+    "SINE_GOAL",
     "check_affine_coupling_forward",
     "check_affine_coupling_inverse",
+    "check_bits_per_dim",
     "check_coupling_jacobian",
     "check_dequantize",
-    "check_bits_per_dim",
+    "check_fit_sine",
+    "make_conditioner",
 ]
 
 
-def make_conditioner(dim: int, seed: int = 0, dtype=torch.float64) -> nn.Module:
+def make_conditioner(dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
     """A small random network ``R^{D/2} -> R^D`` for the exercises: its first ``D/2``
     outputs are the log-scales ``s``, the last ``D/2`` the shifts ``t``."""
-    if dim < 2 or dim % 2:
+    if check_positive_int(dim, "dim") < 2 or dim % 2:
         raise ValueError(f"dim must be even and at least 2, got {dim}")
     g = torch.Generator().manual_seed(seed)
     net = nn.Sequential(nn.Linear(dim // 2, 16), nn.Tanh(), nn.Linear(16, dim)).to(dtype)
@@ -70,7 +75,8 @@ def _reference_forward(z: Tensor, conditioner: nn.Module) -> tuple[Tensor, Tenso
     return x, s.sum(dim=1), s
 
 
-def _unpack_pair(out, name: str, what: str, shape, n: int) -> tuple[Tensor, Tensor]:
+def _unpack_pair(out: object, name: str, what: str, shape: tuple[int, ...], n: int
+                 ) -> tuple[Tensor, Tensor]:
     if not (isinstance(out, tuple | list) and len(out) == 2):
         kind = type(out).__name__ + (f" of shape {tuple(out.shape)}"
                                      if isinstance(out, Tensor) else "")
@@ -84,7 +90,9 @@ _SPLIT_HINT = ("split z into halves along the coordinates: z[:, :d] and z[:, d:]
                "z.chunk(2, dim=1); torch.split(z, 2) cuts pieces of size 2 along the batch")
 
 
-def _coupling_cases(seeds):
+def _coupling_cases(seeds: Iterable[tuple[int, int, int]]
+                    ) -> Iterator[tuple[int, int, nn.Module, Tensor]]:
+    """``(dim, n, conditioner, z)`` for each ``(dim, n, seed)``."""
     for dim, n, seed in seeds:
         conditioner = make_conditioner(dim, seed)
         z = 1.5 * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 10),
@@ -107,7 +115,7 @@ def check_affine_coupling_forward(fn: Callable, atol: float = 1e-8) -> None:
             t = x_ref[:, d:] - zb * torch.exp(s)
             s_b, t_b = conditioner(zb).chunk(2, dim=1)
 
-            def with_b(x_b, first=za):
+            def with_b(x_b: Tensor, first: Tensor = za) -> Tensor:
                 return torch.cat([first, x_b], dim=1)
 
             compare(x, x_ref, f"x for D = {dim}", atol=atol,
@@ -167,7 +175,7 @@ def check_affine_coupling_inverse(fn: Callable, atol: float = 1e-8) -> None:
             t = xb - z[:, d:] * torch.exp(s)
             s_b, t_b = conditioner(xb).chunk(2, dim=1)
 
-            def with_b(z_b):
+            def with_b(z_b: Tensor) -> Tensor:
                 return torch.cat([xa, z_b], dim=1)
 
             compare(z_back, z, f"inverse(forward(z)) for D = {dim}", atol=atol,
@@ -339,7 +347,7 @@ def check_bits_per_dim(fn: Callable) -> None:
                          f"bits_per_dim({nll}, {dim}, {levels})") for nll, dim, levels in cases]
     got = torch.stack([a.detach().to(torch.float64) for a in answers])
 
-    def each(f):
+    def each(f: Callable[[float, int, int], float]) -> Tensor:
         return torch.tensor([f(nll, dim, levels) for nll, dim, levels in cases],
                             dtype=torch.float64)
 
@@ -376,58 +384,43 @@ def check_bits_per_dim(fn: Callable) -> None:
 # --- Exercise: train a coupling flow to a KL goal ---------------------------------------------
 
 
-SINE_STEPS = 400
-SINE_KL_GOAL = 0.1
+SINE_GOAL = Goal(0.1, steps=400)
 
 
-def check_fit_sine(fit_sine: Callable, seed: int = 0) -> None:
+def check_fit_sine(fit_sine: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]],
+                   seed: int = 0) -> None:
     """Exercise: the student's ``fit_sine(data, generator)`` trains a coupling flow on
     10,000 samples of ``nfcourse.densities.SineWave`` in mini-batches and returns
     ``(flow, history)``; the flow must reach ``KL(p || q) < 0.1`` nats (measured by
     ``SineWave.kl_divergence`` on 20,000 fresh samples) within 400 steps."""
-    from ..core import Flow
-    from ..densities import SineWave
-    from ..flows.coupling import AdditiveCoupling, AffineCoupling, PiecewiseLinearCoupling
-
     target = SineWave()
-    data = target.sample(10_000, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    flow, history = run_training(
-        fit_sine, data.clone(), generator, name="fit_sine", budget=SINE_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(target.entropy(), BELOW_ENTROPY))
-    kl, error = fresh_kl(target, flow, seed=10_000 + seed)
-    if reached_kl_goal(kl, error, SINE_KL_GOAL, len(history)):
-        return
     entropy = target.entropy()
-    test_nll = entropy + kl if math.isfinite(kl) else math.inf
-    tail = history[-max(1, len(history) // 10):]
-    recent = sum(tail) / len(tail)
-    train_nll = mean_nll(flow, data)
-    kinds = {type(m) for m in flow.modules()}
-    additive = AdditiveCoupling in kinds and not kinds & {AffineCoupling,
-                                                          PiecewiseLinearCoupling}
-    flipped = math.isfinite(train_nll) and abs(recent + train_nll) <= 0.1 * (1 + abs(recent))
-    if flipped:
-        reason = ("your loss is the mean log-likelihood, not its negative: the optimiser "
-                  "minimises, so the loss is -log q(x) averaged over the batch")
-    elif math.isfinite(test_nll) and recent < test_nll - 0.3:
-        reason = (f"your losses end near {recent:.3f} nats, but fresh points score "
-                  f"{test_nll:.3f}: the flow learned the points it saw, not the density. "
-                  "Is a new random batch drawn at every step (torch.randint with the "
-                  "generator, inside the loss function)?")
-    else:
-        reason = describe_shortfall(
-            history, flow, budget=SINE_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, SIGN_SLIP)], floor=(entropy, STAYED_BELOW_ENTROPY),
-            went_up="is the sign of your loss right, and the learning rate not too large?",
-            model_hint=("additive couplings keep volume: only the last elementwise layer "
-                        "can change it, so the narrow band of the sine wave is hard to "
-                        "reach. Affine or piecewise-linear couplings can stretch and "
-                        "squeeze") if additive else None)
-    raise ExerciseError(
-        f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is below "
-        f"{SINE_KL_GOAL}. Likely cause: {reason}")
+    data = target.sample(10_000, seed=seed)
 
+    def diagnose(flow: Flow, history: list[float], measured: Measurement) -> str | None:
+        test_nll = entropy + measured.value if math.isfinite(measured.value) else math.inf
+        tail = history[-max(1, len(history) // 10):]
+        recent = sum(tail) / len(tail)
+        train_nll = mean_nll(flow, data)
+        if math.isfinite(train_nll) and abs(recent + train_nll) <= 0.1 * (1 + abs(recent)):
+            return ("your loss is the mean log-likelihood, not its negative: the optimiser "
+                    "minimises, so the loss is -log q(x) averaged over the batch")
+        if math.isfinite(test_nll) and recent < test_nll - 0.3:
+            return (f"your losses end near {recent:.3f} nats, but fresh points score "
+                    f"{test_nll:.3f}: the flow learned the points it saw, not the density. "
+                    "Is a new random batch drawn at every step (torch.randint with the "
+                    "generator, inside the loss function)?")
+        return None
 
-__all__ += ["check_fit_sine"]
+    def limitation(flow: Flow) -> str | None:
+        kinds = {type(m) for m in flow.modules()}
+        if AdditiveCoupling not in kinds or kinds & {AffineCoupling, PiecewiseLinearCoupling}:
+            return None
+        return ("additive couplings keep volume: only the last elementwise layer can change "
+                "it, so the narrow band of the sine wave is hard to reach. Affine or "
+                "piecewise-linear couplings can stretch and squeeze")
+
+    check_fit(
+        fit_sine, data.clone(), torch.Generator().manual_seed(seed), name="fit_sine",
+        goal=SINE_GOAL, target=target, seed=seed, floor=(entropy, BELOW_ENTROPY),
+        diagnose=diagnose, loss=lambda flow: mean_nll(flow, data), limitation=limitation)

@@ -12,30 +12,29 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..flows.image import (
-    ImageFlow,
-    dequantization_nll,
-    glow,
-    pixels_to_levels,
-    squeeze,
-)
+from ..core import Flow
+from ..flows.dequantization import dequantization_nll, pixels_to_levels
+from ..flows.glow import glow
+from ..flows.image import squeeze
 from ..images import bits_per_dim as _bits_per_dim
 from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
-from ._training import describe_shortfall, run_training
+from ._training import Goal, Measurement, check_fit
 
 __all__ = [
-    "make_image_flow",
-    "check_squeeze",
-    "check_conv1x1",
+    "GLOW_GOAL",
+    "GLOW_STEPS",
     "check_batch_bits_per_dim",
-    "small_digits",
+    "check_conv1x1",
     "check_fit_glow",
+    "check_squeeze",
+    "make_image_flow",
+    "small_digits",
 ]
 
 
@@ -102,7 +101,8 @@ def check_squeeze(squeeze_fn: Callable, unsqueeze_fn: Callable) -> None:
 
 # --- Exercise: the 1 x 1 convolution ------------------------------------------------------
 
-def _conv_cases():
+def _conv_cases() -> Iterator[tuple[Tensor, Tensor]]:
+    """``(W, z)``: weights with a negative determinant far from one, and images."""
     g = torch.Generator().manual_seed(4)
     for c, h, w, n in ((3, 4, 5, 4), (4, 2, 3, 3)):
         weight = torch.randn(c, c, generator=g, dtype=torch.float64)
@@ -164,7 +164,7 @@ def check_conv1x1(fn: Callable, atol: float = 1e-8) -> None:
 
 # --- Exercise: bits per dimension of a batch ---------------------------------------------
 
-def make_image_flow(seed: int = 0, dtype: torch.dtype = torch.float64) -> ImageFlow:
+def make_image_flow(seed: int = 0, dtype: torch.dtype = torch.float64) -> Flow:
     """A small random Glow on 1 x 4 x 4 images for the exercises."""
     flow = glow((1, 4, 4), levels=2, steps=1, hidden=4, seed=seed)
     g = torch.Generator().manual_seed(seed)
@@ -190,14 +190,14 @@ def check_batch_bits_per_dim(fn: Callable) -> None:
         got = as_number(run(fn, flow, pixels.clone(), u.clone(), name="batch_bits_per_dim"),
                         "batch_bits_per_dim")
         with torch.no_grad():
-            def nll(y):
+            def nll(y: Tensor) -> Tensor:
                 with torch.no_grad():
                     return -flow.log_prob(y).double()
             right = nll((pixels + u) / levels)
             expected = _bits_per_dim(float(right.mean()), d, levels)
             ln2 = math.log(2)
 
-            def bits(value):
+            def bits(value: float | Tensor) -> Tensor:
                 return torch.tensor(float(value), dtype=torch.float64)
             slips = [
                 Slip("add D ln 256 to the negative log-likelihood: the density of y = "
@@ -242,56 +242,58 @@ def small_digits(seed: int = 0) -> tuple[Tensor, Tensor]:
 
     train, test = load_mnist(seed=seed)
 
-    def half(x):
+    def half(x: Tensor) -> Tensor:
         return torch.round(F.avg_pool2d(pixels_to_levels(x).view(-1, 1, 28, 28), 2))
     return half(train), half(test)
 
 
-def check_fit_glow(fit_glow: Callable, seed: int = 0) -> None:
+def check_fit_glow(fit_glow: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]],
+                   seed: int = 0) -> None:
     """Exercise: ``fit_glow(train, generator)`` builds a flow on 14 x 14 digits (integer
     pixels, shape ``(4000, 1, 14, 14)``), trains it for at most 300 steps and returns
-    ``(flow, history)``; the flow must be an ``ImageFlow`` and score below 3.6 bits per
-    dimension on the 1,000 test digits (uniform dequantization)."""
+    ``(flow, history)``; the flow must be an ``nfcourse.Flow`` on images and score below
+    3.6 bits per dimension on the 1,000 test digits (uniform dequantization)."""
     train, test = small_digits(seed)
-    generator = torch.Generator().manual_seed(seed)
-    flow, history = run_training(
-        fit_glow, train.clone(), generator, name="fit_glow", budget=GLOW_STEPS,
-        model_type=ImageFlow, model_hint="an ImageFlow (nfcourse.flows.image.glow builds "
-        "one)", seed=seed)
-    if len(history) > GLOW_STEPS:
-        raise ExerciseError(f"fit_glow trained for {len(history)} steps; the budget is "
-                            f"{GLOW_STEPS}")
-    if flow.shape != (1, 14, 14):
-        raise ExerciseError(f"the flow models images of shape {flow.shape}; the digits are "
-                            "(1, 14, 14)")
-    dtype = next(flow.parameters()).dtype
-    flow.eval()
-    try:
+    goal = Goal(GLOW_GOAL, steps=GLOW_STEPS, n=len(test), digits=3, phrases=(
+        "{subject} {value:.3f}{error} bits per dimension on the {n:,} test digits",
+        "{subject} {value:.4g} bits per dimension on the test digits"))
+
+    def inspect(flow: Flow) -> None:
+        if flow.event_shape != (1, 14, 14):
+            raise ExerciseError(f"the flow models samples of shape {flow.event_shape}; the "
+                                "digits are (1, 14, 14)")
+
+    def nll(flow: Flow, images: Tensor, seed: int) -> Tensor:
+        dtype = next(flow.parameters()).dtype
         with torch.no_grad():
-            nll = dequantization_nll(flow, test.to(dtype), 256,
-                                     generator=torch.Generator().manual_seed(99))
-    except Exception as failure:
-        raise ExerciseError(f"evaluating your flow on the test digits failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    bits = _bits_per_dim(float(nll.double().mean()), 196, 256)
-    if math.isfinite(bits) and bits < GLOW_GOAL:
-        print(f"Correct: your flow scores {bits:.3f} bits per dimension on the 1,000 test "
-              f"digits (goal: below {GLOW_GOAL}) after {len(history)} steps.")
-        return
-    with torch.no_grad():
+            return dequantization_nll(flow, images.to(dtype), 256,
+                                      generator=torch.Generator().manual_seed(seed)).double()
+
+    def measure(flow: Flow) -> Measurement:
+        flow.eval()
+        try:
+            per_image = nll(flow, test, 99)
+        except Exception as failure:
+            raise ExerciseError(f"evaluating your flow on the test digits failed: "
+                                f"{type(failure).__name__}: {failure}") from None
+        bits = _bits_per_dim(per_image, 196, 256)
+        return Measurement(float(bits.mean()), float(bits.std() / math.sqrt(len(bits))))
+
+    def loss(flow: Flow) -> float:
         index = torch.randint(len(train), (256,), generator=torch.Generator().manual_seed(7))
-        train_nll = float(dequantization_nll(
-            flow, train[index].to(dtype), 256,
-            generator=torch.Generator().manual_seed(8)).double().mean())
-    reason = describe_shortfall(
-        history, flow, budget=GLOW_STEPS, loss_value=train_nll,
-        slips=[(-train_nll, "your loss is the mean log-likelihood, not its negative: the "
-                            "optimiser minimises, so the loss is dequantization_nll(...)"
-                            ".mean(), the negative log-likelihood")],
+        return float(nll(flow, train[index], 8).mean())
+
+    check_fit(
+        fit_glow, train.clone(), torch.Generator().manual_seed(seed), name="fit_glow",
+        goal=goal, seed=seed, model_hint="an nfcourse.Flow on images "
+        "(nfcourse.flows.glow.glow builds one)", inspect=inspect, measure=measure, loss=loss,
+        slips=lambda flow, loss: [(-loss, "your loss is the mean log-likelihood, not its "
+                                          "negative: the optimiser minimises, so the loss is "
+                                          "dequantization_nll(...).mean(), the negative "
+                                          "log-likelihood")],
         went_up="is the loss the negative log-likelihood (dequantization_nll), not its "
                 "negative, and the learning rate not too large?",
         fallback="the flow learns too slowly: Adam with a learning rate near 1e-2, "
                  "batches of about 64 digits drawn afresh at every step, and the whole "
-                 "budget of steps")
-    raise ExerciseError(f"your flow scores {bits:.4g} bits per dimension on the test "
-                        f"digits; the goal is below {GLOW_GOAL}. Likely cause: {reason}")
+                 "budget of steps",
+        subject="your flow scores")

@@ -19,16 +19,20 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..applications.inference import LinearGaussianSimulator, posterior_kl
+from ..core import Flow
 from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
-from ._training import SIGN_SLIP, describe_shortfall, run_training
+from ._training import Goal, Measurement, check_fit
 
 __all__ = [
+    "POSTERIOR_KL_GOAL",
+    "POSTERIOR_STEPS",
+    "check_conditional_log_prob",
+    "check_effective_sample_size",
+    "check_fit_posterior",
+    "check_log_z_estimate",
     "make_context_net",
     "make_simulator",
-    "check_effective_sample_size",
-    "check_log_z_estimate",
-    "check_conditional_log_prob",
-    "check_fit_posterior",
 ]
 
 F64 = torch.float64
@@ -135,6 +139,7 @@ class ContextNet(nn.Module):
         self.dim = dim
 
     def forward(self, c: Tensor) -> tuple[Tensor, Tensor]:
+        """The log-scales ``s`` and shifts ``t`` for a context ``c`` of shape ``(B, C)``."""
         h = torch.tanh(c.to(self.w1.dtype) @ self.w1 + self.b1) @ self.w2 + self.b2
         return h[:, :self.dim], h[:, self.dim:]
 
@@ -190,57 +195,52 @@ POSTERIOR_STEPS = 600
 POSTERIOR_KL_GOAL = 0.1
 
 
-def make_simulator():
+def make_simulator() -> LinearGaussianSimulator:
     """The linear-Gaussian simulator of the chapter: ``theta ~ N(0, I_2)``,
     ``x = A theta + 0.5 eps`` in ``R^3``."""
-    from ..applications.inference import LinearGaussianSimulator
-
     return LinearGaussianSimulator(torch.tensor([[1.0, 0.5], [0.0, 1.0], [1.0, -1.0]]),
                                    noise=0.5)
 
 
-def check_fit_posterior(fit_posterior: Callable, seed: int = 0) -> None:
-    """Exercise: ``fit_posterior(theta, x)`` trains a ``ConditionalFlow`` ``q(theta | x)``
+def check_fit_posterior(fit_posterior: Callable[[Tensor, Tensor], tuple[Flow, list[float]]],
+                        seed: int = 0) -> None:
+    """Exercise: ``fit_posterior(theta, x)`` trains a conditional ``Flow`` ``q(theta | x)``
     on 20,000 simulated pairs (float32) within 600 steps and returns ``(flow, history)``;
     the mean ``KL(p(theta | x) || q(theta | x))`` over five fresh observations must be
     below 0.1 nats (the prior scores about 2)."""
-    from ..applications.inference import posterior_kl
-    from ..flows.conditional import ConditionalFlow
-
     simulator = make_simulator()
     g = torch.Generator().manual_seed(seed)
     theta = simulator.sample_prior(20_000, generator=g)
     x = simulator.simulate(theta, generator=g)
-    flow, history = run_training(
-        fit_posterior, theta.float(), x.float(), name="fit_posterior",
-        budget=POSTERIOR_STEPS, model_type=ConditionalFlow,
-        model_hint="the nfcourse ConditionalFlow you trained", seed=seed)
     x_obs = simulator.simulate(simulator.sample_prior(5, generator=g), generator=g)
-    try:
-        kls = [posterior_kl(flow, simulator, x_obs[k],
-                            generator=torch.Generator().manual_seed(100 + k))[0]
-               for k in range(5)]
-    except Exception as failure:  # the flow cannot evaluate these points
-        raise ExerciseError(f"evaluating your flow's posterior failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    kl = sum(kls) / len(kls)
-    if math.isfinite(kl) and kl < POSTERIOR_KL_GOAL:
-        print(f"Correct: your posterior flow is within KL = {kl:.4f} nats of the true "
-              f"posterior on average over five fresh observations (goal: below "
-              f"{POSTERIOR_KL_GOAL}) after {len(history)} steps.")
-        return
-    dtype = next(flow.parameters()).dtype
-    with torch.no_grad():
-        loss = float(-flow.log_prob(theta.to(dtype), x.to(dtype)).mean())
-        swapped = None
+    goal = Goal(POSTERIOR_KL_GOAL, steps=POSTERIOR_STEPS, n=len(x_obs), phrases=(
+        "{subject} KL = {value:.{digits}f}{error} nats of the true posterior on average over "
+        "{n} fresh observations",
+        "your flow's posteriors are KL = {value:.4g} nats from the truth on average over "
+        "{n} fresh observations"))
+
+    def measure(flow: Flow) -> Measurement:
+        try:
+            kls = [posterior_kl(flow, simulator, x_obs[k],
+                                generator=torch.Generator().manual_seed(100 + k))
+                   for k in range(len(x_obs))]
+        except Exception as failure:  # the flow cannot evaluate these points
+            raise ExerciseError(f"evaluating your flow's posterior failed: "
+                                f"{type(failure).__name__}: {failure}") from None
+        return Measurement(sum(kl for kl, _ in kls) / len(kls),
+                           math.sqrt(sum(error**2 for _, error in kls)) / len(kls))
+
+    def loss(flow: Flow) -> float:
+        dtype = next(flow.parameters()).dtype
+        return float(-flow.log_prob(theta.to(dtype), x.to(dtype)).mean())
+
+    def diagnose(flow: Flow, history: list[float], measured: Measurement) -> str | None:
         if flow.dim == 3 and flow.context_dim == 2:
-            swapped = "the roles are swapped: the flow models theta given x (dim=2, " \
-                      "context_dim=3), not x given theta"
-    reason = swapped or describe_shortfall(
-        history, flow, budget=POSTERIOR_STEPS, loss_value=loss,
-        slips=[(-loss, SIGN_SLIP)],
-        went_up="is the sign of your loss right, and the learning rate not too large?")
-    raise ExerciseError(
-        f"your flow's posteriors are KL = {kl:.4g} nats from the truth on average over "
-        f"five fresh observations; the goal is below {POSTERIOR_KL_GOAL}. Likely cause: "
-        f"{reason}")
+            return ("the roles are swapped: the flow models theta given x (dim=2, "
+                    "context_dim=3), not x given theta")
+        return None
+
+    check_fit(
+        fit_posterior, theta.float(), x.float(), name="fit_posterior", goal=goal, seed=seed,
+        model_hint="the conditional nfcourse.Flow you trained", measure=measure, loss=loss,
+        diagnose=diagnose, subject="your posterior flow is within")

@@ -14,23 +14,32 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .. import testing
+from ..core import Flow
+from ..densities import KumaraswamySquare
 from ..flows.piecewise import piecewise_linear
-from . import ExerciseError, Slip, as_tensor, call_student, check_close, compare, run  # noqa: F401
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_tensor,
+    compare,
+    run,
+)
 from ._training import (
-    SIGN_SLIP,
-    describe_shortfall,
-    held_out_kl,
+    Goal,
+    check_fit,
+    mean_nll,
     require_registered,
-    run_training,
 )
 
 __all__ = [
+    "SQUARE_GOAL",
+    "check_fit_square",
     "check_piecewise_forward",
-    "check_piecewise_log_det",
     "check_piecewise_inverse",
+    "check_piecewise_log_det",
     "check_smoothed_bin_masses",
 ]
 
@@ -71,7 +80,8 @@ def _safe(fn: Callable[[], Tensor]) -> Tensor | None:
         return None
 
 
-def _gather(fn, cases) -> Tensor | None:
+def _gather(fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Tensor]]
+            ) -> Tensor | None:
     """One slip evaluated case by case and joined (None when it cannot run)."""
     out = []
     for case in cases:
@@ -82,7 +92,9 @@ def _gather(fn, cases) -> Tensor | None:
     return torch.cat(out)
 
 
-def _answers(fn, cases, name: str, what: str, hint: str):
+def _answers(fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Tensor]],
+             name: str, what: str, hint: str) -> list[Tensor]:
+    """The student's answer for every case, each checked to be a tensor of its shape."""
     answers = []
     for x, q in cases:
         answer = run(fn, x.clone(), q.clone(), name=name, hint=hint)
@@ -103,7 +115,7 @@ def check_piecewise_forward(piecewise_forward: Callable) -> None:
     edge = torch.cat([torch.isclose(x * len(q), torch.round(x * len(q))) for x, q in cases])
     one = torch.cat([x == 1 for x, _ in cases])
 
-    def slip(fn):
+    def slip(fn: Callable[..., Tensor]) -> Tensor | None:
         return _gather(lambda x, q: fn(x, q, len(q), _bins(x, len(q)), _heights(q)), cases)
 
     compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(x, q)",
@@ -155,10 +167,10 @@ def check_piecewise_log_det(piecewise_log_det: Callable) -> None:
     expected = torch.cat([_reference(x, q)[1] for x, q in cases])
     labels = [f"x = {float(v):.4g} (K = {len(q)})" for x, q in cases for v in x]
 
-    def slip(fn):
+    def slip(fn: Callable[..., Tensor]) -> Tensor | None:
         return _gather(lambda x, q: fn(x, q, len(q), _bins(x, len(q)), _heights(q)), cases)
 
-    def y_bins(x, q, K):
+    def y_bins(x: Tensor, q: Tensor, K: int) -> Tensor:
         return torch.searchsorted(_heights(q)[1:-1].contiguous(), x, right=True)
 
     compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(x, q)",
@@ -209,17 +221,17 @@ def check_piecewise_inverse(piecewise_inverse: Callable) -> None:
     edge = torch.cat([torch.isclose(y.unsqueeze(1), _heights(q).unsqueeze(0)).any(1)
                       for y, q in cases])
 
-    def slip(fn):
-        def each(y, q):
+    def slip(fn: Callable[..., Tensor]) -> Tensor | None:
+        def each(y: Tensor, q: Tensor) -> Tensor:
             K, c = len(q), _heights(q)
             k = torch.searchsorted(c[1:-1].contiguous(), y, right=True)
             return fn(y, q, K, k, c)
         return _gather(each, cases)
 
-    def high(y, q, K, c):
+    def high(y: Tensor, q: Tensor, K: int, c: Tensor) -> Tensor:
         return torch.searchsorted(c, y, right=True).clamp(max=K - 1)
 
-    def x_bins(y, K):
+    def x_bins(y: Tensor, K: int) -> Tensor:
         return torch.clamp(torch.floor(K * y).long(), max=K - 1)
 
     compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(y, q)",
@@ -275,14 +287,14 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
         labels += [f"bin {k} (K = {num_bins}, pseudo_count = {a})" for k in range(num_bins)]
     n = len(x)
 
-    def each(fn):
+    def each(fn: Callable[[Tensor, int, float], Tensor]) -> Tensor:
         out = []
         for num_bins, a in settings:
             counts = torch.bincount(_bins(x, num_bins), minlength=num_bins).to(DTYPE)
             out.append(fn(counts, num_bins, a))
         return torch.cat(out)
 
-    def dropped_ones(counts, K, a):
+    def dropped_ones(counts: Tensor, K: int, a: float) -> Tensor:
         counts = counts.clone()
         counts[-1] -= int((x == 1).sum())
         return (counts + a) / (counts.sum() + K * a)
@@ -318,36 +330,10 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
 # --- Exercise: a piecewise-linear coupling on the unit square -------------------------------
 
 
-SQUARE_STEPS = 300
-SQUARE_KL_GOAL = 0.08
+SQUARE_GOAL = Goal(0.08, steps=300)
 
 
-def _kumaraswamy_log_prob(x: Tensor, a: Tensor, b: float) -> Tensor:
-    return torch.log(a) + math.log(b) + (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x**a)
-
-
-def square_sample(n: int, seed: int = 0, dtype=None) -> Tensor:
-    """``n`` draws, shape ``(n, 2)``, on the unit square: ``x1`` from the Kumaraswamy
-    density with ``a = 2, b = 3``, then ``x2`` from the Kumaraswamy density with
-    ``a = 1 + 6 x1, b = 3``, so the shape of ``x2`` changes with ``x1``. Both are drawn by
-    inverting their distribution function ``F(x) = 1 - (1 - x^a)^b``."""
-    g = torch.Generator().manual_seed(seed)
-    u = torch.rand(n, 2, generator=g, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
-    x1 = (1 - (1 - u[:, 0]) ** (1 / 3)) ** (1 / 2)
-    x2 = (1 - (1 - u[:, 1]) ** (1 / 3)) ** (1 / (1 + 6 * x1))
-    x = torch.stack([x1, x2], dim=1).clamp(1e-9, 1 - 1e-9)
-    return x.to(dtype or torch.get_default_dtype())
-
-
-def square_log_prob(x: Tensor) -> Tensor:
-    """The exact log-density of :func:`square_sample`, shape ``(B,)``."""
-    x = x.double()
-    two = torch.tensor(2.0, dtype=torch.float64)
-    return (_kumaraswamy_log_prob(x[:, 0], two, 3.0)
-            + _kumaraswamy_log_prob(x[:, 1], 1 + 6 * x[:, 0], 3.0))
-
-
-def _structure_problem(layer) -> str | None:
+def _structure_problem(layer: nn.Module) -> str | None:
     """Test the student's layer in float64 at points inside the square: shapes, the
     log-det of the normalizing map against autograd, and both round trips."""
     g = torch.Generator().manual_seed(5)
@@ -384,41 +370,26 @@ def _structure_problem(layer) -> str | None:
     return None
 
 
-def check_fit_square(fit_square: Callable, seed: int = 0) -> None:
+def check_fit_square(fit_square: Callable[[Tensor], tuple[Flow, list[float]]],
+                     seed: int = 0) -> None:
     """Exercise: the student's ``fit_square(data)`` builds a flow of their piecewise-linear
-    coupling with a uniform base on the unit square, fits it by maximum likelihood and
-    returns ``(flow, history)``; the flow must reach ``KL(p || q) < 0.08`` nats within 300
-    steps, and the layer must pass the log-det and round-trip tests."""
-    from ..core import Flow
+    coupling with a uniform base on the unit square, fits it by maximum likelihood to 2,000
+    points of ``nfcourse.densities.KumaraswamySquare`` and returns ``(flow, history)``; the
+    flow must reach ``KL(p || q) < 0.08`` nats within 300 steps, and the layer must pass the
+    log-det and round-trip tests."""
+    data = KumaraswamySquare().sample(2000, seed=seed, dtype=torch.get_default_dtype())
 
-    data = square_sample(2000, seed=seed)
-    flow, history = run_training(
-        fit_square, data.clone(), name="fit_square", budget=SQUARE_STEPS, model_type=Flow,
-        model_hint="the nfcourse.Flow you trained", seed=seed)
-    require_registered(flow)
-    problem = _structure_problem(flow.transform)
-    if problem:
-        raise ExerciseError(f"your coupling layer is not a valid flow yet: {problem}")
-    test = square_sample(20_000, seed=10_000 + seed, dtype=torch.float64)
-    kl = held_out_kl(flow, test, square_log_prob(test))
-    dtype = next(iter(flow.parameters()), test).dtype
-    if math.isfinite(kl) and 0 <= kl < SQUARE_KL_GOAL:
-        print(f"Correct: your coupling reaches KL(p || q) = {kl:.4f} nats on 20,000 fresh "
-              f"points (goal: below {SQUARE_KL_GOAL}) after {len(history)} steps.")
-        return
-    x = data.to(dtype)
-    with torch.no_grad():
-        correct = float(-flow.log_prob(x).mean())
-    reason = describe_shortfall(
-        history, flow, budget=SQUARE_STEPS, loss_value=correct,
-        slips=[(-correct, SIGN_SLIP)],
+    def inspect(flow: Flow) -> None:
+        require_registered(flow)
+        problem = _structure_problem(flow.transform)
+        if problem:
+            raise ExerciseError(f"your coupling layer is not a valid flow yet: {problem}")
+
+    check_fit(
+        fit_square, data.clone(), name="fit_square", goal=SQUARE_GOAL,
+        target=KumaraswamySquare(), seed=seed, subject="your coupling reaches",
+        inspect=inspect, loss=lambda flow: mean_nll(flow, data),
         went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
         fallback=("the fit stops short: with more bins the histograms can follow the "
                   "density more closely, and a wider conditioner lets the masses of x2 "
                   "follow x1"))
-    raise ExerciseError(
-        f"your coupling reaches KL(p || q) = {kl:.4g} nats on fresh points; the goal is "
-        f"below {SQUARE_KL_GOAL}. Likely cause: {reason}")
-
-
-__all__ += ["check_fit_square", "square_sample", "square_log_prob"]

@@ -9,24 +9,38 @@ Jacobian where a log-determinant is asked for, and names the slip that fits the 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..flows.planar import constrained_u, planar_forward, solve_planar_projection
+from ..core import Flow
+from ..densities import Banana, log_banana
+from ..flows.planar import PlanarFlow, constrained_u, planar_forward, solve_planar_projection
 from ..flows.radial import radial_forward
 from ..testing import autograd_log_abs_det
-from . import ExerciseError, Slip, as_tensor, call_student, check_close, compare, run  # noqa: F401
-from ._training import describe_shortfall, run_training
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_tensor,
+    compare,
+    run,
+)
+from ._training import (
+    REVERSE_KL,
+    Goal,
+    check_fit,
+    safe_value,
+)
 
 __all__ = [
-    "check_planar_log_det",
-    "check_u_hat",
+    "BANANA_GOAL",
     "check_bisection",
+    "check_fit_banana",
+    "check_planar_log_det",
     "check_radial_log_det",
+    "check_u_hat",
 ]
 
 F64 = torch.float64
@@ -36,7 +50,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _planar_cases(seed: int):
+def _planar_cases(seed: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
     """Random layers in D = 2 and 5, then a raw u with w^T u = -3 in D = 3 (a folding map,
     where 1 + u^T psi(z) < 0 near the hyperplane), with four points on the hyperplane."""
     g = _generator(seed)
@@ -52,7 +66,8 @@ def _planar_cases(seed: int):
         yield z, u, w, b
 
 
-def check_planar_log_det(planar_log_det, seed: int = 0) -> None:
+def check_planar_log_det(planar_log_det: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+                         seed: int = 0) -> None:
     """Exercise: ``planar_log_det(z, u, w, b)`` returns ``log |1 + u^T psi(z)|``, shape
     ``(B,)``, with ``psi(z) = tanh'(w^T z + b) w``."""
     got, expected, labels, folding = [], [], [], []
@@ -101,7 +116,7 @@ def check_planar_log_det(planar_log_det, seed: int = 0) -> None:
           "(D = 2, 3 and 5, 36 points, one layer with w^T u < -1).")
 
 
-def check_u_hat(u_hat, seed: int = 0) -> None:
+def check_u_hat(u_hat: Callable[[Tensor, Tensor], Tensor], seed: int = 0) -> None:
     """Exercise: ``u_hat(u, w)`` returns ``u + (m(w^T u) - w^T u) w / ||w||^2`` with
     ``m(a) = -1 + softplus(a)``, for vectors ``u, w`` of shape ``(D,)``: 40 random pairs
     with ``||w||`` below and above one, and two with ``w^T u`` around +-800."""
@@ -163,7 +178,7 @@ def check_u_hat(u_hat, seed: int = 0) -> None:
           "one, w^T u = +-800 included.")
 
 
-def _u_hat_anatomy(pairs, got) -> str:
+def _u_hat_anatomy(pairs: list[tuple[Tensor, Tensor]], got: Tensor) -> str:
     """Split each answer into its parts along and across w: which of the two is wrong."""
     across_wrong, along = 0, []
     for (u, w), answer in zip(pairs, got, strict=False):
@@ -227,7 +242,8 @@ def _truncated_bisection(got: Tensor, y: Tensor, m: Tensor, error: Tensor) -> in
     return None
 
 
-def check_bisection(bisect_projection, seed: int = 0) -> None:
+def check_bisection(bisect_projection: Callable[[Tensor, Tensor, Tensor], Tensor],
+                    seed: int = 0) -> None:
     """Exercise: ``bisect_projection(y, m, b)`` solves ``alpha + m tanh(alpha + b) = y`` for
     ``alpha`` (elementwise, ``y`` of shape ``(B,)``, scalar tensors ``m >= -1`` and ``b``),
     for ``m = -1`` (the edge), ``-0.9``, ``0``, ``0.5`` and ``4``."""
@@ -284,7 +300,8 @@ def check_bisection(bisect_projection, seed: int = 0) -> None:
           "m = -1, -0.9, 0, 0.5 and 4 (250 points).")
 
 
-def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
+def check_radial_log_det(radial_log_det: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+                         seed: int = 0) -> None:
     """Exercise: ``radial_log_det(z, z0, alpha, beta)`` returns
     ``(D - 1) log(1 + beta h) + log(1 + beta h + beta h'(r) r)``, shape ``(B,)``, for
     ``D = 1, 2, 5`` and ``beta`` of both signs."""
@@ -343,83 +360,50 @@ def check_radial_log_det(radial_log_det, seed: int = 0) -> None:
 # --- Exercise: fit a banana by reverse KL ---------------------------------------------------
 
 
-BANANA_STEPS = 300
-BANANA_KL_GOAL = 0.15
-BANANA_LOG_Z = math.log(math.pi)  # the integral of exp(log_banana) is 2 pi * 1 * 0.5
-_BANANA_FLOOR = (-BANANA_LOG_Z, "the reverse KL cannot be negative, so the loss cannot go "
-                                "below -log Z; is the sign of the log-det right (log q(x) = "
-                                "log p_Z(z) - log|det J_f(z)|), and the sign of the loss?")
+BANANA_GOAL = Goal(0.15, steps=300, phrases=REVERSE_KL)
+BANANA_FLOOR = (-Banana.log_z, "the reverse KL cannot be negative, so the loss cannot go "
+                               "below -log Z; is the sign of the log-det right (log q(x) = "
+                               "log p_Z(z) - log|det J_f(z)|), and the sign of the loss?")
 
 
-def log_banana(x: Tensor) -> Tensor:
-    """The unnormalised log-density of the banana: ``x1 ~ N(0, 1)`` and
-    ``x2 | x1 ~ N(x1^2 / 2, 0.5^2)``, without the normaliser (``log Z = log pi``).
-    ``x`` of shape ``(B, 2)``; returns ``(B,)``."""
-    x1, x2 = x[:, 0], x[:, 1]
-    return -0.5 * x1**2 - 0.5 * ((x2 - 0.5 * x1**2) / 0.5) ** 2
+def _reverse_kl_loss(flow: Flow, seed: int, sign_log_det: float = 1.0,
+                     sign: float = 1.0) -> float:
+    """The reverse-KL loss ``E_q[log q(x) - log p~(x)]`` at the trained flow on 4,096 of its
+    samples, with the signs of the log-det and of the loss as a slip would have them."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    z = flow.base.sample(4096, generator=g)
+    x, log_det = flow.transform(z)
+    log_q = flow.base.log_prob(z) - sign_log_det * log_det
+    return float(sign * (log_q - log_banana(x)).mean())
 
 
-def check_fit_banana(fit_banana: Callable, seed: int = 0) -> None:
+def check_fit_banana(fit_banana: Callable[[Callable[[Tensor], Tensor], torch.Generator],
+                                          tuple[Flow, list[float]]],
+                     seed: int = 0) -> None:
     """Exercise: the student's ``fit_banana(log_target, generator)`` fits a planar flow to
-    ``log_banana`` by reverse KL and returns ``(flow, history)``; the flow must reach the
-    exact ``KL(q || p) < 0.15`` nats within 300 steps."""
-    from ..core import Flow
-    from ..flows.planar import PlanarFlow
-    from ..targets import exact_reverse_kl
+    ``nfcourse.densities.log_banana`` by reverse KL and returns ``(flow, history)``; the
+    flow must reach the exact ``KL(q || p) < 0.15`` nats within 300 steps."""
 
-    generator = torch.Generator().manual_seed(seed)
-    flow, history = run_training(
-        fit_banana, log_banana, generator, name="fit_banana", budget=BANANA_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=_BANANA_FLOOR)
+    def slips(flow: Flow, loss: float) -> list[tuple[float, str]]:
+        return [
+            (safe_value(lambda: _reverse_kl_loss(flow, seed, sign_log_det=-1.0)),
+             "your log q(x) adds the log-det of f: for samples x = f(z), "
+             "log q(x) = log p_Z(z) - log|det J_f(z)|, the density spreads where f stretches"),
+            (-loss,
+             "your loss is E[log p~(x) - log q(x)], the reverse KL with its sign flipped: the "
+             "optimiser minimises, so the loss is E_q[log q(x) - log p~(x)]"),
+        ]
 
-    def energy(x):
-        return -log_banana(x)
+    def limitation(flow: Flow) -> str | None:
+        if any(isinstance(m, PlanarFlow) for m in flow.modules()):
+            return None
+        return "your flow has no planar layers: a Gaussian cannot bend into a banana"
 
-    try:
-        kl, _ = exact_reverse_kl(flow, energy, BANANA_LOG_Z, n=20_000, seed=10_000 + seed)
-    except Exception as error:  # a broken flow cannot even be sampled
-        kl = math.nan
-        broken = f" (sampling it failed: {type(error).__name__}: {error})"
-    else:
-        broken = ""
-    if math.isfinite(kl) and kl < BANANA_KL_GOAL:
-        print(f"Correct: your flow reaches KL(q || p) = {kl:.4f} nats (goal: below "
-              f"{BANANA_KL_GOAL}) after {len(history)} steps.")
-        return
-    t, base = flow.transform, flow.base
-
-    def estimate(sign_log_det: float, sign: float) -> float:
-        try:
-            with torch.no_grad():
-                g = torch.Generator().manual_seed(20_000 + seed)
-                z = base.sample(4096, generator=g)
-                x, log_det = t(z)
-                log_q = base.log_prob(z) - sign_log_det * log_det
-                return float(sign * (log_q - log_banana(x)).mean())
-        except Exception:  # the slip cannot be evaluated: it matches nothing
-            return math.nan
-
-    slips = [
-        (estimate(-1.0, 1.0),
-         "your log q(x) adds the log-det of f: for samples x = f(z), "
-         "log q(x) = log p_Z(z) - log|det J_f(z)|, the density spreads where f stretches"),
-        (estimate(1.0, -1.0),
-         "your loss is E[log p~(x) - log q(x)], the reverse KL with its sign flipped: the "
-         "optimiser minimises, so the loss is E_q[log q(x) - log p~(x)]"),
-    ]
-    has_layers = any(isinstance(m, PlanarFlow) for m in flow.modules())
-    reason = describe_shortfall(
-        history, flow, budget=BANANA_STEPS, loss_value=estimate(1.0, 1.0), slips=slips,
-        floor=_BANANA_FLOOR,
+    check_fit(
+        fit_banana, log_banana, torch.Generator().manual_seed(seed), name="fit_banana",
+        goal=BANANA_GOAL, target=log_banana, log_z=Banana.log_z, seed=seed,
+        floor=BANANA_FLOOR, loss=lambda flow: _reverse_kl_loss(flow, seed), slips=slips,
         went_up=("with the reverse KL the gradient must pass through the samples "
                  "x = f(z): did you detach them or draw them under torch.no_grad()? "
                  "(A learning rate that is too large also makes the loss climb.)"),
-        model_hint=None if has_layers else (
-            "your flow has no planar layers: a Gaussian cannot bend into a banana"))
-    raise ExerciseError(
-        f"your flow reaches KL(q || p) = {kl:.4g} nats{broken}; the goal is below "
-        f"{BANANA_KL_GOAL}. Likely cause: {reason}")
-
-
-__all__ += ["check_fit_banana", "log_banana", "BANANA_LOG_Z"]
+        limitation=limitation)

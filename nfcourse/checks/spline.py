@@ -16,25 +16,35 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..core import Flow
+from ..densities import MovedSine
+from ..flows.actnorm import ActNorm
 from ..flows.spline import _rational_quadratic_spline, _spline_parameters
-from . import ExerciseError, Slip, as_tensor, check_gradients, compare, run
+from ..validation import check_positive_int
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_tensor,
+    check_gradients,
+    compare,
+    run,
+)
 from ._training import (
     BELOW_ENTROPY,
-    SIGN_SLIP,
-    STAYED_BELOW_ENTROPY,
-    describe_shortfall,
+    Goal,
+    Measurement,
+    check_fit,
     mean_nll,
-    reached_kl_goal,
-    run_training,
 )
 
 __all__ = [
-    "make_spline_outputs",
-    "check_spline_knots",
+    "MINIMUMS",
+    "MOVED_GOAL",
+    "check_fit_moved_sine",
     "check_rq_forward",
     "check_rq_inverse",
-    "MovedSine",
-    "check_fit_moved_sine",
+    "check_spline_knots",
+    "make_spline_outputs",
 ]
 
 #: The minimums of the knot exercise: all different, so that no mix-up passes.
@@ -42,15 +52,16 @@ MINIMUMS = {"min_bin_width": 0.02, "min_bin_height": 0.03, "min_derivative": 0.0
 
 
 def make_spline_outputs(n: int, bins: int, seed: int = 0, scale: float = 2.0,
-                        dtype=torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+                        dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
     """Random unconstrained outputs ``(u_w, u_h, u_d)`` of shapes ``(n, K)``, ``(n, K)``
     and ``(n, K - 1)``, as a network would return them."""
+    n, bins = check_positive_int(n, "n"), check_positive_int(bins, "bins")
     g = torch.Generator().manual_seed(seed)
     return tuple(scale * torch.randn(n, k, generator=g, dtype=dtype)
                  for k in (bins, bins, bins - 1))
 
 
-def _unpack(out, name: str, n: int, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+def _unpack(out: object, name: str, n: int, bins: int) -> tuple[Tensor, Tensor, Tensor]:
     if not (isinstance(out, tuple | list) and len(out) == 3):
         raise ExerciseError(f"{name} should return three tensors (knot_x, knot_y, "
                             f"derivatives), got {type(out).__name__}")
@@ -131,7 +142,8 @@ def check_spline_knots(fn: Callable, atol: float = 1e-8) -> None:
 
 
 def _spline_cases(seed: int, n: int = 40, bins: int = 5, bound: float = 3.0,
-                  dtype=torch.float64, straight: bool = False):
+                  dtype: torch.dtype = torch.float64, straight: bool = False
+                  ) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor, Tensor, Tensor, Tensor, float]:
     """Knots of random splines, with points in every bin, at the knots and at +-B."""
     uw, uh, ud = make_spline_outputs(n, bins, seed, scale=1.5, dtype=dtype)
     if straight:  # equal widths and heights, unit derivatives: straight bins (a = 0)
@@ -144,7 +156,9 @@ def _spline_cases(seed: int, n: int = 40, bins: int = 5, bound: float = 3.0,
     return (uw, uh, ud), knot_x, knot_y, deriv, x, bound
 
 
-def _reference_in_bin(x, knot_x, knot_y, deriv):
+def _reference_in_bin(x: Tensor, knot_x: Tensor, knot_y: Tensor, deriv: Tensor
+                      ) -> tuple[Tensor, Tensor]:
+    """The rational-quadratic spline at ``x`` and its log-derivative, bin by bin."""
     k = (x.unsqueeze(-1) >= knot_x[:, 1:-1]).sum(-1, keepdim=True)
     xk, xk1 = knot_x.gather(1, k)[:, 0], knot_x.gather(1, k + 1)[:, 0]
     yk, yk1 = knot_y.gather(1, k)[:, 0], knot_y.gather(1, k + 1)[:, 0]
@@ -250,66 +264,28 @@ def check_rq_inverse(fn: Callable) -> None:
     print("Correct: the inverse is exact in curved and straight bins and next to the knots.")
 
 
-class MovedSine:
-    """Chapter 5's sine wave moved far from the origin: ``x = (8, 0.05) y + (-30, 12)``
-    for ``y`` from ``SineWave``. ``sample(n, seed)`` and ``log_prob(x)``, float64."""
-
-    def __init__(self):
-        from ..densities import SineWave
-
-        self.sine = SineWave()
-        self.scale = torch.tensor([8.0, 0.05], dtype=torch.float64)
-        self.shift = torch.tensor([-30.0, 12.0], dtype=torch.float64)
-
-    def sample(self, n: int, seed: int = 0) -> Tensor:
-        return self.sine.sample(n, seed=seed, dtype=torch.float64) * self.scale + self.shift
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        return (self.sine.log_prob((x - self.shift.to(x)) / self.scale.to(x))
-                - torch.log(self.scale).sum().to(x))
+MOVED_GOAL = Goal(0.1, steps=400)
 
 
-MOVED_STEPS = 400
-MOVED_KL_GOAL = 0.1
-
-
-def check_fit_moved_sine(fit: Callable, seed: int = 0) -> None:
+def check_fit_moved_sine(fit: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]],
+                         seed: int = 0) -> None:
     """Exercise: ``fit(data, generator)`` trains a flow on 10,000 float32 samples of
-    ``MovedSine`` in at most 400 steps and returns ``(flow, history)``; the flow must
-    reach ``KL(p || q) < 0.1`` nats on 20,000 fresh points."""
-    from ..core import Flow
-    from ..flows.actnorm import ActNorm
-
+    ``nfcourse.densities.MovedSine`` in at most 400 steps and returns ``(flow, history)``;
+    the flow must reach ``KL(p || q) < 0.1`` nats on 20,000 fresh points."""
     target = MovedSine()
-    data = target.sample(10_000, seed=seed).float()
-    generator = torch.Generator().manual_seed(seed)
-    entropy = target.sine.entropy() + float(torch.log(target.scale).sum())
-    flow, history = run_training(
-        fit, data.clone(), generator, name="fit_moved_sine", budget=MOVED_STEPS,
-        model_type=Flow, model_hint="the nfcourse.Flow you trained", seed=seed,
-        floor=(entropy, BELOW_ENTROPY))
-    test = target.sample(20_000, seed=10_000 + seed)
-    dtype = next(iter(flow.parameters()), test).dtype
-    try:
-        with torch.no_grad():
-            log_q = flow.log_prob(test.to(dtype)).double()
-    except Exception as failure:
-        raise ExerciseError(f"evaluating your flow on fresh points failed: "
-                            f"{type(failure).__name__}: {failure}") from None
-    kl = float((target.log_prob(test) - log_q).mean())
-    if reached_kl_goal(kl, None, MOVED_KL_GOAL, len(history)):
-        return
-    standardised = any(isinstance(m, ActNorm) and bool(m.initialized) for m in flow.modules())
-    train_nll = mean_nll(flow, data)
-    if not standardised and (not math.isfinite(kl) or kl > 5):
-        reason = ("the data lie around (-30, 12) with scales near 5 and 0.1, far outside "
-                  "the box [-B, B] where the splines act, so every spline is the identity "
-                  "there. Standardise the data first (spline_flow does it with an ActNorm "
-                  "layer, standardize=True)")
-    else:
-        reason = describe_shortfall(
-            history, flow, budget=MOVED_STEPS, loss_value=train_nll,
-            slips=[(-train_nll, SIGN_SLIP)], floor=(entropy, STAYED_BELOW_ENTROPY),
-            went_up="is the sign of your loss right, and the learning rate not too large?")
-    raise ExerciseError(f"your flow reaches KL(p || q) = {kl:.4g} nats on fresh points; "
-                        f"the goal is below {MOVED_KL_GOAL}. Likely cause: {reason}")
+    data = target.sample(10_000, seed=seed)
+
+    def diagnose(flow: Flow, history: list[float], measured: Measurement) -> str | None:
+        standardised = any(isinstance(m, ActNorm) and bool(m.initialized)
+                           for m in flow.modules())
+        if not standardised and (not math.isfinite(measured.value) or measured.value > 5):
+            return ("the data lie around (-30, 12) with scales near 5 and 0.1, far outside "
+                    "the box [-B, B] where the splines act, so every spline is the identity "
+                    "there. Standardise the data first (spline_flow does it with an ActNorm "
+                    "layer, standardize=True)")
+        return None
+
+    check_fit(
+        fit, data.clone(), torch.Generator().manual_seed(seed), name="fit_moved_sine",
+        goal=MOVED_GOAL, target=target, seed=seed, floor=(target.entropy(), BELOW_ENTROPY),
+        diagnose=diagnose, loss=lambda flow: mean_nll(flow, data))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -17,25 +18,31 @@ from torch.distributions import Normal
 from .. import testing, vae
 from .. import vae as _vae
 from ..flows.planar import planar_forward
-from . import (  # noqa: F401
+from ..images import load_digits
+from . import call_student
+from ._toolkit import (
     ExerciseError,
     Slip,
     as_tensor,
-    call_student,
-    check_close,
     check_gradients,
     compare,
+    known_constants,
     run,
     tolerances,
 )
-from ._toolkit import known_constants
-from ._training import describe_shortfall, run_training
+from ._training import (
+    Goal,
+    Measurement,
+    check_fit,
+)
 
 __all__ = [
-    "check_reparameterise",
+    "DIGITS_GOAL",
+    "check_fit_digits",
     "check_flow_elbo",
-    "check_planar_stack",
     "check_iw_bound",
+    "check_planar_stack",
+    "check_reparameterise",
 ]
 
 D64 = torch.float64
@@ -46,7 +53,8 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _as_pair(result, name: str, what: str) -> tuple:
+def _as_pair(result: object, name: str, what: str) -> tuple[Any, Any]:
+    """The pair the student's function returns, or an ``ExerciseError`` naming what came."""
     if not isinstance(result, tuple | list) or len(result) != 2:
         kind = type(result).__name__ + (f" of shape {tuple(result.shape)}"
                                         if isinstance(result, Tensor) else "")
@@ -54,7 +62,8 @@ def _as_pair(result, name: str, what: str) -> tuple:
     return tuple(result)
 
 
-def check_reparameterise(reparameterise) -> None:
+def check_reparameterise(
+        reparameterise: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]) -> None:
     """``reparameterise(mu, log_sigma, eps) -> (z0, log_q0)``: the sample
     ``z0 = mu + exp(log_sigma) * eps`` and ``log N(z0; mu, diag sigma^2)`` summed over the
     latent dimensions; gradients must reach ``mu`` and ``log_sigma``."""
@@ -110,7 +119,8 @@ def check_reparameterise(reparameterise) -> None:
           "its Gaussian log-density.")
 
 
-def _elbo_inputs():
+def _elbo_inputs() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(x, logits, zK, log_q0, log_dets)`` for five images, one decoder confident."""
     g = _generator(1)
     b, d, k, n = 5, 2, 3, 12
     x = torch.bernoulli(torch.full((b, n), 0.4, dtype=D64), generator=g)
@@ -123,7 +133,8 @@ def _elbo_inputs():
     return x, logits, zK, log_q0, log_dets
 
 
-def check_flow_elbo(flow_elbo) -> None:
+def check_flow_elbo(flow_elbo: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+                    ) -> None:
     """``flow_elbo(x, logits, zK, log_q0, log_dets) -> (B,)``: the single-sample ELBO
     ``log p(x | zK) + log p(zK) - log q0 + sum_k log |det J_k|`` with a Bernoulli decoder
     (``logits``), a standard normal prior, and per-layer log-dets of shape ``(B, K)``."""
@@ -179,7 +190,8 @@ def check_flow_elbo(flow_elbo) -> None:
           "for 5 images, a confident decoder included.")
 
 
-def _stack_inputs(seed: int = 2):
+def _stack_inputs(seed: int = 2) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(z0, u_hat, w, b)`` for four images and three planar layers."""
     g = _generator(seed)
     b, k, d = 4, 3, 2
     u = 1.5 * torch.randn(b, k, d, generator=g, dtype=D64)
@@ -190,7 +202,10 @@ def _stack_inputs(seed: int = 2):
             torch.randn(b, k, generator=g, dtype=D64))
 
 
-def _reference_stack(z, u_hat, w, b, at_input=True):
+def _reference_stack(z: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, at_input: bool = True
+                     ) -> tuple[Tensor, Tensor]:
+    """``K`` planar layers image by image; ``at_input=False`` takes every log-det at
+    ``z0`` (a slip)."""
     total = z.new_zeros(z.shape[0])
     z_first = z
     for k in range(u_hat.shape[1]):
@@ -202,7 +217,9 @@ def _reference_stack(z, u_hat, w, b, at_input=True):
     return z, total
 
 
-def check_planar_stack(planar_stack) -> None:
+def check_planar_stack(
+        planar_stack: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+) -> None:
     """``planar_stack(z0, u_hat, w, b) -> (zK, sum_log_det)``: ``K`` planar layers, image by
     image, with parameters ``u_hat, w`` of shape ``(B, K, D)`` and ``b`` of shape ``(B, K)``;
     checked against the autograd Jacobian of the whole stack, image by image."""
@@ -236,7 +253,7 @@ def check_planar_stack(planar_stack) -> None:
              "the reversed stack's inputs", backwards[1]),
     ])
     for i in range(z0.shape[0]):
-        def stack(v, i=i):
+        def stack(v: Tensor, i: int = i) -> Tensor:
             return planar_stack(v, u_hat[i:i + 1], w[i:i + 1], b[i:i + 1])[0]
 
         autograd = testing.autograd_log_abs_det(stack, z0[i:i + 1])
@@ -250,7 +267,7 @@ def check_planar_stack(planar_stack) -> None:
           f"{u_hat.shape[1]} layers for each of {z0.shape[0]} images.")
 
 
-def check_iw_bound(iw_bound) -> None:
+def check_iw_bound(iw_bound: Callable[[Tensor], Tensor]) -> None:
     """``iw_bound(log_weights) -> (B,)``: ``log (1/S) sum_s exp(log_weights[s])`` over the
     first axis, stable for very negative log-weights, equal to the log-weight for S = 1."""
     g = _generator(3)
@@ -288,23 +305,23 @@ def check_iw_bound(iw_bound) -> None:
 # --- Exercise: assemble the flow ELBO from the model's parts and train on digits ------------
 
 
-DIGITS_STEPS = 300
-DIGITS_ELBO_GOAL = -26.5
-_DIGITS_FLOOR = (0.0, "minus the ELBO of binary images is positive, since the ELBO lies below "
-                      "log p(x) <= 0; a negative loss means you maximise minus the ELBO: the "
-                      "loss is -model_elbo(...).mean()")
+DIGITS_GOAL = Goal(-26.5, steps=300, n=359, higher=True, nonnegative=False, digits=2, phrases=(
+    "your ELBO formula matches nfcourse.vae, and {subject} an ELBO of {value:.2f} nats per "
+    "test digit", "{subject} an ELBO of {value:.4g} nats per test digit"))
+DIGITS_FLOOR = (0.0, "minus the ELBO of binary images is positive, since the ELBO lies below "
+                     "log p(x) <= 0; a negative loss means you maximise minus the ELBO: the "
+                     "loss is -model_elbo(...).mean()")
 
 
-def digit_images() -> tuple[Tensor, Tensor]:
+def _digit_images() -> tuple[Tensor, Tensor]:
     """scikit-learn's 8 x 8 digits as grey levels in ``[0, 1]``: ``(train, test)`` of shapes
     ``(1438, 64)`` and ``(359, 64)`` (``nfcourse.images.load_digits`` divided by 16)."""
-    from ..images import load_digits
-
     train, test = load_digits()
     return train / 16, test / 16
 
 
-def _elbo_slips(model, x: Tensor, eps: Tensor) -> tuple[Tensor, list[tuple[Tensor, str]]]:
+def _elbo_slips(model: _vae.FlowPosteriorVAE, x: Tensor, eps: Tensor
+                ) -> tuple[Tensor, list[tuple[Tensor, str]]]:
     """The package's ELBO of ``model`` for noise ``eps``, and what common slips give."""
     with torch.no_grad():
         mu, log_sigma, (u_hat, w, b) = model.encoder(x)
@@ -384,44 +401,40 @@ def _check_elbo_function(elbo_fn: Callable) -> None:
             "encoder's outputs (not detached, not torch.normal(mu, sigma))")
 
 
-def check_fit_digits(model_elbo: Callable, fit_digits: Callable, seed: int = 0) -> None:
+def check_fit_digits(model_elbo: Callable[[_vae.FlowPosteriorVAE, Tensor, Tensor], Tensor],
+                     fit_digits: Callable[[Tensor, torch.Generator],
+                                          tuple[_vae.FlowPosteriorVAE, list[float]]],
+                     seed: int = 0) -> None:
     """Exercise: ``model_elbo(model, x, eps)`` assembles the single-sample ELBO from the
     encoder, the flow and the decoder of a ``FlowPosteriorVAE``; ``fit_digits(images,
     generator)`` trains such a model on the 8 x 8 digits with it and returns
     ``(model, history)``. The ELBO of the package on the test digits must exceed -26.5
     nats per image after at most 300 steps."""
     _check_elbo_function(model_elbo)
-    train, test = digit_images()
-    generator = torch.Generator().manual_seed(seed)
-    model, history = run_training(
-        fit_digits, train.clone(), generator, name="fit_digits", budget=DIGITS_STEPS,
-        model_type=_vae.FlowPosteriorVAE, model_hint="the nfcourse.vae.FlowPosteriorVAE "
-        "you trained", seed=seed, floor=_DIGITS_FLOOR)
-    if model.data_dim != 64:
-        raise ExerciseError(f"the model takes images of {model.data_dim} pixels; the digits "
-                            "have 8 x 8 = 64: pass data_dim=64")
-    g = torch.Generator().manual_seed(10_000 + seed)
-    dtype = next(model.parameters()).dtype
-    x = torch.bernoulli(test.double(), generator=g).to(dtype)
-    eps = torch.randn(10, len(x), model.latent_dim, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        elbo = float(model.elbo(x, eps=eps.to(dtype)).mean())
-    if math.isfinite(elbo) and elbo > DIGITS_ELBO_GOAL:
-        print(f"Correct: your ELBO formula matches nfcourse.vae, and your model reaches an "
-              f"ELBO of {elbo:.2f} nats per test digit (goal: above {DIGITS_ELBO_GOAL}) "
-              f"after {len(history)} steps.")
-        return
-    reason = describe_shortfall(
-        history, model, budget=DIGITS_STEPS,
-        floor=_DIGITS_FLOOR,
+    train, test = _digit_images()
+
+    def inspect(model: _vae.FlowPosteriorVAE) -> None:
+        if model.data_dim != 64:
+            raise ExerciseError(f"the model takes images of {model.data_dim} pixels; the "
+                                "digits have 8 x 8 = 64: pass data_dim=64")
+
+    def measure(model: _vae.FlowPosteriorVAE) -> Measurement:
+        g = torch.Generator().manual_seed(10_000 + seed)
+        dtype = next(model.parameters()).dtype
+        x = torch.bernoulli(test.double(), generator=g).to(dtype)
+        eps = torch.randn(10, len(x), model.latent_dim, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            per_image = model.elbo(x, eps=eps.to(dtype)).double().mean(dim=0)
+        return Measurement(float(per_image.mean()),
+                           float(per_image.std() / math.sqrt(len(per_image))))
+
+    check_fit(
+        fit_digits, train.clone(), torch.Generator().manual_seed(seed), name="fit_digits",
+        goal=DIGITS_GOAL, seed=seed, model_type=_vae.FlowPosteriorVAE,
+        model_hint="the nfcourse.vae.FlowPosteriorVAE you trained", floor=DIGITS_FLOOR,
+        inspect=inspect, measure=measure, subject="your model reaches",
         went_up="the loss is minus the ELBO, minimised; is its sign right, and the "
                 "learning rate not too large?",
         fallback=("the model stopped short: use the whole step budget, a learning rate "
                   "near 3e-3, fresh batches of binarised images at every step, and start "
                   "the decoder from the average image (decoder.set_output_bias)"))
-    raise ExerciseError(
-        f"your model reaches an ELBO of {elbo:.4g} nats per test digit; the goal is above "
-        f"{DIGITS_ELBO_GOAL}. Likely cause: {reason}")
-
-
-__all__ += ["check_fit_digits", "digit_images"]

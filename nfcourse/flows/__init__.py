@@ -12,26 +12,28 @@ module              chapter  transforms
                              ``PiecewiseLinearCoupling``, ``coupling_flow``
 ``masks``           5        ``half_mask``, ``alternating_mask``, ``checkerboard_mask``
 ``permutation``     5        ``Permutation``, ``ReversePermutation``
-``actnorm``         5        ``ActNorm``
+``actnorm``         5, 9     ``ActNorm`` (points and images), ``ActNorm2d``
 ``made``            7        ``MADE`` (masked autoregressive conditioner), ``made_masks``
-``autoregressive``  7        ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
-                             ``iaf_flow``, ``transformer_flow``
+``autoregressive``  7, 12    ``MAF``, ``IAF``, ``CausalTransformer``, ``maf_flow``,
+                             ``iaf_flow``, ``transformer_flow`` (``context_dim``: the
+                             conditional MAF of chapter 12)
 ``spline``          8        ``RationalQuadraticSpline``, ``RationalQuadraticCoupling``,
                              ``RationalQuadraticAutoregressive``, ``spline_flow``
-``image``           9        ``Logit``, ``Squeeze``, ``ActNorm2d``, ``InvertibleConv1x1``,
-                             ``ConvAffineCoupling``, ``MultiScale``, ``ImageFlow``,
-                             ``VariationalDequantizer``, ``glow``
+``image``           9        ``Logit``, ``Squeeze``, ``InvertibleConv1x1``,
+                             ``ConvAffineCoupling``, ``MultiScale``; ``FlatToImage``
+                             (imported from the module)
+``glow``            9        ``glow``, ``flat_image_flow``
+``dequantization``  9        ``VariationalDequantizer``, ``dequantization_nll``,
+                             ``pixels_to_levels``
 ``continuous``      10       ``ContinuousFlow``, ``VelocityField``, ``continuous_flow``,
                              ``flow_matching_loss`` (torchdiffeq's solvers)
-``conditional``     12       ``ConditionalMAF``, ``ConditionalFlow``,
-                             ``conditional_maf_flow`` (imported from the module)
 ==================  =======  ==========================================================
 
 The base distributions (``StandardNormal``, ``DiagonalNormal``, ``Uniform01``) live in
 ``nfcourse.distributions``.
 """
 
-from .actnorm import ActNorm
+from .actnorm import ActNorm, ActNorm2d
 from .affine import (
     ElementwiseAffine,
     LUAffine,
@@ -61,17 +63,15 @@ from .coupling import (
     PiecewiseLinearCoupling,
     coupling_flow,
 )
+from .dequantization import VariationalDequantizer, dequantization_nll, pixels_to_levels
 from .elementwise import SinhArcsinh, sinh_arcsinh
+from .glow import flat_image_flow, glow
 from .image import (
-    ActNorm2d,
     ConvAffineCoupling,
-    ImageFlow,
     InvertibleConv1x1,
     Logit,
     MultiScale,
     Squeeze,
-    VariationalDequantizer,
-    glow,
 )
 from .made import MADE, made_masks
 from .masks import alternating_mask, checkerboard_mask, half_mask
@@ -104,7 +104,6 @@ __all__ = [
     "Coupling",
     "ElementwiseAffine",
     "IAF",
-    "ImageFlow",
     "InvertibleConv1x1",
     "LUAffine",
     "Logit",
@@ -132,6 +131,9 @@ __all__ = [
     "coupling_flow",
     "elementwise_affine",
     "glow",
+    "dequantization_nll",
+    "flat_image_flow",
+    "pixels_to_levels",
     "flow_matching_loss",
     "half_mask",
     "iaf_flow",

@@ -100,13 +100,13 @@ class VelocityField(nn.Module):
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
                  activation: type[nn.Module] = nn.Tanh, zero_init: bool = False):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        dim = check_positive_int(dim, "dim")
         hidden = tuple(hidden)
-        if not hidden or any(isinstance(h, bool) or not isinstance(h, int) or h < 1
-                             for h in hidden):
-            raise ValueError(f"hidden must be a non-empty sequence of positive integers, "
-                             f"got {hidden!r}")
+        if not hidden:
+            raise ValueError("hidden must be a non-empty sequence of positive integers, the "
+                             "widths of the hidden layers, got ()")
+        hidden = tuple(check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
+                       for k, h in enumerate(hidden))
         if activation is nn.ReLU:
             raise ValueError("activation nn.ReLU has a piecewise-constant derivative, so "
                              "the divergence of the field would be piecewise constant; use "
@@ -408,8 +408,7 @@ def continuous_flow(dim: int, hidden: Sequence[int] = (64, 64),
     ``ContinuousFlow``, with a standard normal base. ``seed`` (as everywhere in the package)
     seeds the initial weights and Hutchinson's probes; the other arguments are those of
     ``VelocityField`` and ``ContinuousFlow``."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
+    dim = check_positive_int(dim, "dim")
     with seeded(seed):
         field = VelocityField(dim, hidden, activation)
     transform = ContinuousFlow(field, dim, method=method, rtol=rtol, atol=atol,

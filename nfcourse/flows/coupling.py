@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from ..core import Flow, Transform
 from ..distributions import BaseDistribution
 from ..seeding import seeded
+from ..validation import check_positive_int
 from .actnorm import ActNorm
 from .affine import ElementwiseAffine
 from .masks import alternating_mask, check_mask, half_mask
@@ -67,9 +68,8 @@ def conditioner_mlp(
 ) -> nn.Sequential:
     """A multilayer perceptron ``R^in -> R^out``. With ``zero_last`` its last layer starts at
     zero, so every coupling starts as the identity map."""
-    hidden = tuple(int(h) for h in hidden)
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden sizes must be positive integers, got {hidden}")
+    hidden = tuple(check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
+                   for k, h in enumerate(hidden))
     sizes = (in_features, *hidden, out_features)
     layers: list[nn.Module] = []
     for k in range(len(sizes) - 1):
@@ -257,8 +257,7 @@ class PiecewiseLinearCoupling(Coupling):
     def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
                  activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
                  bins: int = 16, bound: float = 4.0, min_mass: float = 1e-3):
-        if not isinstance(bins, int) or bins < 1:
-            raise ValueError(f"bins must be a positive integer, got {bins!r}")
+        bins = check_positive_int(bins, "bins")
         if not bound > 0:
             raise ValueError(f"bound must be positive, got {bound}")
         self.params_per_coordinate = bins
@@ -332,10 +331,10 @@ def coupling_flow(
     """
     if kind not in COUPLING_KINDS:
         raise ValueError(f"kind must be one of {sorted(COUPLING_KINDS)}, got {kind!r}")
-    if not isinstance(n_layers, int) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}")
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"a coupling flow needs dim >= 2, got {dim!r}")
+    n_layers = check_positive_int(n_layers, "n_layers")
+    if check_positive_int(dim, "dim") < 2:
+        raise ValueError(f"a coupling flow needs dim >= 2 (one part to condition on, one to "
+                         f"transform), got dim={dim}")
     if permutation not in ("reverse", "random", None):
         raise ValueError(f"permutation must be 'reverse', 'random' or None, got {permutation!r}")
     if isinstance(mask, str):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..seeding import seeded
-from ..validation import check_batch, module_dtype
+from ..validation import check_batch, check_positive_int, module_dtype
 
 __all__ = [
     "MADE",
@@ -152,11 +152,8 @@ class MADE(nn.Module):
                  order: Tensor | Sequence[int] | None = None,
                  context_dim: int = 0, seed: int | None = None) -> None:
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        if isinstance(params_per_dim, bool) or not isinstance(params_per_dim, int) \
-                or params_per_dim < 1:
-            raise ValueError(f"params_per_dim must be a positive integer, got {params_per_dim!r}")
+        dim = check_positive_int(dim, "dim")
+        params_per_dim = check_positive_int(params_per_dim, "params_per_dim")
         if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
             raise ValueError(
                 f"context_dim must be a non-negative integer (0 for no context), "

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..core import Transform
+from ..validation import check_positive_int
 
 __all__ = ["Permutation", "ReversePermutation"]
 
@@ -54,6 +55,5 @@ class ReversePermutation(Permutation):
     In two dimensions it swaps ``z_1`` and ``z_2``."""
 
     def __init__(self, dim: int):
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        dim = check_positive_int(dim, "dim")
         super().__init__(torch.arange(dim - 1, -1, -1))

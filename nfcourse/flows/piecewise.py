@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Transform
+from ..validation import check_positive_int
 
 __all__ = ["piecewise_linear", "PiecewiseLinear", "bin_masses"]
 
@@ -225,8 +226,7 @@ class PiecewiseLinear(Transform):
     def __init__(self, dim: int, num_bins: int, init_scale: float = 0.0, strict: bool = False,
                  min_mass: float = 0.0, generator: torch.Generator | None = None):
         super().__init__(dim)
-        if not isinstance(num_bins, int) or num_bins < 1:
-            raise ValueError(f"num_bins must be a positive integer, got {num_bins!r}")
+        num_bins = check_positive_int(num_bins, "num_bins")
         if init_scale < 0:
             raise ValueError(f"init_scale must be non-negative, got {init_scale}")
         self.num_bins = num_bins

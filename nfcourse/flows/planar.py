@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import Transform
+from ..validation import check_positive_int
 
 __all__ = [
     "PlanarFlow",
@@ -229,8 +230,7 @@ class PlanarFlow(Transform):
                  tol: float | None = None, max_iter: int = 100,
                  generator: torch.Generator | None = None):
         super().__init__(dim)
-        if max_iter < 1:
-            raise ValueError(f"max_iter must be at least 1, got {max_iter}")
+        max_iter = check_positive_int(max_iter, "max_iter")
         w = torch.randn(dim, generator=generator)
         u = init_scale * torch.randn(dim, generator=generator)
         u = u + (SOFTPLUS_ONE - w @ u) * w / (w @ w)

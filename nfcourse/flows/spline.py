@@ -27,9 +27,10 @@ every bin and every slope away from zero, however large the outputs grow.
 
 The layers: ``RationalQuadraticSpline`` (an elementwise spline with free parameters),
 ``RationalQuadraticCoupling`` (a coupling layer, chapter 5),
-``RationalQuadraticAutoregressive`` (an autoregressive layer on chapter 7's MADE), and the
-builder ``spline_flow``. The couplings apply the spline in the normalizing direction
-(data to base), like chapter 5's piecewise-linear coupling.
+``RationalQuadraticAutoregressive`` (chapter 7's autoregressive layer with the spline as its
+elementwise map, on a MADE), and the builder ``spline_flow``. The couplings apply the
+spline in the normalizing direction (data to base), like chapter 5's piecewise-linear
+coupling.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ from torch import Tensor, nn
 from ..core import Flow, Transform
 from ..distributions import BaseDistribution
 from ..seeding import seeded
-from ..validation import check_dtype
+from ..validation import check_dtype, check_positive_int
 from .actnorm import ActNorm
+from .autoregressive import Autoregressive
 from .coupling import Coupling
 from .elementwise import SinhArcsinh
 from .made import MADE
@@ -65,9 +67,7 @@ __all__ = [
 
 def _check_spline_options(bins: object, bound: object, min_bin_width: object,
                           min_bin_height: object, min_derivative: object) -> None:
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer (the number of spline bins K), "
-                         f"got {bins!r}; pass for example bins=8")
+    check_positive_int(bins, "bins", "the number K of spline bins, for example 8")
     if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not bound > 0 \
             or not math.isfinite(bound):
         raise ValueError(f"bound must be a positive finite number (the half-width B of the "
@@ -375,11 +375,12 @@ class RationalQuadraticCoupling(_SplineOptions, Coupling):
         return Coupling.extra_repr(self) + ", " + self._options_repr()
 
 
-class RationalQuadraticAutoregressive(_SplineOptions, Transform):
-    """Rational-quadratic spline autoregressive layer (Durkan et al. 2019) on chapter 7's
-    MADE, in the masked-autoregressive direction: in the normalizing direction (data to
-    base) ``z_i = g(x_i; theta_i(x_<i))`` for every coordinate in one MADE pass; the
-    forward map (base to data, sampling) takes ``D`` passes, each of which fixes one more
+class RationalQuadraticAutoregressive(_SplineOptions, Autoregressive):
+    """Rational-quadratic spline autoregressive layer (Durkan et al. 2019): chapter 7's
+    ``Autoregressive`` layer with the spline as its elementwise map, in the
+    masked-autoregressive direction. In the normalizing direction (data to base)
+    ``z_i = g(x_i; theta_i(x_<i, c))`` for every coordinate in one MADE pass; the forward
+    map (base to data, sampling) takes ``D`` passes, each of which fixes one more
     coordinate in the ordering. The identity outside ``[-B, B]``.
 
     Args:
@@ -389,6 +390,7 @@ class RationalQuadraticAutoregressive(_SplineOptions, Transform):
         bins, bound, min_bin_width, min_bin_height, min_derivative: the spline's options.
         seed: the MADE's initial weights (see ``nfcourse.seeding``); its output layer
             starts at zero, so the layer starts as the identity.
+        context_dim: the size ``C`` of a context that the MADE sees, 0 for none.
 
     References: Durkan, Bekasov, Murray and Papamakarios, "Neural Spline Flows",
     NeurIPS 2019; Papamakarios, Pavlakou and Murray, "Masked Autoregressive Flow for
@@ -399,23 +401,23 @@ class RationalQuadraticAutoregressive(_SplineOptions, Transform):
                  order: Tensor | Sequence[int] | None = None, bins: int = 8,
                  bound: float = 5.0, min_bin_width: float = 1e-3,
                  min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
-                 seed: int | None = None):
-        Transform.__init__(self, dim)
+                 seed: int | None = None, context_dim: int = 0):
+        dim = check_positive_int(dim, "dim")
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        self.made = MADE(dim, hidden, 3 * bins - 1, order=order, seed=seed)
+        made = MADE(dim, hidden, 3 * bins - 1, order=order, context_dim=context_dim,
+                    seed=seed)
+        Autoregressive.__init__(self, made, 3 * bins - 1, direction="maf")
 
-    def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        z, log_deriv = self._spline(x, self.made._net(x), inverse=False)
-        return z, log_deriv.sum(dim=1)
+    def _params_meaning(self) -> str:
+        return " (K widths, K heights and K - 1 derivatives)"
 
-    def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        x = torch.zeros_like(z)
-        for _ in range(self.dim):  # pass k fixes the coordinate at position k
-            x, log_deriv = self._spline(z, self.made._net(x), inverse=True)
-        return x, log_deriv.sum(dim=1)
+    def _elementwise(self, y: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        # the spline is written in the normalizing direction: data to base is g itself
+        out, log_deriv = self._spline(y, params, inverse=not inverse)
+        return out, log_deriv.sum(dim=1)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, " + self._options_repr()
+        return Autoregressive.extra_repr(self) + ", " + self._options_repr()
 
 
 # --------------------------------------------------------------------------------------
@@ -447,7 +449,7 @@ def spline_flow(
     permutation: str = "reverse",
     activation: type[nn.Module] = nn.ReLU, min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3, min_derivative: float = 1e-3, seed: int | None = 0,
-    base: BaseDistribution | None = None,
+    base: BaseDistribution | None = None, context_dim: int = 0,
 ) -> Flow:
     """A neural spline flow with a standard normal base, the course's recommended density
     estimator for low-dimensional data.
@@ -478,14 +480,17 @@ def spline_flow(
         min_bin_width, min_bin_height, min_derivative: the splines' minimums.
         seed: as everywhere in the package (``nfcourse.seeding``).
         base: the base distribution (default ``StandardNormal(dim)``).
+        context_dim: with ``C > 0`` and ``layer="autoregressive"``, a conditional flow
+            ``q(x | c)`` whose MADEs see a context of size ``C`` (chapter 12); the
+            standardisation and the tails do not depend on it.
     """
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive integer (the data dimension), got {dim!r}")
-    if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
-        raise ValueError(f"n_layers must be a positive integer, got {n_layers!r}; pass for "
-                         "example n_layers=4")
+    dim = check_positive_int(dim, "dim", "the data dimension")
+    n_layers = check_positive_int(n_layers, "n_layers", "a number of layers, for example 4")
     if layer not in ("coupling", "autoregressive"):
         raise ValueError(f"layer must be 'coupling' or 'autoregressive', got {layer!r}")
+    if context_dim and layer != "autoregressive":
+        raise ValueError(f"context_dim={context_dim} needs layer='autoregressive': the "
+                         "spline couplings take no context")
     if permutation not in ("reverse", "random"):
         raise ValueError(f"permutation must be 'reverse' or 'random', got {permutation!r}")
     _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
@@ -494,17 +499,18 @@ def spline_flow(
     layers: list[Transform] = []
     with seeded(seed):
         for k in range(n_layers):
-            if dim == 1:
+            if dim == 1 and not context_dim:
                 layers.append(RationalQuadraticSpline(1, **options))
                 continue
-            if k > 0:
+            if k > 0 and dim > 1:
                 layers.append(ReversePermutation(dim) if permutation == "reverse" else
                               Permutation.random(dim, seed=None if seed is None else seed + k))
             if layer == "coupling":
                 layers.append(RationalQuadraticCoupling(
                     half_mask(dim), hidden=hidden, activation=activation, **options))
             else:
-                layers.append(_autoregressive_layer(dim, hidden, activation, options))
+                layers.append(_autoregressive_layer(dim, hidden, activation, options,
+                                                    context_dim))
         if tails:
             layers.append(SinhArcsinh(dim))
         if standardize:
@@ -514,9 +520,10 @@ def spline_flow(
 
 
 def _autoregressive_layer(dim: int, hidden: Sequence[int], activation: type[nn.Module],
-                          options: dict) -> Transform:
+                          options: dict, context_dim: int = 0) -> Transform:
     if activation is not nn.ReLU:
         raise ValueError(f"layer='autoregressive' uses chapter 7's MADE, whose activation is "
                          f"ReLU; got activation={activation.__name__}. Leave activation at "
                          "its default or use layer='coupling'")
-    return RationalQuadraticAutoregressive(dim, hidden=hidden, **options)
+    return RationalQuadraticAutoregressive(dim, hidden=hidden, context_dim=context_dim,
+                                           **options)
