@@ -116,11 +116,13 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python -m pytest tests/test_bench.py -q
 	$(BENCH_VENV)/bin/python bench/run.py
 
-# ruff, configured in pyproject.toml; installed from the dev extra on first use.
+# ruff, configured in pyproject.toml; installed from the dev extra on first use. The lint
+# rules, then the formatting (`ruff format nfcourse tests tools bench conftest.py` applies it).
 LINT_PATHS := nfcourse tests tools bench conftest.py
 lint: $(STAMP)
 	test -x $(BIN)/ruff || $(PIP) -e ".[dev]"
 	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 # Mutation testing of core.py, flows/ and vae.py with mutmut (configured in pyproject.toml:
 # the unit tests of those modules only, and for each mutant only the tests that reach the

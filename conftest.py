@@ -20,8 +20,11 @@ NOTEBOOK_DIRS = ("chapters", "solutions", "exercises")
 
 
 def pytest_addoption(parser):
-    parser.addoption("--notebooks", action="store_true",
-                     help="also run every text notebook of the course under nbval")
+    parser.addoption(
+        "--notebooks",
+        action="store_true",
+        help="also run every text notebook of the course under nbval",
+    )
 
 
 def _is_text_notebook(path: Path) -> bool:
@@ -32,8 +35,11 @@ def _is_text_notebook(path: Path) -> bool:
 
 def _read_text_notebook(path, as_version=4):
     nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 

@@ -84,8 +84,9 @@ def detection(steps: int, hidden: tuple[int, ...] = (64,)) -> tuple[list[tuple],
     d = train.shape[1]
     start = time.perf_counter()
     flow = _fit(maf_flow(d, n_layers=4, hidden=hidden, actnorm=True), train, steps)
-    background = _fit(maf_flow(d, n_layers=1, hidden=(1,), actnorm=True), train,
-                      max(1, (2 * steps) // 3))
+    background = _fit(
+        maf_flow(d, n_layers=1, hidden=(1,), actnorm=True), train, max(1, (2 * steps) // 3)
+    )
     seconds = time.perf_counter() - start
     b_test, b_train = _bits(flow, test), _bits(flow, train)
     entropy = b_train.mean()
@@ -93,11 +94,19 @@ def detection(steps: int, hidden: tuple[int, ...] = (64,)) -> tuple[list[tuple],
     rows = []
     for kind, x in _inputs(train, test).items():
         b = _bits(flow, x)
-        rows.append((kind, anomaly.roc_auc(b_test, b),
-                     anomaly.roc_auc((b_test - entropy).abs(), (b - entropy).abs()),
-                     anomaly.roc_auc(ratio_test, b - _bits(background, x))))
-    facts = {"test bits/dim": float(b_test.mean()), "train bits/dim": float(entropy),
-             "seconds": seconds}
+        rows.append(
+            (
+                kind,
+                anomaly.roc_auc(b_test, b),
+                anomaly.roc_auc((b_test - entropy).abs(), (b - entropy).abs()),
+                anomaly.roc_auc(ratio_test, b - _bits(background, x)),
+            )
+        )
+    facts = {
+        "test bits/dim": float(b_test.mean()),
+        "train bits/dim": float(entropy),
+        "seconds": seconds,
+    }
     return rows, facts
 
 
@@ -116,8 +125,7 @@ def compression_table(steps: int, hidden: tuple[int, ...] = (64,)) -> tuple[dict
     start = time.perf_counter()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    nfcourse.train(loss, model, steps, optimizer=optimizer, scheduler=schedule,
-                   progress=False)
+    nfcourse.train(loss, model, steps, optimizer=optimizer, scheduler=schedule, progress=False)
     seconds = time.perf_counter() - start
     model = model.double().eval()
     x = test.double()
@@ -139,13 +147,14 @@ def compression_table(steps: int, hidden: tuple[int, ...] = (64,)) -> tuple[dict
         "lzma -9e": 8 * len(lzma.compress(raw.tobytes(), preset=9 | lzma.PRESET_EXTREME)),
         "PNG": 8 * len(png.getvalue()),
     }
-    return ({k: v / raw.size for k, v in bits.items()},
-            {"decoded exactly": exact, "seconds": seconds})
+    return (
+        {k: v / raw.size for k, v in bits.items()},
+        {"decoded exactly": exact, "seconds": seconds},
+    )
 
 
 def format_detection(rows: list[tuple]) -> str:
-    lines = ["| input | likelihood | typicality | likelihood ratio |",
-             "|---|---:|---:|---:|"]
+    lines = ["| input | likelihood | typicality | likelihood ratio |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {a:.3f} | {b:.3f} | {c:.3f} |" for k, a, b, c in rows]
     return "\n".join(lines)
 

@@ -59,8 +59,12 @@ BUDGETS = {
     "batch": (512, 256),
     "n_test": (20_000, 2000),
 }
-MODELS = ("CNF, max. likelihood", "flow matching (course)", "flow matching (torchcfm)",
-          "coupling (ch. 5)")
+MODELS = (
+    "CNF, max. likelihood",
+    "flow matching (course)",
+    "flow matching (torchcfm)",
+    "coupling (ch. 5)",
+)
 
 
 def torchcfm_version() -> str | None:
@@ -100,8 +104,7 @@ def _train_ml(data, steps, batch):
     def loss_fn(step):
         return flow.forward_kl(data[torch.randint(len(data), (batch,), generator=gen)])
 
-    nfcourse.train(loss_fn, flow, steps, optimizer=optimizer, scheduler=schedule,
-                   progress=False)
+    nfcourse.train(loss_fn, flow, steps, optimizer=optimizer, scheduler=schedule, progress=False)
     return flow.transform.field
 
 
@@ -121,26 +124,35 @@ def _train_fm(data, steps, batch, library: bool):
             t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x1)
             return torch.mean((field(t, xt) - ut) ** 2)
     else:
+
         def loss_fn(step):
             x1 = data[torch.randint(len(data), (batch,), generator=gen)]
             return flow_matching_loss(field, x1, generator=gen)
 
-    nfcourse.train(loss_fn, field, steps, optimizer=optimizer, scheduler=schedule,
-                   progress=False)
+    nfcourse.train(loss_fn, field, steps, optimizer=optimizer, scheduler=schedule, progress=False)
     return field
 
 
 def _train_coupling(data, steps, batch):
-    flow = coupling_flow("piecewise", 2, n_layers=4, hidden=(24, 24), permutation=None,
-                         bins=32, bound=4.0)
+    flow = coupling_flow(
+        "piecewise", 2, n_layers=4, hidden=(24, 24), permutation=None, bins=32, bound=4.0
+    )
     optimizer, schedule = _adam(flow, steps, 1e-2)
-    nfcourse.fit_maximum_likelihood(flow, data, steps, batch_size=batch, optimizer=optimizer,
-                                    scheduler=schedule, progress=False)
+    nfcourse.fit_maximum_likelihood(
+        flow,
+        data,
+        steps,
+        batch_size=batch,
+        optimizer=optimizer,
+        scheduler=schedule,
+        progress=False,
+    )
     return flow
 
 
-def run(quick: bool = False, densities: tuple[str, ...] = tuple(DENSITIES),
-        verbose: bool = True) -> list[dict]:
+def run(
+    quick: bool = False, densities: tuple[str, ...] = tuple(DENSITIES), verbose: bool = True
+) -> list[dict]:
     """Train and score every model on every density; one dict per (density, model)."""
     budget = {k: v[quick] for k, v in BUDGETS.items()}
     has_cfm = torchcfm_version() is not None
@@ -156,34 +168,49 @@ def run(quick: bool = False, densities: tuple[str, ...] = tuple(DENSITIES),
                 field = _train_ml(data, budget["ml_steps"], budget["batch"])
                 steps = budget["ml_steps"]
             elif model_name.startswith("flow matching"):
-                field = _train_fm(data, budget["fm_steps"], budget["batch"],
-                                  library="torchcfm" in model_name)
+                field = _train_fm(
+                    data, budget["fm_steps"], budget["batch"], library="torchcfm" in model_name
+                )
                 steps = budget["fm_steps"]
             else:
                 flow = _train_coupling(data, budget["coupling_steps"], budget["batch"])
                 field, steps = None, budget["coupling_steps"]
             seconds = time.perf_counter() - start
-            model = flow if field is None else nfcourse.Flow(
-                ContinuousFlow(field, rtol=TOL, atol=TOL))
+            model = (
+                flow if field is None else nfcourse.Flow(ContinuousFlow(field, rtol=TOL, atol=TOL))
+            )
             kl, se, nfe = _score(density, model, field, budget["n_test"])
-            row = {"density": name, "model": model_name, "params": _params(model),
-                   "steps": steps, "kl": kl, "se": se, "seconds": seconds, "nfe": nfe}
+            row = {
+                "density": name,
+                "model": model_name,
+                "params": _params(model),
+                "steps": steps,
+                "kl": kl,
+                "se": se,
+                "seconds": seconds,
+                "nfe": nfe,
+            }
             if verbose:
-                print(f"  {name}, {model_name}: KL {kl:.3f} ± {se:.3f}, {seconds:.1f} s, "
-                      f"NFE {nfe}", flush=True)
+                print(
+                    f"  {name}, {model_name}: KL {kl:.3f} ± {se:.3f}, {seconds:.1f} s, NFE {nfe}",
+                    flush=True,
+                )
             rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
     """The rows as a Markdown table."""
-    lines = ["| density | model | parameters | steps | KL(p‖q) (nats) | training (s) "
-             "| NFE to sample |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| density | model | parameters | steps | KL(p‖q) (nats) | training (s) | NFE to sample |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         nfe = "-" if r["nfe"] is None else f"{r['nfe']}"
-        lines.append(f"| {r['density']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
-                     f"{r['kl']:.3f} ± {r['se']:.3f} | {r['seconds']:.1f} | {nfe} |")
+        lines.append(
+            f"| {r['density']} | {r['model']} | {r['params']:,} | {r['steps']:,} | "
+            f"{r['kl']:.3f} ± {r['se']:.3f} | {r['seconds']:.1f} | {nfe} |"
+        )
     return "\n".join(lines)
 
 

@@ -77,8 +77,11 @@ def check_coverage(factories: dict | None = None) -> None:
             "bench/correctness.py does not cover the package's transforms: "
             + (f"no factory for {', '.join(missing)} (add one to FACTORIES)" if missing else "")
             + ("; " if missing and stale else "")
-            + (f"factories for names nfcourse no longer exports: {', '.join(stale)}"
-               if stale else "")
+            + (
+                f"factories for names nfcourse no longer exports: {', '.join(stale)}"
+                if stale
+                else ""
+            )
         )
 
 
@@ -86,9 +89,11 @@ def check_coverage(factories: dict | None = None) -> None:
 # Test points
 # --------------------------------------------------------------------------------------
 
+
 def sample_points(dim: int, n: int, generator: torch.Generator, scale: float = 1.0) -> Tensor:
     """``n`` points in float64: 60% standard normal, 20% normal times 5, and 20% with one
     or all coordinates at +-20 (the rest standard normal). All multiplied by ``scale``."""
+
     def normal(m):
         return torch.randn(m, dim, generator=generator, dtype=torch.float64)
 
@@ -124,8 +129,7 @@ def unit_interval_points(dim: int, n: int, bins: int, generator: torch.Generator
     edges = _edge_values(torch.arange(bins + 1, dtype=torch.float64) / bins)
     at_edges = _fill_with(edges, n_edge, dim, generator)
     outside = torch.rand(n_out, dim, generator=generator, dtype=torch.float64) * 2
-    outside = torch.where(torch.rand(n_out, dim, generator=generator) < 0.5,
-                          -outside, 1 + outside)
+    outside = torch.where(torch.rand(n_out, dim, generator=generator) < 0.5, -outside, 1 + outside)
     outside[::4] = torch.where(outside[::4] < 0, -20.0, 20.0)
     # mix: in every outside point keep one coordinate inside, so rows mix both rules
     outside[1::2, 0] = torch.rand(len(outside[1::2]), generator=generator, dtype=torch.float64)
@@ -137,13 +141,15 @@ def box_points(dim: int, n: int, bins: int, bound: float, generator: torch.Gener
     ``sample_points``, half with coordinates at or beside the bin edges ``-bound + 2 bound k /
     bins`` (both ends of the box included)."""
     edges = _edge_values(-bound + 2 * bound * torch.arange(bins + 1, dtype=torch.float64) / bins)
-    return torch.cat([sample_points(dim, n - n // 2, generator),
-                      _fill_with(edges, n // 2, dim, generator)])
+    return torch.cat(
+        [sample_points(dim, n - n // 2, generator), _fill_with(edges, n // 2, dim, generator)]
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Factories: a transform with random non-trivial parameters, and its test points
 # --------------------------------------------------------------------------------------
+
 
 def _randomize(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.5):
     with torch.no_grad():
@@ -159,6 +165,7 @@ def _simple(build: Callable[[], nfcourse.Transform], scale: float = 0.5) -> Fact
     def factory(n, g):
         t = _randomize(build().double(), g, scale)
         return t, sample_points(t.dim, n, g)
+
     return factory
 
 
@@ -171,6 +178,7 @@ def _coupling(cls_name: str, dim: int = 4, **kwargs) -> Factory:
         if cls_name in ("PiecewiseLinearCoupling", "RationalQuadraticCoupling"):
             return t, box_points(dim, n, t.bins, t.bound, g)
         return t, sample_points(dim, n, g)
+
     return factory
 
 
@@ -198,13 +206,16 @@ def _compose(n, g):
     dim = 4
     mask = flows.coupling.half_mask(dim)
     layers = [
-        flows.ActNorm(dim), flows.AffineCoupling(mask, hidden=(16,), zero_init=False),
+        flows.ActNorm(dim),
+        flows.AffineCoupling(mask, hidden=(16,), zero_init=False),
         flows.Permutation.random(dim, seed=1),
         flows.PiecewiseLinearCoupling(mask, hidden=(16,), zero_init=False, bins=8, bound=3.0),
         flows.ReversePermutation(dim),
         flows.AdditiveCoupling(~mask, hidden=(16,), zero_init=False),
-        flows.LUAffine(dim, permutation=[2, 0, 3, 1]), flows.SinhArcsinh(dim),
-        flows.PlanarFlow(dim), flows.RadialFlow(dim),
+        flows.LUAffine(dim, permutation=[2, 0, 3, 1]),
+        flows.SinhArcsinh(dim),
+        flows.PlanarFlow(dim),
+        flows.RadialFlow(dim),
     ]
     t = _randomize(nfcourse.Compose(layers).double(), g, 0.3)
     t[0].initialized.fill_(True)
@@ -248,14 +259,19 @@ def _image(build: Callable[[], torch.nn.Module], clamp: float | None = None) -> 
         if clamp is not None:  # the logit's sigmoid saturates in float64 beyond this
             z = z.clamp(-clamp, clamp)
         return _Flattened(t), z
+
     return factory
 
 
 def _multiscale():
     image = flows.image
-    blocks = [nfcourse.Compose(flows.ActNorm2d((4, 2, 2)), image.Squeeze((1, 4, 4))),
-              nfcourse.Compose(image.InvertibleConv1x1((2, 2, 2), seed=1),
-                               image.ConvAffineCoupling((2, 2, 2), hidden=4))]
+    blocks = [
+        nfcourse.Compose(flows.ActNorm2d((4, 2, 2)), image.Squeeze((1, 4, 4))),
+        nfcourse.Compose(
+            image.InvertibleConv1x1((2, 2, 2), seed=1),
+            image.ConvAffineCoupling((2, 2, 2), hidden=4),
+        ),
+    ]
     return flows.MultiScale(blocks)
 
 
@@ -265,7 +281,8 @@ FACTORIES: dict[str, Factory] = {
     "ActNorm2d": _image(lambda: flows.ActNorm2d((2, 2, 2), data_init=False)),
     "InvertibleConv1x1": _image(lambda: flows.InvertibleConv1x1((3, 2, 2), seed=0)),
     "ConvAffineCoupling": _image(
-        lambda: flows.ConvAffineCoupling((2, 2, 2), "checkerboard", hidden=4)),
+        lambda: flows.ConvAffineCoupling((2, 2, 2), "checkerboard", hidden=4)
+    ),
     "MultiScale": _image(_multiscale),
     "ElementwiseAffine": _simple(lambda: flows.ElementwiseAffine(3)),
     "SinhArcsinh": _simple(lambda: flows.SinhArcsinh(3)),
@@ -279,9 +296,11 @@ FACTORIES: dict[str, Factory] = {
     "PiecewiseLinearCoupling": _coupling("PiecewiseLinearCoupling", bins=16, bound=3.0),
     "RationalQuadraticCoupling": _coupling("RationalQuadraticCoupling", bins=8, bound=3.0),
     "RationalQuadraticAutoregressive": _simple(
-        lambda: flows.RationalQuadraticAutoregressive(3, hidden=(16,), bins=6, bound=3.0)),
+        lambda: flows.RationalQuadraticAutoregressive(3, hidden=(16,), bins=6, bound=3.0)
+    ),
     "RationalQuadraticSpline": _simple(
-        lambda: flows.RationalQuadraticSpline(3, bins=6, bound=3.0), scale=1.0),
+        lambda: flows.RationalQuadraticSpline(3, bins=6, bound=3.0), scale=1.0
+    ),
     "ActNorm": _actnorm,
     "Permutation": _permutation,
     "ReversePermutation": _reverse_permutation,
@@ -297,14 +316,16 @@ FACTORIES: dict[str, Factory] = {
 # Measurement
 # --------------------------------------------------------------------------------------
 
+
 def _rowwise_jacobian(fn: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
     """The Jacobian at every row of ``points`` for a map that treats rows independently:
     row ``i`` of ``dx/dz`` is the gradient of the sum over the batch of ``x_i``."""
     z = points.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         x = fn(z)
-        rows = [torch.autograd.grad(x[:, i].sum(), z, retain_graph=True)[0]
-                for i in range(x.shape[1])]
+        rows = [
+            torch.autograd.grad(x[:, i].sum(), z, retain_graph=True)[0] for i in range(x.shape[1])
+        ]
     return torch.stack(rows, dim=1)
 
 
@@ -314,6 +335,7 @@ def autograd_log_abs_det(fn: Callable[[Tensor], Tensor], points: Tensor) -> tupl
     ``vmap(jacrev)`` and falls back to a loop over the points where the function does not
     vectorise (data-dependent control flow, such as a root finder's stopping test).
     Returns the log-dets and ``"vmap"`` or ``"loop"``."""
+
     def single(v):
         return fn(v.unsqueeze(0)).squeeze(0)
 
@@ -334,16 +356,18 @@ class CorrectnessRow:
     transform: str
     dim: int
     points: int
-    log_det_error: float        # worst over both directions and their sum
-    round_trip_error: float     # worst |f^{-1}(f(z)) - z|
+    log_det_error: float  # worst over both directions and their sum
+    round_trip_error: float  # worst |f^{-1}(f(z)) - z|
     round_trip_relative: float  # worst |f^{-1}(f(z)) - z| / (1 + |z|)
-    jacobian: str               # "vmap" or "loop"
+    jacobian: str  # "vmap" or "loop"
     seconds: float
 
     @property
     def ok(self) -> bool:
-        return (self.log_det_error <= LOG_DET_TOLERANCE
-                and self.round_trip_relative <= ROUND_TRIP_TOLERANCE)
+        return (
+            self.log_det_error <= LOG_DET_TOLERANCE
+            and self.round_trip_relative <= ROUND_TRIP_TOLERANCE
+        )
 
 
 def measure(name: str, transform: nfcourse.Transform, z: Tensor) -> CorrectnessRow:
@@ -355,14 +379,23 @@ def measure(name: str, transform: nfcourse.Transform, z: Tensor) -> CorrectnessR
         z_back, log_det_inverse = transform.inverse(x)
     auto_forward, how_f = autograd_log_abs_det(lambda v: transform._forward(v)[0], z)
     auto_inverse, how_i = autograd_log_abs_det(lambda v: transform._inverse(v)[0], x)
-    log_det_error = float(torch.cat([  # torch's max propagates NaN; Python's max does not
-        (log_det_forward - auto_forward).abs(), (log_det_inverse - auto_inverse).abs(),
-        (log_det_forward + log_det_inverse).abs()]).max())
+    log_det_error = float(
+        torch.cat(
+            [  # torch's max propagates NaN; Python's max does not
+                (log_det_forward - auto_forward).abs(),
+                (log_det_inverse - auto_inverse).abs(),
+                (log_det_forward + log_det_inverse).abs(),
+            ]
+        ).max()
+    )
     if not math.isfinite(log_det_error):  # NaN compares false with any tolerance
         log_det_error = math.inf
     error = (z_back - z).abs()
     return CorrectnessRow(
-        transform=name, dim=z.shape[1], points=z.shape[0], log_det_error=log_det_error,
+        transform=name,
+        dim=z.shape[1],
+        points=z.shape[0],
+        log_det_error=log_det_error,
         round_trip_error=float(error.max()),
         round_trip_relative=float((error / (1 + z.abs())).max()),
         jacobian="vmap" if how_f == how_i == "vmap" else "loop",
@@ -380,8 +413,11 @@ def run(n_points: int = 2000, seed: int = 0, verbose: bool = True) -> list[Corre
         transform, z = FACTORIES[name](n_points, g)
         row = measure(name, transform, z)
         if verbose:
-            print(f"  {name}: log-det error {row.log_det_error:.2e}, round trip "
-                  f"{row.round_trip_error:.2e} ({row.seconds:.1f} s)", flush=True)
+            print(
+                f"  {name}: log-det error {row.log_det_error:.2e}, round trip "
+                f"{row.round_trip_error:.2e} ({row.seconds:.1f} s)",
+                flush=True,
+            )
         rows.append(row)
     return rows
 
@@ -394,9 +430,15 @@ def format_table(rows: list[CorrectnessRow]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in rows:
-        status = "ok" if r.ok else (
-            f"over {LOG_DET_TOLERANCE:g}" if r.log_det_error > LOG_DET_TOLERANCE
-            else f"round trip over {ROUND_TRIP_TOLERANCE:g} (relative)")
+        status = (
+            "ok"
+            if r.ok
+            else (
+                f"over {LOG_DET_TOLERANCE:g}"
+                if r.log_det_error > LOG_DET_TOLERANCE
+                else f"round trip over {ROUND_TRIP_TOLERANCE:g} (relative)"
+            )
+        )
         lines.append(
             f"| {r.transform} | {r.dim} | {r.points:,} | {r.log_det_error:.1e} | "
             f"{r.round_trip_error:.1e} | {r.round_trip_relative:.1e} | {r.jacobian} | {status} |"

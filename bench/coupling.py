@@ -77,8 +77,14 @@ def _log_prob_fn(model) -> Callable[[Tensor], Tensor]:
 
 
 def time_training(
-    model: nn.Module, data: Tensor, steps: int, batch_size: int = 512, lr: float = 1e-3,
-    log_prob: Callable[[Tensor], Tensor] | None = None, cosine: bool = True, seed: int = 0,
+    model: nn.Module,
+    data: Tensor,
+    steps: int,
+    batch_size: int = 512,
+    lr: float = 1e-3,
+    log_prob: Callable[[Tensor], Tensor] | None = None,
+    cosine: bool = True,
+    seed: int = 0,
     threads: int | None = 1,
 ) -> TrainingResult:
     """Train ``model`` in place by maximum likelihood on ``data`` ``(N, D)`` and time it.
@@ -96,8 +102,9 @@ def time_training(
         torch.manual_seed(seed)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=lr)
-        scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-                     if cosine else None)
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
+        )
         g = torch.Generator().manual_seed(seed)
         index = torch.randint(len(data), (steps, batch_size), generator=g)
         recent: list[Tensor] = []
@@ -124,8 +131,9 @@ def time_training(
 
 
 @torch.no_grad()
-def evaluate_kl(model, density: ToyDensity, n_test: int = 20_000, seed: int = 10_001,
-                batch_size: int = 10_000) -> tuple[float, float]:
+def evaluate_kl(
+    model, density: ToyDensity, n_test: int = 20_000, seed: int = 10_001, batch_size: int = 10_000
+) -> tuple[float, float]:
     """``KL(p || q)`` in nats and its standard error (``ToyDensity.kl_divergence``);
     ``model`` is a flow or a ``log_prob`` function."""
     return density.kl_divergence(model, n=n_test, seed=seed, batch_size=batch_size)
@@ -139,8 +147,9 @@ CONFIGS: dict[str, dict] = {
     "affine (RealNVP)": dict(kind="affine", n_layers=4, hidden=(64, 64), permutation=None),
     # K = 128 bins on the box [-4, 4]: bins 1/16 wide, whose edges include the integers
     # where the checkerboard's squares meet.
-    "piecewise-linear, K=128": dict(kind="piecewise", n_layers=4, hidden=(64, 64), bins=128,
-                                    bound=4.0, permutation=None),
+    "piecewise-linear, K=128": dict(
+        kind="piecewise", n_layers=4, hidden=(64, 64), bins=128, bound=4.0, permutation=None
+    ),
 }
 
 DENSITIES: dict[str, Callable[[], ToyDensity]] = {
@@ -149,9 +158,15 @@ DENSITIES: dict[str, Callable[[], ToyDensity]] = {
 }
 
 
-def benchmark(steps: int = 3000, batch_size: int = 512, n_train: int = 100_000,
-              n_test: int = 20_000, lr: float = 1e-3, configs: dict | None = None,
-              verbose: bool = True) -> list[dict]:
+def benchmark(
+    steps: int = 3000,
+    batch_size: int = 512,
+    n_train: int = 100_000,
+    n_test: int = 20_000,
+    lr: float = 1e-3,
+    configs: dict | None = None,
+    verbose: bool = True,
+) -> list[dict]:
     """Train every flow of ``configs`` on every density of ``DENSITIES`` for ``steps``
     steps on one thread, and return one row per flow: parameter count, seconds per 100
     steps (wall clock and CPU time, mean over the densities), total wall-clock seconds per
@@ -175,9 +190,12 @@ def benchmark(steps: int = 3000, batch_size: int = 512, n_train: int = 100_000,
             walls.append(result.seconds_per_100_steps)
             cpus.append(result.cpu_seconds_per_100_steps)
             if verbose:
-                print(f"  {name} on the {density.name}: KL = {kl:.4f} +- {se:.4f} nats, "
-                      f"{result.seconds:.1f} s wall clock, "
-                      f"{result.cpu_seconds_per_100_steps * steps / 100:.1f} s CPU", flush=True)
+                print(
+                    f"  {name} on the {density.name}: KL = {kl:.4f} +- {se:.4f} nats, "
+                    f"{result.seconds:.1f} s wall clock, "
+                    f"{result.cpu_seconds_per_100_steps * steps / 100:.1f} s CPU",
+                    flush=True,
+                )
         row["s_per_100"] = sum(walls) / len(walls)
         row["cpu_s_per_100"] = sum(cpus) / len(cpus)
         rows.append(row)
@@ -186,11 +204,17 @@ def benchmark(steps: int = 3000, batch_size: int = 512, n_train: int = 100_000,
 
 def format_table(rows: list[dict], steps: int, batch_size: int) -> str:
     """The benchmark rows as a plain-text table."""
-    head = (f"{'flow':<24}{'params':>8}{'s/100 steps':>13}{'CPU s/100':>11}"
-            f"{'KL checkerboard':>19}{'KL ring':>18}{'s per run':>11}{'CPU s':>7}")
-    lines = [f"Coupling flows, {steps} steps of Adam (lr 1e-3, cosine decay), batch "
-             f"{batch_size}, one CPU thread; KL(p || q) in nats on 20,000 test points "
-             "(+- one standard error)", head, "-" * len(head)]
+    head = (
+        f"{'flow':<24}{'params':>8}{'s/100 steps':>13}{'CPU s/100':>11}"
+        f"{'KL checkerboard':>19}{'KL ring':>18}{'s per run':>11}{'CPU s':>7}"
+    )
+    lines = [
+        f"Coupling flows, {steps} steps of Adam (lr 1e-3, cosine decay), batch "
+        f"{batch_size}, one CPU thread; KL(p || q) in nats on 20,000 test points "
+        "(+- one standard error)",
+        head,
+        "-" * len(head),
+    ]
     for r in rows:
         wall = sum(r[f"seconds_{d}"] for d in DENSITIES) / len(DENSITIES)
         cpu = sum(r[f"cpu_seconds_{d}"] for d in DENSITIES) / len(DENSITIES)
@@ -209,8 +233,10 @@ def format_table(rows: list[dict], steps: int, batch_size: int) -> str:
         f"{'met' if met else 'not met'} by '{best['flow']}' (largest KL {worst_kl:.4f}; "
         f"longest run {longest_cpu:.1f} s of CPU time, {longest_wall:.1f} s wall clock)"
     )
-    lines.append("Times are per run of the given steps; 's/100 steps' is wall clock, 'CPU' the "
-                 "CPU time of the process, steadier on a shared machine.")
+    lines.append(
+        "Times are per run of the given steps; 's/100 steps' is wall clock, 'CPU' the "
+        "CPU time of the process, steadier on a shared machine."
+    )
     return "\n".join(lines)
 
 

@@ -36,24 +36,30 @@ from nfcourse.flows.glow import flat_image_flow, glow
 from nfcourse.flows.masks import checkerboard_mask
 from nfcourse.images import bits_per_dim, dequantize, load_mnist
 
-__all__ = ["load_digits_as_images", "mnist_table", "format_table", "gpu_setting",
-           "format_gpu", "main"]
+__all__ = [
+    "load_digits_as_images",
+    "mnist_table",
+    "format_table",
+    "gpu_setting",
+    "format_gpu",
+    "main",
+]
 
 SHAPE, LEVELS, D = (1, 28, 28), 256, 784
 
 
 def load_digits_as_images(path: str | None = None, device="cpu"):
     """``(train, test)`` integer pixels of shape ``(N, 1, 28, 28)`` (float32)."""
-    return tuple(pixels_to_levels(t).view(-1, *SHAPE).to(device)
-                 for t in load_mnist(path=path))
+    return tuple(pixels_to_levels(t).view(-1, *SHAPE).to(device) for t in load_mnist(path=path))
 
 
 def _test_bits(flow, test, dequantizer=None, seed=5, chunk=500):
     flow.eval()
     g = torch.Generator(device=test.device).manual_seed(seed)
     with torch.no_grad():
-        nll = torch.cat([dequantization_nll(flow, part, LEVELS, dequantizer, g)
-                         for part in test.split(chunk)])
+        nll = torch.cat(
+            [dequantization_nll(flow, part, LEVELS, dequantizer, g) for part in test.split(chunk)]
+        )
     flow.train()
     return bits_per_dim(float(nll.double().mean()), D, LEVELS)
 
@@ -70,13 +76,15 @@ def _fit(flow, train, steps, lr, dequantizer=None, batch=64, seed=0):
         return nll.mean() / (D * math.log(2))
 
     start = time.perf_counter()
-    nfcourse.train(loss_fn, modules, steps, optimizer=optimizer, scheduler=schedule,
-                   progress=False, seed=seed)
+    nfcourse.train(
+        loss_fn, modules, steps, optimizer=optimizer, scheduler=schedule, progress=False, seed=seed
+    )
     return time.perf_counter() - start, sum(p.numel() for p in modules.parameters())
 
 
-def mnist_table(glow_steps: int = 2000, flat_steps: int = 1000, hidden: int = 16,
-                verbose: bool = True) -> list[tuple[str, float, int, float]]:
+def mnist_table(
+    glow_steps: int = 2000, flat_steps: int = 1000, hidden: int = 16, verbose: bool = True
+) -> list[tuple[str, float, int, float]]:
     """The five models of chapter 9 on one CPU thread: rows ``(model, test bits/dim,
     parameters, training seconds)``."""
     train, test = load_digits_as_images()
@@ -92,20 +100,36 @@ def mnist_table(glow_steps: int = 2000, flat_steps: int = 1000, hidden: int = 16
     counts.scatter_add_(1, train.view(len(train), D).long().T, torch.ones(D, len(train)))
     log_p = torch.log((counts + 1) / (len(train) + LEVELS))
     test_log_p = log_p.gather(1, test.view(len(test), D).long().T).sum(0)
-    add(("independent pixels", float(-test_log_p.mean()) / (D * math.log(2)),
-         D * (LEVELS - 1), time.perf_counter() - start))
+    add(
+        (
+            "independent pixels",
+            float(-test_log_p.mean()) / (D * math.log(2)),
+            D * (LEVELS - 1),
+            time.perf_counter() - start,
+        )
+    )
 
     start = time.perf_counter()
     g = torch.Generator().manual_seed(0)
     y_train = dequantize(train.view(-1, D).double(), LEVELS, g)
     y_test = dequantize(test.view(-1, D).double(), LEVELS, g)
     gaussian = torch.distributions.MultivariateNormal(y_train.mean(0), torch.cov(y_train.T))
-    add(("Gaussian", bits_per_dim(float(-gaussian.log_prob(y_test).mean()), D, LEVELS),
-         D + D * (D + 1) // 2, time.perf_counter() - start))
+    add(
+        (
+            "Gaussian",
+            bits_per_dim(float(-gaussian.log_prob(y_test).mean()), D, LEVELS),
+            D + D * (D + 1) // 2,
+            time.perf_counter() - start,
+        )
+    )
 
     masks = [checkerboard_mask(28, 28, parity=k % 2) for k in range(4)]
-    flat = flat_image_flow(coupling_flow("affine", D, n_layers=4, hidden=(128,), mask=masks,
-                                         permutation=None).transform, SHAPE)
+    flat = flat_image_flow(
+        coupling_flow(
+            "affine", D, n_layers=4, hidden=(128,), mask=masks, permutation=None
+        ).transform,
+        SHAPE,
+    )
     seconds, n_params = _fit(flat, train, flat_steps, lr=1e-3)
     add(("flat coupling flow", _test_bits(flat, test), n_params, seconds))
 
@@ -121,15 +145,18 @@ def mnist_table(glow_steps: int = 2000, flat_steps: int = 1000, hidden: int = 16
 
 
 def format_table(rows) -> str:
-    lines = ["| model | test bits/dim | parameters | training seconds |",
-             "| --- | ---: | ---: | ---: |"]
+    lines = [
+        "| model | test bits/dim | parameters | training seconds |",
+        "| --- | ---: | ---: | ---: |",
+    ]
     for name, bits, n_params, seconds in rows:
         lines.append(f"| {name} | {bits:.3f} | {n_params:,} | {seconds:.1f} |")
     return "\n".join(lines)
 
 
-def gpu_setting(epochs: int = 10, path: str | None = None, batch: int = 128,
-                verbose: bool = True) -> tuple[str, list[tuple[int, float, float]]]:
+def gpu_setting(
+    epochs: int = 10, path: str | None = None, batch: int = 128, verbose: bool = True
+) -> tuple[str, list[tuple[int, float, float]]]:
     """The chapter's longer setting on CUDA: ``(data description, rows (epoch, test
     bits/dim, seconds for the epoch))``. Raises ``RuntimeError`` without CUDA."""
     if not torch.cuda.is_available():
@@ -137,8 +164,9 @@ def gpu_setting(epochs: int = 10, path: str | None = None, batch: int = 128,
     device = torch.device("cuda")
     path = path or os.environ.get("NFCOURSE_MNIST") or None
     train, test = load_digits_as_images(path, device)
-    what = (f"MNIST from {path}" if path else "the 5,000 shipped digits") + \
-        f": {len(train):,} training and {len(test):,} test images"
+    what = (
+        f"MNIST from {path}" if path else "the 5,000 shipped digits"
+    ) + f": {len(train):,} training and {len(test):,} test images"
     model = glow(SHAPE, levels=2, steps=8, hidden=64).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     noise = torch.Generator(device=device).manual_seed(0)

@@ -93,16 +93,21 @@ def _course_layer(transform: nfcourse.Transform) -> Layer:
 def _zuko_layer(lazy: nn.Module) -> Layer:
     # A zuko flow rebuilds its transform from the lazy module at every call (flow()), so
     # the timed call does too.
-    return Layer("zuko", lazy, lambda x: lazy().call_and_ladj(x),
-                 lambda z: lazy().inv.call_and_ladj(z))
+    return Layer(
+        "zuko", lazy, lambda x: lazy().call_and_ladj(x), lambda z: lazy().inv.call_and_ladj(z)
+    )
 
 
 def _nflows_layer(transform: nn.Module) -> Layer:
     return Layer("nflows", transform, transform.forward, transform.inverse)
 
 
-def affine_coupling_layers(dim: int = 8, hidden: Sequence[int] = (64, 64),
-                           device: str | torch.device = "cpu", seed: int = 0) -> list[Layer]:
+def affine_coupling_layers(
+    dim: int = 8,
+    hidden: Sequence[int] = (64, 64),
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[Layer]:
     """One affine coupling layer (RealNVP) transforming half of ``dim`` coordinates: the
     course's ``AffineCoupling``, zuko's ``GeneralCouplingTransform`` (its default univariate
     map is the affine one) and nflows' ``AffineCouplingTransform``."""
@@ -113,8 +118,9 @@ def affine_coupling_layers(dim: int = 8, hidden: Sequence[int] = (64, 64),
     mask = half_mask(dim)  # True: transformed
     layers = [
         _course_layer(nfcourse.flows.AffineCoupling(mask, hidden=hidden, zero_init=False)),
-        _zuko_layer(zuko.flows.GeneralCouplingTransform(dim, mask=~mask,
-                                                        hidden_features=tuple(hidden))),
+        _zuko_layer(
+            zuko.flows.GeneralCouplingTransform(dim, mask=~mask, hidden_features=tuple(hidden))
+        ),
         _nflows_layer(AffineCouplingTransform(mask.int(), _nflows_net(hidden))),
     ]
     for layer in layers:
@@ -122,9 +128,14 @@ def affine_coupling_layers(dim: int = 8, hidden: Sequence[int] = (64, 64),
     return layers
 
 
-def piecewise_coupling_layers(dim: int = 2, hidden: Sequence[int] = (64, 64), bins: int = 128,
-                              bound: float = 4.0, device: str | torch.device = "cpu",
-                              seed: int = 0) -> list[Layer]:
+def piecewise_coupling_layers(
+    dim: int = 2,
+    hidden: Sequence[int] = (64, 64),
+    bins: int = 128,
+    bound: float = 4.0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[Layer]:
     """One piecewise-linear coupling layer with ``bins`` equal bins on the box
     ``[-bound, bound]`` and identity tails: the course's ``PiecewiseLinearCoupling`` and
     nflows' ``PiecewiseLinearCouplingTransform`` (``tails="linear"``). Both evaluate a
@@ -133,18 +144,19 @@ def piecewise_coupling_layers(dim: int = 2, hidden: Sequence[int] = (64, 64), bi
 
     torch.manual_seed(seed)
     mask = half_mask(dim)
-    course = nfcourse.flows.PiecewiseLinearCoupling(mask, hidden=hidden, zero_init=False,
-                                                     bins=bins, bound=bound)
-    other = PiecewiseLinearCouplingTransform(mask.int(), _nflows_net(hidden), num_bins=bins,
-                                             tails="linear", tail_bound=bound)
+    course = nfcourse.flows.PiecewiseLinearCoupling(
+        mask, hidden=hidden, zero_init=False, bins=bins, bound=bound
+    )
+    other = PiecewiseLinearCouplingTransform(
+        mask.int(), _nflows_net(hidden), num_bins=bins, tails="linear", tail_bound=bound
+    )
     layers = [_course_layer(course), _nflows_layer(other)]
     for layer in layers:
         layer.module.to(device)
     return layers
 
 
-def planar_layers(dim: int = 8, device: str | torch.device = "cpu", seed: int = 0
-                  ) -> list[Layer]:
+def planar_layers(dim: int = 8, device: str | torch.device = "cpu", seed: int = 0) -> list[Layer]:
     """One planar layer ``x = z + u_hat tanh(w^T z + b)``: the course's ``PlanarFlow`` and
     normflows' ``Planar``. normflows' planar layer with ``tanh`` has no inverse; the
     course's inverse solves a scalar equation per point (safeguarded Newton)."""
@@ -167,9 +179,13 @@ def planar_layers(dim: int = 8, device: str | torch.device = "cpu", seed: int = 
 # Whole flows for training: each is (module, log_prob function)
 # --------------------------------------------------------------------------------------
 
-def training_flows(hidden: Sequence[int] = (64, 64), n_layers: int = 4,
-                   device: str | torch.device = "cpu", seed: int = 0
-                   ) -> dict[str, tuple[nn.Module, Callable[[Tensor], Tensor]]]:
+
+def training_flows(
+    hidden: Sequence[int] = (64, 64),
+    n_layers: int = 4,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> dict[str, tuple[nn.Module, Callable[[Tensor], Tensor]]]:
     """RealNVP flows in two dimensions with ``n_layers`` affine couplings and conditioners
     of hidden widths ``hidden`` (17,672 parameters each for the defaults), with a fixed
     standard normal base: the course's chapter 5 flow, zuko's ``RealNVP``, nflows' and
@@ -182,8 +198,9 @@ def training_flows(hidden: Sequence[int] = (64, 64), n_layers: int = 4,
     from nflows.transforms.coupling import AffineCouplingTransform
     from nflows.transforms.permutations import ReversePermutation
 
-    course = coupling_flow("affine", dim=2, n_layers=n_layers, hidden=hidden, permutation=None,
-                           seed=seed)
+    course = coupling_flow(
+        "affine", dim=2, n_layers=n_layers, hidden=hidden, permutation=None, seed=seed
+    )
     torch.manual_seed(seed)
     zuko_flow = zuko.flows.RealNVP(2, transforms=n_layers, hidden_features=tuple(hidden))
     torch.manual_seed(seed)
@@ -198,10 +215,10 @@ def training_flows(hidden: Sequence[int] = (64, 64), n_layers: int = 4,
     for k in range(n_layers):
         if k > 0:
             blocks.append(normflows.flows.Permute(2, mode="swap"))
-        blocks.append(normflows.flows.AffineCouplingBlock(
-            normflows.nets.MLP([1, *hidden, 2])))
+        blocks.append(normflows.flows.AffineCouplingBlock(normflows.nets.MLP([1, *hidden, 2])))
     normflows_flow = normflows.NormalizingFlow(
-        normflows.distributions.DiagGaussian(2, trainable=False), blocks)
+        normflows.distributions.DiagGaussian(2, trainable=False), blocks
+    )
     flows = {
         "course": (course, course.log_prob),
         "zuko": (zuko_flow, lambda x: zuko_flow().log_prob(x)),

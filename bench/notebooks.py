@@ -46,10 +46,17 @@ def _peak_rss_mb(pid: int) -> float:
 
 def run_notebook(path: Path, timeout: int = 600) -> NotebookRun:
     nb = jupytext.read(path)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     rel = path.relative_to(ROOT).as_posix()
     with client.setup_kernel():
         pid = client.km.provisioner.process.pid
@@ -81,11 +88,14 @@ def report(runs: list[NotebookRun]) -> str:
             flags.append(f"over {MEMORY_BUDGET_MB:.0f} MB")
         if r.error:
             flags.append(r.error)
-        lines.append(f"| {r.path} | {r.seconds:.1f} | {r.peak_mb:.0f} | "
-                     f"{'; '.join(flags) or 'ok'} |")
+        lines.append(
+            f"| {r.path} | {r.seconds:.1f} | {r.peak_mb:.0f} | {'; '.join(flags) or 'ok'} |"
+        )
     total = sum(r.seconds for r in runs)
-    lines.append(f"| **total** | **{total:.1f}** | {max((r.peak_mb for r in runs), default=0):.0f}"
-                 f" | {'ok' if total <= COURSE_BUDGET_S else f'over {COURSE_BUDGET_S:.0f} s'} |")
+    lines.append(
+        f"| **total** | **{total:.1f}** | {max((r.peak_mb for r in runs), default=0):.0f}"
+        f" | {'ok' if total <= COURSE_BUDGET_S else f'over {COURSE_BUDGET_S:.0f} s'} |"
+    )
     return "\n".join(lines)
 
 
@@ -97,8 +107,11 @@ def main(argv=None) -> int:
     runs = []
     for path in notebook_paths(args.paths):
         run = run_notebook(path)
-        print(f"{run.path}: {run.seconds:.1f} s, {run.peak_mb:.0f} MB {run.error}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{run.path}: {run.seconds:.1f} s, {run.peak_mb:.0f} MB {run.error}",
+            file=sys.stderr,
+            flush=True,
+        )
         runs.append(run)
     print(report(runs))
     return 0 if all(not r.error for r in runs) else 1

@@ -39,30 +39,55 @@ def _make_flow(name: str, dim: int, seed: int):
     return libraries.quality_flows(seed=seed)[name]
 
 
-def train_and_score(name: str, density_name: str, seed: int = 0, steps: int = 3000,
-                    batch_size: int = 512, n_train: int = 100_000, n_test: int = 20_000,
-                    lr: float = 1e-3) -> dict:
+def train_and_score(
+    name: str,
+    density_name: str,
+    seed: int = 0,
+    steps: int = 3000,
+    batch_size: int = 512,
+    n_train: int = 100_000,
+    n_test: int = 20_000,
+    lr: float = 1e-3,
+) -> dict:
     """Train the flow ``name`` from initialisation ``seed`` (mini-batches drawn with the
     same seed) on ``n_train`` samples of the density, and score it: KL, its standard error,
     wall-clock seconds and parameter count."""
     density = coupling.DENSITIES[density_name]()
     data = density.sample(n_train, seed=0)
     module, log_prob = _make_flow(name, density.dim, seed)
-    result = coupling.time_training(module, data, steps, batch_size, lr=lr,
-                                    log_prob=log_prob, seed=seed)
+    result = coupling.time_training(
+        module, data, steps, batch_size, lr=lr, log_prob=log_prob, seed=seed
+    )
     kl, se = coupling.evaluate_kl(log_prob, density, n_test)
-    return {"kl": kl, "se": se, "seconds": result.seconds,
-            "params": libraries.parameter_count(module)}
+    return {
+        "kl": kl,
+        "se": se,
+        "seconds": result.seconds,
+        "params": libraries.parameter_count(module),
+    }
 
 
-def run(steps: int = 3000, batch_size: int = 512, n_train: int = 100_000,
-        n_test: int = 20_000, lr: float = 1e-3, configs: dict | None = None,
-        verbose: bool = True) -> list[dict]:
+def run(
+    steps: int = 3000,
+    batch_size: int = 512,
+    n_train: int = 100_000,
+    n_test: int = 20_000,
+    lr: float = 1e-3,
+    configs: dict | None = None,
+    verbose: bool = True,
+) -> list[dict]:
     """Train and score the course's flows (``configs``, default ``coupling.CONFIGS``, with
     ``coupling.benchmark``) and zuko's, from seed 0; one row per flow with ``params``,
     ``kl_*``, ``se_*`` and ``seconds_*`` for each density of ``coupling.DENSITIES``."""
-    rows = coupling.benchmark(steps=steps, batch_size=batch_size, n_train=n_train,
-                              n_test=n_test, lr=lr, configs=configs, verbose=verbose)
+    rows = coupling.benchmark(
+        steps=steps,
+        batch_size=batch_size,
+        n_train=n_train,
+        n_test=n_test,
+        lr=lr,
+        configs=configs,
+        verbose=verbose,
+    )
     for row in rows:
         row["flow"] = f"course: {row['flow']}"
     for name in libraries.quality_flows():
@@ -73,15 +98,25 @@ def run(steps: int = 3000, batch_size: int = 512, n_train: int = 100_000,
             row[f"kl_{d}"], row[f"se_{d}"] = score["kl"], score["se"]
             row[f"seconds_{d}"] = score["seconds"]
             if verbose:
-                print(f"  {name} on the {d}: KL = {score['kl']:.4f} +- {score['se']:.4f} "
-                      f"nats, {score['seconds']:.1f} s", flush=True)
+                print(
+                    f"  {name} on the {d}: KL = {score['kl']:.4f} +- {score['se']:.4f} "
+                    f"nats, {score['seconds']:.1f} s",
+                    flush=True,
+                )
         rows.append(row)
     return rows
 
 
-def seed_spread(rows: list[dict], seeds=(0, 1, 2), steps: int = 3000, batch_size: int = 512,
-                n_train: int = 100_000, n_test: int = 20_000, lr: float = 1e-3,
-                verbose: bool = True) -> dict[str, dict[str, list[float]]]:
+def seed_spread(
+    rows: list[dict],
+    seeds=(0, 1, 2),
+    steps: int = 3000,
+    batch_size: int = 512,
+    n_train: int = 100_000,
+    n_test: int = 20_000,
+    lr: float = 1e-3,
+    verbose: bool = True,
+) -> dict[str, dict[str, list[float]]]:
     """The KL of each flow of ``PAIRS`` for every seed of ``seeds`` (seed 0 taken from
     ``rows``, the others trained here): ``{flow: {density: [KL per seed]}}``. The standard
     error of the main table covers the test sample only; this shows how much the training
@@ -96,8 +131,9 @@ def seed_spread(rows: list[dict], seeds=(0, 1, 2), steps: int = 3000, batch_size
                 if seed == 0:
                     kls.append(by_name[name][f"kl_{d}"])
                     continue
-                kls.append(train_and_score(name, d, seed, steps, batch_size, n_train, n_test,
-                                           lr)["kl"])
+                kls.append(
+                    train_and_score(name, d, seed, steps, batch_size, n_train, n_test, lr)["kl"]
+                )
                 if verbose:
                     print(f"  {name} on the {d}, seed {seed}: KL = {kls[-1]:.4f}", flush=True)
             spread[name][d] = kls
@@ -107,11 +143,15 @@ def seed_spread(rows: list[dict], seeds=(0, 1, 2), steps: int = 3000, batch_size
 def format_spread(spread: dict[str, dict[str, list[float]]]) -> str:
     """Mean and range of the KL over training seeds, per flow and density."""
     densities = list(coupling.DENSITIES)
-    lines = ["| flow | seeds | " + " | ".join(f"KL {d}: mean (range)" for d in densities)
-             + " |", "| --- | ---: |" + " ---: |" * len(densities)]
+    lines = [
+        "| flow | seeds | " + " | ".join(f"KL {d}: mean (range)" for d in densities) + " |",
+        "| --- | ---: |" + " ---: |" * len(densities),
+    ]
     for name, per_density in spread.items():
-        cells = [f"{sum(k) / len(k):.4f} ({min(k):.4f} to {max(k):.4f})"
-                 for k in (per_density[d] for d in densities)]
+        cells = [
+            f"{sum(k) / len(k):.4f} ({min(k):.4f} to {max(k):.4f})"
+            for k in (per_density[d] for d in densities)
+        ]
         n = len(per_density[densities[0]])
         lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -126,18 +166,30 @@ def spread_summary(spread: dict[str, dict[str, list[float]]]) -> list[str]:
             continue
         for d in coupling.DENSITIES:
             ka, kb = spread[a][d], spread[b][d]
-            verdict = ("worse than" if min(ka) > max(kb) else "better than"
-                       if max(ka) < min(kb) else "not clearly different from")
-            lines.append(f"- {d}, over {len(ka)} seeds: {a} (mean KL {sum(ka) / len(ka):.4f})"
-                         f" is {verdict} {b} (mean KL {sum(kb) / len(kb):.4f}).")
+            verdict = (
+                "worse than"
+                if min(ka) > max(kb)
+                else "better than"
+                if max(ka) < min(kb)
+                else "not clearly different from"
+            )
+            lines.append(
+                f"- {d}, over {len(ka)} seeds: {a} (mean KL {sum(ka) / len(ka):.4f})"
+                f" is {verdict} {b} (mean KL {sum(kb) / len(kb):.4f})."
+            )
     return lines
 
 
 def format_table(rows: list[dict]) -> str:
     """KL per density with its standard error, seconds per training run, parameters."""
     densities = list(coupling.DENSITIES)
-    head = "| flow | parameters | " + " | ".join(f"KL {d} (nats)" for d in densities) \
-        + " | " + " | ".join(f"seconds, {d}" for d in densities) + " |"
+    head = (
+        "| flow | parameters | "
+        + " | ".join(f"KL {d} (nats)" for d in densities)
+        + " | "
+        + " | ".join(f"seconds, {d}" for d in densities)
+        + " |"
+    )
     lines = [head, "| --- | ---: |" + " ---: |" * (2 * len(densities))]
     for r in rows:
         kls = " | ".join(f"{r[f'kl_{d}']:.4f} ± {r[f'se_{d}']:.4f}" for d in densities)
@@ -149,10 +201,17 @@ def format_table(rows: list[dict]) -> str:
 def _compare(a: dict, b: dict, density: str) -> str:
     gap = a[f"kl_{density}"] - b[f"kl_{density}"]
     noise = 2 * math.hypot(a[f"se_{density}"], b[f"se_{density}"])
-    verdict = ("worse than" if gap > noise else "better than" if gap < -noise
-               else "within two standard errors of")
-    return (f"{a['flow']} (KL {a[f'kl_{density}']:.4f}, {a['params']:,} parameters) is "
-            f"{verdict} {b['flow']} (KL {b[f'kl_{density}']:.4f}, {b['params']:,} parameters)")
+    verdict = (
+        "worse than"
+        if gap > noise
+        else "better than"
+        if gap < -noise
+        else "within two standard errors of"
+    )
+    return (
+        f"{a['flow']} (KL {a[f'kl_{density}']:.4f}, {a['params']:,} parameters) is "
+        f"{verdict} {b['flow']} (KL {b[f'kl_{density}']:.4f}, {b['params']:,} parameters)"
+    )
 
 
 def summary(rows: list[dict]) -> list[str]:

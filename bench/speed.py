@@ -45,8 +45,11 @@ LIBRARIES = ("zuko", "nflows", "normflows")
 # name, builder, its arguments
 LAYER_CASES: list[tuple[str, Callable, dict]] = [
     ("affine coupling", libraries.affine_coupling_layers, dict(dim=8, hidden=(64, 64))),
-    ("piecewise-linear coupling", libraries.piecewise_coupling_layers,
-     dict(dim=2, hidden=(64, 64), bins=128, bound=4.0)),
+    (
+        "piecewise-linear coupling",
+        libraries.piecewise_coupling_layers,
+        dict(dim=2, hidden=(64, 64), bins=128, bound=4.0),
+    ),
     ("planar", libraries.planar_layers, dict(dim=8)),
 ]
 
@@ -67,13 +70,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(functions: dict[str, Callable[[], object]], device: torch.device,
-                   repeats: int = 7, min_time: float = 0.05) -> dict[str, float]:
+def median_seconds(
+    functions: dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int = 7,
+    min_time: float = 0.05,
+) -> dict[str, float]:
     """Median wall-clock seconds per call of each function.
 
     Each function is called once to warm up, then the number of calls per repeat is
     doubled until a repeat lasts ``min_time``; the functions then take turns for
     ``repeats`` repeats. CUDA work is synchronised before the clock stops."""
+
     def clock(fn, calls):
         _sync(device)
         start = time.perf_counter()
@@ -116,9 +124,13 @@ class LayerRow:
         return _ratio(self.seconds)
 
 
-def layer_speed(device: str | torch.device = "cpu", batches=(1024, 65536), repeats: int = 7,
-                min_time: float = 0.05, verbose: bool = True
-                ) -> tuple[list[LayerRow], dict[str, dict[str, int]]]:
+def layer_speed(
+    device: str | torch.device = "cpu",
+    batches=(1024, 65536),
+    repeats: int = 7,
+    min_time: float = 0.05,
+    verbose: bool = True,
+) -> tuple[list[LayerRow], dict[str, dict[str, int]]]:
     """Time every layer of ``LAYER_CASES`` in both directions at each batch size.
 
     Returns the rows and the parameter counts ``{layer: {library: count}}``. A library
@@ -128,7 +140,8 @@ def layer_speed(device: str | torch.device = "cpu", batches=(1024, 65536), repea
     for name, build, kwargs in LAYER_CASES:
         layers = build(device=device, **kwargs)
         params[f"{name}, D = {kwargs['dim']}"] = {
-            layer.library: libraries.parameter_count(layer.module) for layer in layers}
+            layer.library: libraries.parameter_count(layer.module) for layer in layers
+        }
         dim = kwargs["dim"]
         for batch in batches:
             torch.manual_seed(batch)
@@ -159,6 +172,7 @@ def _no_grad(call, x):
     def run():
         with torch.no_grad():
             return call(x)
+
     return run
 
 
@@ -173,8 +187,13 @@ class TrainingRow:
         return 100.0 / self.seconds_per_100
 
 
-def training_speed(device: str | torch.device = "cpu", steps: int = 500, repeats: int = 3,
-                   batch_size: int = 512, verbose: bool = True) -> list[TrainingRow]:
+def training_speed(
+    device: str | torch.device = "cpu",
+    steps: int = 500,
+    repeats: int = 3,
+    batch_size: int = 512,
+    verbose: bool = True,
+) -> list[TrainingRow]:
     """Adam steps per second of the RealNVP flows of ``libraries.training_flows`` on the
     checkerboard: ``repeats`` runs of ``steps`` steps each, the flows taking turns, the
     median time per 100 steps. On CUDA the clock of ``time_training`` stops without a final
@@ -185,12 +204,14 @@ def training_speed(device: str | torch.device = "cpu", steps: int = 500, repeats
     samples: dict[str, list[float]] = {name: [] for name in flows}
     for r in range(repeats):
         for name, (module, log_prob) in flows.items():
-            result = coupling.time_training(module, data, steps, batch_size,
-                                            log_prob=log_prob, seed=r)
+            result = coupling.time_training(
+                module, data, steps, batch_size, log_prob=log_prob, seed=r
+            )
             samples[name].append(result.seconds_per_100_steps)
-    rows = [TrainingRow(name, libraries.parameter_count(module),
-                        statistics.median(samples[name]))
-            for name, (module, _) in flows.items()]
+    rows = [
+        TrainingRow(name, libraries.parameter_count(module), statistics.median(samples[name]))
+        for name, (module, _) in flows.items()
+    ]
     if verbose:
         for row in rows:
             print(f"  training {row.library}: {row.steps_per_second:.0f} steps/s", flush=True)
@@ -200,6 +221,7 @@ def training_speed(device: str | torch.device = "cpu", steps: int = 500, repeats
 # --------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------
+
 
 def _time(seconds: float | None) -> str:
     if seconds is None:
@@ -217,8 +239,10 @@ def _ratio_cell(ratio: float | None) -> str:
 
 def format_parameters(params: dict[str, dict[str, int]]) -> str:
     """Parameter counts of each layer, one column per library."""
-    lines = ["| layer | course | " + " | ".join(LIBRARIES) + " |",
-             "| --- | ---: |" + " ---: |" * len(LIBRARIES)]
+    lines = [
+        "| layer | course | " + " | ".join(LIBRARIES) + " |",
+        "| --- | ---: |" + " ---: |" * len(LIBRARIES),
+    ]
     for layer, counts in params.items():
         cells = [f"{counts[k]:,}" if k in counts else "-" for k in ("course", *LIBRARIES)]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
@@ -227,21 +251,24 @@ def format_parameters(params: dict[str, dict[str, int]]) -> str:
 
 def format_layers(rows: list[LayerRow]) -> str:
     """Median time per call, one column per library, and the course's ratio."""
-    lines = ["| layer | direction | batch | course | " + " | ".join(LIBRARIES)
-             + " | ratio |", "| --- | --- | ---: | ---: |" + " ---: |" * len(LIBRARIES)
-             + " ---: |"]
+    lines = [
+        "| layer | direction | batch | course | " + " | ".join(LIBRARIES) + " | ratio |",
+        "| --- | --- | ---: | ---: |" + " ---: |" * len(LIBRARIES) + " ---: |",
+    ]
     notes = []
     for r in rows:
         cells = []
         for k in ("course", *LIBRARIES):
             if k in r.errors:
                 cells.append("error")
-                notes.append(f"{k}, {r.layer}, {r.direction}, batch {r.batch:,}: "
-                             f"{r.errors[k]}")
+                notes.append(f"{k}, {r.layer}, {r.direction}, batch {r.batch:,}: {r.errors[k]}")
             else:
                 cells.append(_time(r.seconds.get(k)))
-        lines.append(f"| {r.layer} | {r.direction} | {r.batch:,} | " + " | ".join(cells)
-                     + f" | {_ratio_cell(r.ratio)} |")
+        lines.append(
+            f"| {r.layer} | {r.direction} | {r.batch:,} | "
+            + " | ".join(cells)
+            + f" | {_ratio_cell(r.ratio)} |"
+        )
     if notes:
         lines.append("")
         lines.extend(f"- error: {n}" for n in notes)
@@ -253,16 +280,22 @@ def format_training(rows: list[TrainingRow], steps: int, repeats: int) -> str:
     course = next((r for r in rows if r.library == "course"), None)
     others = [r for r in rows if r.library != "course"]
     fastest = min(others, key=lambda r: r.seconds_per_100) if others else None
-    lines = ["| flow | parameters | steps per second | ms per step | time / course's |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| flow | parameters | steps per second | ms per step | time / course's |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         relative = f"{r.seconds_per_100 / course.seconds_per_100:.2f}" if course else "-"
-        lines.append(f"| {r.library} | {r.params:,} | {r.steps_per_second:.0f} | "
-                     f"{r.seconds_per_100 * 10:.2f} | {relative} |")
+        lines.append(
+            f"| {r.library} | {r.params:,} | {r.steps_per_second:.0f} | "
+            f"{r.seconds_per_100 * 10:.2f} | {relative} |"
+        )
     if course and fastest:
         ratio = course.seconds_per_100 / fastest.seconds_per_100
         lines.append("")
         runs = f"{repeats} run{'s' * (repeats != 1)}"
-        lines.append(f"Ratio (course time per step / fastest library's, {fastest.library}): "
-                     f"{_ratio_cell(ratio)}; median of {runs} of {steps} steps each.")
+        lines.append(
+            f"Ratio (course time per step / fastest library's, {fastest.library}): "
+            f"{_ratio_cell(ratio)}; median of {runs} of {steps} steps each."
+        )
     return "\n".join(lines)

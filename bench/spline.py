@@ -64,8 +64,12 @@ class StudentTMixture(ToyDensity):
         nu = self.df
         u = (x.unsqueeze(1) - self.means.to(x)) / self.scales.to(x)  # (n, 2, 2)
         # the bivariate t with identity scale, then the change of scale
-        log_t = (math.lgamma((nu + 2) / 2) - math.lgamma(nu / 2) - math.log(nu * math.pi)
-                 - (nu + 2) / 2 * torch.log1p((u**2).sum(-1) / nu))
+        log_t = (
+            math.lgamma((nu + 2) / 2)
+            - math.lgamma(nu / 2)
+            - math.log(nu * math.pi)
+            - (nu + 2) / 2 * torch.log1p((u**2).sum(-1) / nu)
+        )
         log_t = log_t - torch.log(self.scales.to(x)).sum(-1)
         return torch.logsumexp(log_t + torch.log(self.weights.to(x)), dim=1)
 
@@ -73,8 +77,9 @@ class StudentTMixture(ToyDensity):
 class Transformed(ToyDensity):
     """A course density moved to another location and scale, ``x = scale * y + shift``."""
 
-    def __init__(self, density: ToyDensity, scale: tuple[float, float],
-                 shift: tuple[float, float]):
+    def __init__(
+        self, density: ToyDensity, scale: tuple[float, float], shift: tuple[float, float]
+    ):
         self.density = density
         self.scale = torch.tensor(scale, dtype=torch.float64)
         self.shift = torch.tensor(shift, dtype=torch.float64)
@@ -113,13 +118,20 @@ def zuko_nsf(target_params: int, seed: int = 0):
         if best is None or gap < best[0]:
             best = (gap, width)
     torch.manual_seed(seed)
-    return zuko.flows.NSF(features=2, transforms=4, bins=8,
-                          hidden_features=(best[1], best[1])), best[1]
+    return zuko.flows.NSF(
+        features=2, transforms=4, bins=8, hidden_features=(best[1], best[1])
+    ), best[1]
 
 
-def run(steps: int = 3000, n_train: int = 100_000, n_test: int = 20_000,
-        with_zuko: bool = True, densities: dict | None = None, seeds: tuple[int, ...] = (0,),
-        verbose: bool = True) -> list[dict]:
+def run(
+    steps: int = 3000,
+    n_train: int = 100_000,
+    n_test: int = 20_000,
+    with_zuko: bool = True,
+    densities: dict | None = None,
+    seeds: tuple[int, ...] = (0,),
+    verbose: bool = True,
+) -> list[dict]:
     """One row per density and seed: KL of ``spline_flow(2)`` (and of zuko's NSF), the
     seconds of the training run and the ratio of the step times. The seed sets both flows'
     initial weights and the mini-batches; the data are the same for every seed."""
@@ -131,22 +143,33 @@ def run(steps: int = 3000, n_train: int = 100_000, n_test: int = 20_000,
             flow = spline_flow(2, seed=seed)
             ours = time_training(flow, data, steps, 512, lr=1e-3, seed=seed)
             kl, se = evaluate_kl(flow, density, n_test)
-            row = {"density": name, "seed": seed, "params": parameter_count(flow), "kl": kl,
-                   "se": se, "seconds": ours.seconds,
-                   "cpu_s_per_100": ours.cpu_seconds_per_100_steps}
+            row = {
+                "density": name,
+                "seed": seed,
+                "params": parameter_count(flow),
+                "kl": kl,
+                "se": se,
+                "seconds": ours.seconds,
+                "cpu_s_per_100": ours.cpu_seconds_per_100_steps,
+            }
             if with_zuko:
                 nsf, width = zuko_nsf(row["params"], seed=seed)
 
                 def log_prob(x: Tensor, nsf=nsf) -> Tensor:
                     return nsf().log_prob(x)
 
-                theirs = time_training(nsf, data, steps, 512, lr=1e-3, log_prob=log_prob,
-                                       seed=seed)
+                theirs = time_training(
+                    nsf, data, steps, 512, lr=1e-3, log_prob=log_prob, seed=seed
+                )
                 kl_z, se_z = evaluate_kl(log_prob, density, n_test)
-                row.update(zuko_params=parameter_count(nsf), zuko_width=width, zuko_kl=kl_z,
-                           zuko_se=se_z, zuko_seconds=theirs.seconds,
-                           ratio=(ours.cpu_seconds_per_100_steps
-                                  / theirs.cpu_seconds_per_100_steps))
+                row.update(
+                    zuko_params=parameter_count(nsf),
+                    zuko_width=width,
+                    zuko_kl=kl_z,
+                    zuko_se=se_z,
+                    zuko_seconds=theirs.seconds,
+                    ratio=(ours.cpu_seconds_per_100_steps / theirs.cpu_seconds_per_100_steps),
+                )
             rows.append(row)
             if verbose:
                 print("  " + _line(row, len(seeds) > 1), flush=True)
@@ -163,8 +186,7 @@ def _line(r: dict, with_seed: bool = False) -> str:
     label = f"{r['density']} s{r.get('seed', 0)}" if with_seed else r["density"]
     line = f"{label:<21}{_kl(r['kl'], r['se'])}{r['seconds']:>7.1f}"
     if "zuko_kl" in r:
-        line += (f"{_kl(r['zuko_kl'], r['zuko_se'])}{r['zuko_seconds']:>7.1f}"
-                 f"{r['ratio']:>7.2f}")
+        line += f"{_kl(r['zuko_kl'], r['zuko_se'])}{r['zuko_seconds']:>7.1f}{r['ratio']:>7.2f}"
     return line
 
 
@@ -172,40 +194,57 @@ def format_table(rows: list[dict], steps: int) -> str:
     """The rows as a plain-text table (80 columns). With several seeds, one line per
     density and seed (the seed after the name), and KL is compared with zuko's over the
     seeds: worse only where the whole range of the course's KL lies above zuko's."""
-    head = (f"{'density':<21}{'KL spline_flow':>15}{'s':>7}{'KL zuko NSF':>15}{'s':>7}"
-            f"{'ratio':>7}")
+    head = f"{'density':<21}{'KL spline_flow':>15}{'s':>7}{'KL zuko NSF':>15}{'s':>7}{'ratio':>7}"
     r0 = rows[0]
-    lines = [f"spline_flow(2) defaults ({r0['params']:,} parameters)"
-             + (f" beside zuko NSF ({r0['zuko_params']:,}, hidden {r0['zuko_width']});"
-                if "zuko_kl" in r0 else ";"),
-             f"{steps:,} steps, batch 512, Adam 1e-3 (cosine decay), one thread;",
-             "KL(p || q) in nats +- one standard error; s: seconds of training;",
-             "ratio: CPU time per step, spline_flow over zuko, in the same run",
-             head, "-" * len(head)]
+    lines = [
+        f"spline_flow(2) defaults ({r0['params']:,} parameters)"
+        + (
+            f" beside zuko NSF ({r0['zuko_params']:,}, hidden {r0['zuko_width']});"
+            if "zuko_kl" in r0
+            else ";"
+        ),
+        f"{steps:,} steps, batch 512, Adam 1e-3 (cosine decay), one thread;",
+        "KL(p || q) in nats +- one standard error; s: seconds of training;",
+        "ratio: CPU time per step, spline_flow over zuko, in the same run",
+        head,
+        "-" * len(head),
+    ]
     densities = list(dict.fromkeys(r["density"] for r in rows))
     several = len(rows) > len(densities)
     lines += [_line(r, several) for r in rows]
     missed = list(dict.fromkeys(r["density"] for r in rows if not r["kl"] <= KL_TARGET))
-    lines.append(f"KL target {KL_TARGET}: " + ("met on every density" if not missed
-                                                else "missed on " + ", ".join(missed)))
+    lines.append(
+        f"KL target {KL_TARGET}: "
+        + ("met on every density" if not missed else "missed on " + ", ".join(missed))
+    )
     if "zuko_kl" in r0:
         if several:
             for d in densities:
                 ours = [r["kl"] for r in rows if r["density"] == d]
                 theirs = [r["zuko_kl"] for r in rows if r["density"] == d]
-                lines.append(f"{d}: mean KL over {len(ours)} seeds {sum(ours) / len(ours):.4f},"
-                             f" zuko {sum(theirs) / len(theirs):.4f}")
-            worse = [d for d in densities
-                     if min(r["kl"] for r in rows if r["density"] == d)
-                     > max(r["zuko_kl"] for r in rows if r["density"] == d)]
+                lines.append(
+                    f"{d}: mean KL over {len(ours)} seeds {sum(ours) / len(ours):.4f},"
+                    f" zuko {sum(theirs) / len(theirs):.4f}"
+                )
+            worse = [
+                d
+                for d in densities
+                if min(r["kl"] for r in rows if r["density"] == d)
+                > max(r["zuko_kl"] for r in rows if r["density"] == d)
+            ]
         else:
             worse = [r["density"] for r in rows if not r["kl"] <= r["zuko_kl"]]
         slower = list(dict.fromkeys(r["density"] for r in rows if not r["ratio"] <= 1.0))
-        lines.append("KL no worse than zuko" + (" (ranges over the seeds)" if several else "")
-                     + ": " + ("on every density" if not worse
-                                                 else "not on " + ", ".join(worse)))
-        lines.append("step time ratio <= 1: " + ("on every density" if not slower
-                                                else "not on " + ", ".join(slower)))
+        lines.append(
+            "KL no worse than zuko"
+            + (" (ranges over the seeds)" if several else "")
+            + ": "
+            + ("on every density" if not worse else "not on " + ", ".join(worse))
+        )
+        lines.append(
+            "step time ratio <= 1: "
+            + ("on every density" if not slower else "not on " + ", ".join(slower))
+        )
     return "\n".join(lines)
 
 
@@ -217,22 +256,40 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 steps: a smoke run")
     parser.add_argument("--no-zuko", action="store_true", help="leave zuko's NSF out")
-    parser.add_argument("--densities", nargs="+", choices=list(DENSITIES), metavar="NAME",
-                        help="only these densities (quote names with spaces)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
-                        help="train each flow from each of these seeds (default: 0)")
-    parser.add_argument("--write", action="store_true",
-                        help=f"write the table to {RESULTS.relative_to(ROOT)}")
+    parser.add_argument(
+        "--densities",
+        nargs="+",
+        choices=list(DENSITIES),
+        metavar="NAME",
+        help="only these densities (quote names with spaces)",
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="train each flow from each of these seeds (default: 0)",
+    )
+    parser.add_argument(
+        "--write", action="store_true", help=f"write the table to {RESULTS.relative_to(ROOT)}"
+    )
     args = parser.parse_args(argv)
     if args.write and (args.quick or args.densities or args.seeds != [0] or args.no_zuko):
-        parser.error("--write keeps the full table that chapter 8 prints: every density, "
-                     "seed 0, with zuko, full budget; drop --quick, --densities, --seeds "
-                     "and --no-zuko, or drop --write")
+        parser.error(
+            "--write keeps the full table that chapter 8 prints: every density, "
+            "seed 0, with zuko, full budget; drop --quick, --densities, --seeds "
+            "and --no-zuko, or drop --write"
+        )
     torch.set_num_threads(1)
     steps = 100 if args.quick else 3000
     densities = None if args.densities is None else {d: DENSITIES[d] for d in args.densities}
-    rows = run(steps=steps, n_test=2000 if args.quick else 20_000,
-               with_zuko=not args.no_zuko, densities=densities, seeds=tuple(args.seeds))
+    rows = run(
+        steps=steps,
+        n_test=2000 if args.quick else 20_000,
+        with_zuko=not args.no_zuko,
+        densities=densities,
+        seeds=tuple(args.seeds),
+    )
     table = format_table(rows, steps)
     print(table)
     if args.write:

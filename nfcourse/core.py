@@ -42,7 +42,6 @@ __all__ = [
     "DiagonalNormal",
     "Flow",
     "check_batch",
-
     "default_device",
     "to_torch_transform",
 ]
@@ -77,14 +76,22 @@ class Transform(nn.Module):
         context_dim: the size ``C`` of the context, 0 for none.
     """
 
-    def __init__(self, dim: int | None = None, *, event_shape: Sequence[int] | None = None,
-                 latent_shape: Sequence[int] | None = None, context_dim: int = 0) -> None:
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        event_shape: Sequence[int] | None = None,
+        latent_shape: Sequence[int] | None = None,
+        context_dim: int = 0,
+    ) -> None:
         super().__init__()
         if event_shape is not None:
             event_shape = check_shape(event_shape, "event_shape")
             if dim is not None and dim != math.prod(event_shape):
-                raise ValueError(f"dim={dim!r} but event_shape {event_shape} holds "
-                                 f"{math.prod(event_shape)} numbers; pass one of them")
+                raise ValueError(
+                    f"dim={dim!r} but event_shape {event_shape} holds "
+                    f"{math.prod(event_shape)} numbers; pass one of them"
+                )
         elif dim is not None:
             event_shape = (check_positive_int(dim, "dim"),)
         if latent_shape is None:
@@ -92,9 +99,11 @@ class Transform(nn.Module):
         else:
             latent_shape = check_shape(latent_shape, "latent_shape")
             if event_shape is None or math.prod(latent_shape) != math.prod(event_shape):
-                raise ValueError(f"latent_shape {latent_shape} must hold as many numbers as "
-                                 f"event_shape {event_shape}: an invertible map keeps the "
-                                 "dimension")
+                raise ValueError(
+                    f"latent_shape {latent_shape} must hold as many numbers as "
+                    f"event_shape {event_shape}: an invertible map keeps the "
+                    "dimension"
+                )
         if context_dim != 0:
             context_dim = check_positive_int(context_dim, "context_dim")
         self.event_shape: tuple[int, ...] | None = event_shape
@@ -125,12 +134,12 @@ class Transform(nn.Module):
         return check_events(x, self.event_shape, name, module_dtype(self), self._owner())
 
     def _check_context(self, context: object, rows: int | None) -> Tensor | None:
-        return check_context(context, self.context_dim, rows, module_dtype(self),
-                             self._owner())
+        return check_context(context, self.context_dim, rows, module_dtype(self), self._owner())
 
     # -- the maps, without checks ---------------------------------------------------
-    def _map(self, y: Tensor, context: Tensor | None = None,
-             inverse: bool = False) -> tuple[Tensor, Tensor]:
+    def _map(
+        self, y: Tensor, context: Tensor | None = None, inverse: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """``_inverse`` if ``inverse`` else ``_forward``, with the context passed only to a
         transform that takes one: the one place where the context is routed."""
         method = self._inverse if inverse else self._forward
@@ -151,8 +160,11 @@ class InverseTransform(Transform):
     """``f^{-1}`` as a transform: its forward is ``f.inverse`` and its inverse ``f.forward``."""
 
     def __init__(self, transform: Transform):
-        super().__init__(event_shape=transform.latent_shape,
-                         latent_shape=transform.event_shape, context_dim=transform.context_dim)
+        super().__init__(
+            event_shape=transform.latent_shape,
+            latent_shape=transform.event_shape,
+            context_dim=transform.context_dim,
+        )
         self.transform = transform
 
     def _forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -162,8 +174,9 @@ class InverseTransform(Transform):
         return self.transform._map(x, context)
 
 
-def _chain_shapes(transforms: Sequence[Transform]) -> tuple[tuple[int, ...] | None,
-                                                            tuple[int, ...] | None]:
+def _chain_shapes(
+    transforms: Sequence[Transform],
+) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
     """The base-side shape of the first layer and the data-side shape of the last, after
     checking that each layer's output is the next layer's input. A layer without a fixed
     shape keeps the shape it is given."""
@@ -216,8 +229,9 @@ class Compose(Transform):
                 f"the layers take contexts of sizes {contexts}; build every conditional "
                 f"layer with one context_dim"
             )
-        super().__init__(event_shape=event, latent_shape=latent,
-                         context_dim=contexts[0] if contexts else 0)
+        super().__init__(
+            event_shape=event, latent_shape=latent, context_dim=contexts[0] if contexts else 0
+        )
         self.transforms = nn.ModuleList(transforms)
 
     def __len__(self) -> int:
@@ -268,8 +282,9 @@ class Flow(nn.Module):
             Defaults to ``StandardNormal(transform.dim)``.
     """
 
-    def __init__(self, transform: Transform | Iterable[Transform],
-                 base: BaseDistribution | None = None):
+    def __init__(
+        self, transform: Transform | Iterable[Transform], base: BaseDistribution | None = None
+    ):
         super().__init__()
         if not isinstance(transform, Transform):
             transform = Compose(*transform)
@@ -302,8 +317,9 @@ class Flow(nn.Module):
     def _check_context(self, context: object, rows: int | None) -> Tensor | None:
         return check_context(context, self.context_dim, rows, module_dtype(self), "the flow")
 
-    def _base_samples(self, n: object, context: object, generator: torch.Generator | None
-                      ) -> tuple[Tensor, Tensor | None]:
+    def _base_samples(
+        self, n: object, context: object, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor | None]:
         """``n`` base samples, or ``n`` for each row of the context (a ``(C,)`` context is
         one row; ``(M, C)`` gives ``M * n`` samples, the ``n`` of row ``m`` together),
         shaped as the transform's base side."""
@@ -331,14 +347,22 @@ class Flow(nn.Module):
         x = self._check(x)
         return self._log_prob(x, self._check_context(context, x.shape[0]))
 
-    def sample(self, n: int, context: Tensor | None = None, *,
-               generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        context: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+    ) -> Tensor:
         """Draw ``n`` samples ``x = f(T z; c)``, ``z ~ p_Z``, shape ``(n, *event_shape)``;
         for a conditional flow, ``n`` for each row of ``context``. A temperature ``T < 1``
         draws from the centre of the base (Kingma and Dhariwal 2018)."""
         if not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
-            raise ValueError(f"temperature must be a positive finite number, got "
-                             f"{temperature!r}; 1 samples the model itself")
+            raise ValueError(
+                f"temperature must be a positive finite number, got "
+                f"{temperature!r}; 1 samples the model itself"
+            )
         z, c = self._base_samples(n, context, generator)
         return self.transform._map(z * temperature if temperature != 1 else z, c)[0]
 
@@ -372,7 +396,9 @@ class Flow(nn.Module):
         return -self.log_prob(x, context).mean()
 
     def reverse_kl(
-        self, log_target: Callable[[Tensor], Tensor], n: int,
+        self,
+        log_target: Callable[[Tensor], Tensor],
+        n: int,
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Reverse-KL loss to an unnormalised log-density ``log p~``:
@@ -392,9 +418,7 @@ class _TorchTransform(torch.distributions.Transform):
 
     bijective = True
     domain = torch.distributions.constraints.independent(torch.distributions.constraints.real, 1)
-    codomain = torch.distributions.constraints.independent(
-        torch.distributions.constraints.real, 1
-    )
+    codomain = torch.distributions.constraints.independent(torch.distributions.constraints.real, 1)
 
     def __init__(self, transform: Transform):
         super().__init__(cache_size=1)

@@ -36,15 +36,16 @@ class ToyDensity:
     bounds: tuple[tuple[float, float], ...] = ((-4.0, 4.0), (-4.0, 4.0))
     name: str = "toy density"
 
-    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32
-               ) -> Tensor:
+    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> Tensor:
         """``n`` samples of shape ``(n, dim)`` in ``dtype`` (float32 or float64); the same
         integer ``seed`` gives the same samples, ``None`` draws from torch's global random
         state."""
         n = check_positive_int(n, "n")
         if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"dtype must be torch.float32 or torch.float64 (samples of a "
-                            f"continuous density), got {dtype}")
+            raise TypeError(
+                f"dtype must be torch.float32 or torch.float64 (samples of a "
+                f"continuous density), got {dtype}"
+            )
         return self._sample(n, generator(seed)).to(dtype)
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -57,8 +58,9 @@ class ToyDensity:
         raise NotImplementedError(f"{self.name} has no known entropy")
 
     @torch.no_grad()
-    def kl_divergence(self, model: object, n: int = 20_000, seed: int = 10_001,
-                      batch_size: int = 10_000) -> tuple[float, float]:
+    def kl_divergence(
+        self, model: object, n: int = 20_000, seed: int = 10_001, batch_size: int = 10_000
+    ) -> tuple[float, float]:
         """``KL(p || q)`` in nats and its standard error, from ``n`` fresh samples of ``p``.
 
         It is the mean of ``log p(x) - log q(x)``, that is the test negative log-likelihood
@@ -70,13 +72,20 @@ class ToyDensity:
         log_q = model.log_prob if callable(getattr(model, "log_prob", None)) else model
         if not callable(log_q):
             raise TypeError("pass a model with a log_prob method, or a log_prob function")
-        reference = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) \
+        reference = (
+            next(iter(model.parameters()), None)
+            if isinstance(model, torch.nn.Module)
             else getattr(model, "mean", None)
+        )
         dtype = reference.dtype if isinstance(reference, Tensor) else torch.float32
         device = reference.device if isinstance(reference, Tensor) else torch.device("cpu")
         x = self.sample(n, seed=seed, dtype=torch.float64)
-        log_q_x = torch.cat([log_q(chunk.to(device=device, dtype=dtype)).double().cpu()
-                             for chunk in x.split(batch_size)])
+        log_q_x = torch.cat(
+            [
+                log_q(chunk.to(device=device, dtype=dtype)).double().cpu()
+                for chunk in x.split(batch_size)
+            ]
+        )
         gap = self.log_prob(x) - log_q_x
         return float(gap.mean()), float(gap.std() / math.sqrt(n))
 
@@ -103,17 +112,24 @@ class GaussianMixture1D(ToyDensity):
     dim = 1
     name = "mixture of Gaussians"
 
-    def __init__(self, means: Sequence[float] = (-2.0, 2.0), stds: Sequence[float] = (0.5, 0.5),
-                 weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        means: Sequence[float] = (-2.0, 2.0),
+        stds: Sequence[float] = (0.5, 0.5),
+        weights: Sequence[float] | None = None,
+    ) -> None:
         if len(means) != len(stds):
-            raise ValueError(f"means and stds must have one entry per component, "
-                             f"got {len(means)} and {len(stds)}")
+            raise ValueError(
+                f"means and stds must have one entry per component, "
+                f"got {len(means)} and {len(stds)}"
+            )
         if min(stds) <= 0:
             raise ValueError(f"stds must be positive, got {stds}")
         weights = [1.0 / len(means)] * len(means) if weights is None else list(weights)
         if len(weights) != len(means) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-9:
-            raise ValueError(f"weights must be {len(means)} non-negative numbers summing to "
-                             f"one, got {weights}")
+            raise ValueError(
+                f"weights must be {len(means)} non-negative numbers summing to one, got {weights}"
+            )
         self.means = torch.tensor(means, dtype=torch.float64)
         self.stds = torch.tensor(stds, dtype=torch.float64)
         self.weights = torch.tensor(weights, dtype=torch.float64)
@@ -133,15 +149,17 @@ class GaussianMixture1D(ToyDensity):
 
     def entropy(self) -> float:
         # Quadrature on a fine grid: the density is smooth and the box holds all the mass.
-        (lo, hi), = self.bounds
+        ((lo, hi),) = self.bounds
         x = torch.linspace(lo - 5, hi + 5, 200_001, dtype=torch.float64).unsqueeze(1)
         logp = self._log_prob(x)
         dx = float(x[1, 0] - x[0, 0])
         return float(-(logp.exp() * logp).sum() * dx)
 
     def __repr__(self) -> str:
-        return (f"GaussianMixture1D(means={self.means.tolist()}, stds={self.stds.tolist()}, "
-                f"weights={self.weights.tolist()})")
+        return (
+            f"GaussianMixture1D(means={self.means.tolist()}, stds={self.stds.tolist()}, "
+            f"weights={self.weights.tolist()})"
+        )
 
 
 class Checkerboard(ToyDensity):
@@ -154,8 +172,11 @@ class Checkerboard(ToyDensity):
     def _sample(self, n: int, g: torch.Generator) -> Tensor:
         x1 = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
         # x2 in one of two unit intervals per column, chosen so the squares alternate.
-        x2 = torch.rand(n, generator=g, dtype=torch.float64) + 2 * torch.randint(
-            0, 2, (n,), generator=g).to(torch.float64) - 2
+        x2 = (
+            torch.rand(n, generator=g, dtype=torch.float64)
+            + 2 * torch.randint(0, 2, (n,), generator=g).to(torch.float64)
+            - 2
+        )
         x2 = x2 + (torch.floor(x1) % 2)
         return torch.stack([x1, x2], dim=1)
 
@@ -228,8 +249,12 @@ class SineWave(ToyDensity):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         x1, x2 = x[:, 0], x[:, 1]
-        logp = (-math.log(6) - 0.5 * ((x1 - torch.sin(x2)) / self.noise) ** 2
-                - math.log(self.noise) - 0.5 * math.log(2 * math.pi))
+        logp = (
+            -math.log(6)
+            - 0.5 * ((x1 - torch.sin(x2)) / self.noise) ** 2
+            - math.log(self.noise)
+            - 0.5 * math.log(2 * math.pi)
+        )
         return torch.where(x2.abs() <= 3, logp, torch.full_like(logp, -math.inf))
 
     def entropy(self) -> float:
@@ -286,8 +311,12 @@ class StudentT2D(ToyDensity):
         a = self.matrix.to(x)
         t = torch.linalg.solve(a, x.T).T
         nu = self.df
-        log_t = (math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)
-                 - 0.5 * math.log(nu * math.pi) - (nu + 1) / 2 * torch.log1p(t**2 / nu))
+        log_t = (
+            math.lgamma((nu + 1) / 2)
+            - math.lgamma(nu / 2)
+            - 0.5 * math.log(nu * math.pi)
+            - (nu + 1) / 2 * torch.log1p(t**2 / nu)
+        )
         return log_t.sum(dim=1) - torch.linalg.slogdet(a)[1]
 
     def __repr__(self) -> str:
@@ -315,15 +344,21 @@ class BetaMixture1D(ToyDensity):
     bounds = ((0.0, 1.0),)
     name = "mixture of Betas"
 
-    def __init__(self, a: Sequence[float] = (3.0, 18.0, 30.0),
-                 b: Sequence[float] = (12.0, 7.0, 6.0),
-                 weights: Sequence[float] = (0.45, 0.35, 0.2)) -> None:
+    def __init__(
+        self,
+        a: Sequence[float] = (3.0, 18.0, 30.0),
+        b: Sequence[float] = (12.0, 7.0, 6.0),
+        weights: Sequence[float] = (0.45, 0.35, 0.2),
+    ) -> None:
         if not len(a) == len(b) == len(weights):
-            raise ValueError(f"a, b and weights need one entry per component, got "
-                             f"{len(a)}, {len(b)} and {len(weights)}")
+            raise ValueError(
+                f"a, b and weights need one entry per component, got "
+                f"{len(a)}, {len(b)} and {len(weights)}"
+            )
         if min(a) < 1 or min(b) < 1:
-            raise ValueError(f"the shapes a and b must be at least 1 (a bounded density), "
-                             f"got a={a}, b={b}")
+            raise ValueError(
+                f"the shapes a and b must be at least 1 (a bounded density), got a={a}, b={b}"
+            )
         if min(weights) < 0 or abs(sum(weights) - 1) > 1e-9:
             raise ValueError(f"weights must be non-negative and sum to one, got {weights}")
         self.a = torch.tensor(a, dtype=torch.float64)
@@ -353,10 +388,10 @@ class BetaMixture1D(ToyDensity):
         return float(-(log_p.exp() * log_p).mean())
 
     def __repr__(self) -> str:
-        return (f"BetaMixture1D(a={self.a.tolist()}, b={self.b.tolist()}, "
-                f"weights={self.weights.tolist()})")
-
-
+        return (
+            f"BetaMixture1D(a={self.a.tolist()}, b={self.b.tolist()}, "
+            f"weights={self.weights.tolist()})"
+        )
 
 
 class MirroredGumbel(ToyDensity):
@@ -392,7 +427,6 @@ class MirroredGumbel(ToyDensity):
         return f"MirroredGumbel(loc={self.loc}, scale={self.scale})"
 
 
-
 class CorrelatedGaussian(ToyDensity):
     """A Gaussian ``N(m, A A^T)`` with a lower-triangular factor ``A`` (chapter 2):
     ``x = m + A z`` for ``z ~ N(0, I)``, so
@@ -404,23 +438,35 @@ class CorrelatedGaussian(ToyDensity):
 
     name = "correlated Gaussian"
 
-    def __init__(self, mean: Sequence[float] = (1.0, -2.0, 0.5),
-                 scale_tril: Sequence[Sequence[float]] = ((1.0, 0.0, 0.0), (0.9, 0.5, 0.0),
-                                                          (-0.6, 0.4, 0.3))) -> None:
+    def __init__(
+        self,
+        mean: Sequence[float] = (1.0, -2.0, 0.5),
+        scale_tril: Sequence[Sequence[float]] = (
+            (1.0, 0.0, 0.0),
+            (0.9, 0.5, 0.0),
+            (-0.6, 0.4, 0.3),
+        ),
+    ) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float64)
         self.scale_tril = torch.tensor(scale_tril, dtype=torch.float64)
         d = len(self.mean)
-        if self.scale_tril.shape != (d, d) or not torch.equal(self.scale_tril,
-                                                               self.scale_tril.tril()):
-            raise ValueError(f"scale_tril must be a lower-triangular ({d}, {d}) matrix, got "
-                             f"{self.scale_tril.tolist()}")
+        if self.scale_tril.shape != (d, d) or not torch.equal(
+            self.scale_tril, self.scale_tril.tril()
+        ):
+            raise ValueError(
+                f"scale_tril must be a lower-triangular ({d}, {d}) matrix, got "
+                f"{self.scale_tril.tolist()}"
+            )
         if bool((self.scale_tril.diagonal() == 0).any()):
-            raise ValueError("scale_tril must have a nonzero diagonal (an invertible factor), "
-                             f"got {self.scale_tril.diagonal().tolist()}")
+            raise ValueError(
+                "scale_tril must have a nonzero diagonal (an invertible factor), "
+                f"got {self.scale_tril.diagonal().tolist()}"
+            )
         self.dim = d
         spread = 5 * self.scale_tril.norm(dim=1)
-        self.bounds = tuple((float(m - s), float(m + s)) for m, s in zip(self.mean, spread,
-                                                                         strict=True))
+        self.bounds = tuple(
+            (float(m - s), float(m + s)) for m, s in zip(self.mean, spread, strict=True)
+        )
 
     def _sample(self, n: int, g: torch.Generator) -> Tensor:
         z = torch.randn(n, self.dim, generator=g, dtype=torch.float64)
@@ -429,16 +475,21 @@ class CorrelatedGaussian(ToyDensity):
     def _log_prob(self, x: Tensor) -> Tensor:
         a = self.scale_tril.to(x)
         z = torch.linalg.solve_triangular(a, (x - self.mean.to(x)).T, upper=False).T
-        return (-0.5 * (z**2).sum(dim=1) - torch.log(a.diagonal().abs()).sum()
-                - 0.5 * self.dim * math.log(2 * math.pi))
+        return (
+            -0.5 * (z**2).sum(dim=1)
+            - torch.log(a.diagonal().abs()).sum()
+            - 0.5 * self.dim * math.log(2 * math.pi)
+        )
 
     def entropy(self) -> float:
-        return (0.5 * self.dim * math.log(2 * math.pi * math.e)
-                + float(torch.log(self.scale_tril.diagonal().abs()).sum()))
+        return 0.5 * self.dim * math.log(2 * math.pi * math.e) + float(
+            torch.log(self.scale_tril.diagonal().abs()).sum()
+        )
 
     def __repr__(self) -> str:
-        return (f"CorrelatedGaussian(mean={self.mean.tolist()}, "
-                f"scale_tril={self.scale_tril.tolist()})")
+        return (
+            f"CorrelatedGaussian(mean={self.mean.tolist()}, scale_tril={self.scale_tril.tolist()})"
+        )
 
 
 def kumaraswamy_log_prob(x: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
@@ -446,7 +497,7 @@ def kumaraswamy_log_prob(x: Tensor, a: Tensor | float, b: Tensor | float) -> Ten
     ``log p(x) = log a + log b + (a - 1) log x + (b - 1) log(1 - x^a)``, elementwise, for
     positive shapes ``a`` and ``b`` (numbers or tensors that broadcast against ``x``)."""
     a, b = torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype)
-    return torch.log(a) + torch.log(b) + (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x**a)
+    return torch.log(a) + torch.log(b) + (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-(x**a))
 
 
 class KumaraswamySquare(ToyDensity):
@@ -475,8 +526,9 @@ class KumaraswamySquare(ToyDensity):
     def _log_prob(self, x: Tensor) -> Tensor:
         inside = ((x > 0) & (x < 1)).all(dim=1)
         u = torch.where(inside.unsqueeze(1), x, torch.full_like(x, 0.5))
-        log_p = (kumaraswamy_log_prob(u[:, 0], 2.0, 3.0)
-                 + kumaraswamy_log_prob(u[:, 1], 1 + 6 * u[:, 0], 3.0))
+        log_p = kumaraswamy_log_prob(u[:, 0], 2.0, 3.0) + kumaraswamy_log_prob(
+            u[:, 1], 1 + 6 * u[:, 0], 3.0
+        )
         return torch.where(inside, log_p, torch.full_like(log_p, -math.inf))
 
     def entropy(self) -> float:
@@ -532,8 +584,9 @@ class MovedSine(ToyDensity):
         return self.sine._sample(n, g) * self.scale + self.shift
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        return (self.sine._log_prob((x - self.shift.to(x)) / self.scale.to(x))
-                - torch.log(self.scale).sum().to(x))
+        return self.sine._log_prob((x - self.shift.to(x)) / self.scale.to(x)) - torch.log(
+            self.scale
+        ).sum().to(x)
 
     def entropy(self) -> float:
         return self.sine.entropy() + float(torch.log(self.scale).sum())

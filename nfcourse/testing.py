@@ -110,8 +110,9 @@ def parameters_without_gradient(module: nn.Module, loss: Tensor) -> list[str]:
     from ``loss``."""
     params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     grads = torch.autograd.grad(loss, [p for _, p in params], allow_unused=True)
-    return [n for (n, _), g in zip(params, grads, strict=True)
-            if g is None or not bool((g != 0).any())]
+    return [
+        n for (n, _), g in zip(params, grads, strict=True) if g is None or not bool((g != 0).any())
+    ]
 
 
 def check_gradients_reach(module: nn.Module, loss: Tensor) -> None:

@@ -75,15 +75,18 @@ def train(
             step and likely causes.
     """
     if not callable(loss_fn):
-        raise TypeError(f"loss_fn must be a function of the step number, got "
-                        f"{type(loss_fn).__name__}")
+        raise TypeError(
+            f"loss_fn must be a function of the step number, got {type(loss_fn).__name__}"
+        )
     steps = check_positive_int(steps, "steps")
     if isinstance(parameters, nn.Module):
         parameters = parameters.parameters()
     parameters = [p for p in parameters if p.requires_grad]
     if not parameters:
-        raise ValueError("train() got no trainable parameters: pass a module or a list of "
-                         "tensors with requires_grad=True")
+        raise ValueError(
+            "train() got no trainable parameters: pass a module or a list of "
+            "tensors with requires_grad=True"
+        )
     if optimizer is None:
         optimizer = torch.optim.Adam(parameters, lr=lr)
     history: list[float] = []
@@ -94,8 +97,11 @@ def train(
             loss = loss_fn(step)
             value = float(loss.detach())
             if not math.isfinite(value) or abs(value) > max_loss:
-                what = f"became {value}" if not math.isfinite(value) else \
-                    f"exploded to {value:.3g} (beyond max_loss={max_loss:g})"
+                what = (
+                    f"became {value}"
+                    if not math.isfinite(value)
+                    else f"exploded to {value:.3g} (beyond max_loss={max_loss:g})"
+                )
                 raise TrainingDiverged(
                     f"training diverged: the loss {what} at step {step} (last finite loss: "
                     f"{history[-1] if history else 'none'}). Likely causes: a learning rate "
@@ -116,13 +122,16 @@ def train(
     return history
 
 
-def _cosine(optimizer: torch.optim.Optimizer, schedule: str | None,
-            steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def _cosine(
+    optimizer: torch.optim.Optimizer, schedule: str | None, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     if schedule is None:
         return None
     if schedule != "cosine":
-        raise ValueError(f"schedule must be None (a constant learning rate) or 'cosine' (a "
-                         f"cosine decay to zero over the steps), got {schedule!r}")
+        raise ValueError(
+            f"schedule must be None (a constant learning rate) or 'cosine' (a "
+            f"cosine decay to zero over the steps), got {schedule!r}"
+        )
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
 
@@ -168,13 +177,19 @@ def fit_maximum_likelihood(
         batch_size = check_positive_int(batch_size, "batch_size")
     steps = check_positive_int(steps, "steps")
     if dequantize_levels is not None:
-        levels = check_positive_int(dequantize_levels, "dequantize_levels",
-                                    "the number of grey levels")
-        if bool((data != data.round()).any()) or float(data.min()) < 0 \
-                or float(data.max()) > levels - 1:
-            raise ValueError(f"with dequantize_levels={levels}, data must hold integer pixels "
-                             f"0..{levels - 1}, got values in [{float(data.min()):.4g}, "
-                             f"{float(data.max()):.4g}]")
+        levels = check_positive_int(
+            dequantize_levels, "dequantize_levels", "the number of grey levels"
+        )
+        if (
+            bool((data != data.round()).any())
+            or float(data.min()) < 0
+            or float(data.max()) > levels - 1
+        ):
+            raise ValueError(
+                f"with dequantize_levels={levels}, data must hold integer pixels "
+                f"0..{levels - 1}, got values in [{float(data.min()):.4g}, "
+                f"{float(data.max()):.4g}]"
+            )
     device = _device(flow)
     data = data.to(device)
     context = None if context is None else context.to(device)
@@ -193,9 +208,16 @@ def fit_maximum_likelihood(
         return -flow._log_prob(batch, batch_context).mean()
 
     optimizer = kwargs.pop("optimizer", None) or torch.optim.Adam(flow.parameters(), lr=lr)
-    return train(loss_fn, flow, steps, seed=seed, optimizer=optimizer,
-                 scheduler=kwargs.pop("scheduler", None) or _cosine(optimizer, schedule, steps),
-                 desc=kwargs.pop("desc", "maximum likelihood"), **kwargs)
+    return train(
+        loss_fn,
+        flow,
+        steps,
+        seed=seed,
+        optimizer=optimizer,
+        scheduler=kwargs.pop("scheduler", None) or _cosine(optimizer, schedule, steps),
+        desc=kwargs.pop("desc", "maximum likelihood"),
+        **kwargs,
+    )
 
 
 def fit_reverse_kl(
@@ -216,19 +238,35 @@ def fit_reverse_kl(
     if not isinstance(flow, Flow):
         raise TypeError(f"flow must be an nfcourse.Flow, got {type(flow).__name__}")
     if not callable(log_target):
-        raise TypeError(f"log_target must be a function from points (n, D) to log-densities "
-                        f"(n,), got {type(log_target).__name__}")
+        raise TypeError(
+            f"log_target must be a function from points (n, D) to log-densities "
+            f"(n,), got {type(log_target).__name__}"
+        )
     n_samples = check_positive_int(n_samples, "n_samples")
     samples = generator(seed, _device(flow))
-    return train(lambda step: flow.reverse_kl(log_target, n_samples, generator=samples),
-                 flow, steps, lr=lr, seed=seed, desc=kwargs.pop("desc", "reverse KL"),
-                 **kwargs)
+    return train(
+        lambda step: flow.reverse_kl(log_target, n_samples, generator=samples),
+        flow,
+        steps,
+        lr=lr,
+        seed=seed,
+        desc=kwargs.pop("desc", "reverse KL"),
+        **kwargs,
+    )
 
 
-def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int = 50,
-            lr: float = 3e-3, flow_lr: float | None = None, warmup: float = 0.5,
-            seed: int | None = 0, progress: bool = True, desc: str | None = None
-            ) -> list[float]:
+def fit_vae(
+    model: FlowPosteriorVAE,
+    images: Tensor,
+    steps: int,
+    batch_size: int = 50,
+    lr: float = 3e-3,
+    flow_lr: float | None = None,
+    warmup: float = 0.5,
+    seed: int | None = 0,
+    progress: bool = True,
+    desc: str | None = None,
+) -> list[float]:
     """Maximise the ELBO of a VAE (chapter 6) on grey-level ``images`` ``(N, data_dim)``.
 
     Every step draws ``batch_size`` images at random and binarises them afresh
@@ -239,8 +277,9 @@ def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int
     Frozen parameters stay fixed. Returns the per-step loss in nats per image.
     """
     if not isinstance(model, FlowPosteriorVAE):
-        raise TypeError(f"model must be an nfcourse.vae.FlowPosteriorVAE, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"model must be an nfcourse.vae.FlowPosteriorVAE, got {type(model).__name__}"
+        )
     images = check_flat_images(images, model.data_dim, "images")
     if not 0 <= warmup <= 1:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1], got {warmup}")
@@ -259,7 +298,13 @@ def fit_vae(model: FlowPosteriorVAE, images: Tensor, steps: int, batch_size: int
         beta = min(1.0, 0.01 + step / warmup_steps) if warmup_steps else 1.0
         return model.loss(x, beta=beta)
 
-    return train(loss_fn, [p for p in model.parameters() if p.requires_grad], steps,
-                 seed=seed, optimizer=optimizer, scheduler=scheduler, progress=progress,
-                 desc=desc or f"VAE, {'IAF ' if model.iaf is not None else ''}"
-                                  f"K = {model.n_flows}")
+    return train(
+        loss_fn,
+        [p for p in model.parameters() if p.requires_grad],
+        steps,
+        seed=seed,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        progress=progress,
+        desc=desc or f"VAE, {'IAF ' if model.iaf is not None else ''}K = {model.n_flows}",
+    )

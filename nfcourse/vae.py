@@ -62,6 +62,7 @@ __all__ = [
 
 # --- the maths, as pure functions ---------------------------------------------------------
 
+
 def gaussian_kl(mu: Tensor, log_sigma: Tensor) -> Tensor:
     """Closed-form ``KL(N(mu, diag sigma^2) || N(0, I)) =
     0.5 sum (mu^2 + sigma^2 - 1 - 2 log sigma)``, the plain VAE's regulariser."""
@@ -82,8 +83,10 @@ def importance_weighted_bound(log_weights: Tensor) -> Tensor:
     bound of Burda et al. (2016): one sample gives the ELBO, and it rises towards
     ``log p(x)`` as ``S`` grows."""
     if log_weights.dim() < 1 or log_weights.shape[0] < 1:
-        raise ValueError("log_weights must have the samples along its first axis, "
-                         f"got shape {tuple(log_weights.shape)}")
+        raise ValueError(
+            "log_weights must have the samples along its first axis, "
+            f"got shape {tuple(log_weights.shape)}"
+        )
     return torch.logsumexp(log_weights, dim=0) - math.log(log_weights.shape[0])
 
 
@@ -91,14 +94,19 @@ def check_flat_images(x: Tensor, data_dim: int = 784, name: str = "x") -> Tensor
     """Check a batch of flattened images: a float tensor ``(B, data_dim)`` with values in
     ``[0, 1]`` (Bernoulli probabilities or binary pixels), with the shared validators."""
     if isinstance(x, Tensor) and x.dim() == 3 and x.shape[1] * x.shape[2] == data_dim:
-        raise ValueError(f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}; "
-                         f"flatten the images with {name}.reshape(len({name}), -1)")
+        raise ValueError(
+            f"{name} must have shape (B, {data_dim}), got {tuple(x.shape)}; "
+            f"flatten the images with {name}.reshape(len({name}), -1)"
+        )
     if isinstance(x, Tensor) and not x.is_floating_point():
-        raise TypeError(f"{name} must be a float32 or float64 tensor with values in [0, 1], "
-                        f"got {x.dtype}; divide integer pixels by 255 and call .float()")
+        raise TypeError(
+            f"{name} must be a float32 or float64 tensor with values in [0, 1], "
+            f"got {x.dtype}; divide integer pixels by 255 and call .float()"
+        )
     x = check_batch(x, data_dim, name, owner="the VAE")
-    return check_pixel_values(x, name, 1.0, fix="divide 0..255 pixels by 255 (Bernoulli "
-                              "probabilities or binary pixels)")
+    return check_pixel_values(
+        x, name, 1.0, fix="divide 0..255 pixels by 255 (Bernoulli probabilities or binary pixels)"
+    )
 
 
 class ELBOTerms(NamedTuple):
@@ -131,6 +139,7 @@ class PosteriorSample(NamedTuple):
 
 
 # --- the networks ---------------------------------------------------------------------------
+
 
 def _mlp(sizes: Sequence[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -166,21 +175,30 @@ class Encoder(nn.Module):
     shape ``(B, K)``; with a context, ``mu``, ``log_sigma`` and ``h`` of shape ``(B, C)``.
     """
 
-    def __init__(self, data_dim: int, latent_dim: int, hidden: int | Sequence[int] = 256,
-                 n_flows: int = 0, context_dim: int = 0):
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int,
+        hidden: int | Sequence[int] = 256,
+        n_flows: int = 0,
+        context_dim: int = 0,
+    ):
         super().__init__()
         if n_flows < 0:
             raise ValueError(f"n_flows must be >= 0, got {n_flows}")
         if context_dim and n_flows:
-            raise ValueError("an encoder outputs either planar parameters (n_flows > 0) "
-                             "or an IAF context (context_dim > 0), not both; got "
-                             f"n_flows={n_flows}, context_dim={context_dim}")
+            raise ValueError(
+                "an encoder outputs either planar parameters (n_flows > 0) "
+                "or an IAF context (context_dim > 0), not both; got "
+                f"n_flows={n_flows}, context_dim={context_dim}"
+            )
         sizes = _hidden_sizes(hidden)
         self.latent_dim, self.n_flows = latent_dim, n_flows
         self.body = _mlp([data_dim, *sizes])
         self.gaussian = nn.Linear(sizes[-1], 2 * latent_dim)
-        self.flow_params = nn.Linear(sizes[-1], n_flows * (2 * latent_dim + 1)) \
-            if n_flows else None
+        self.flow_params = (
+            nn.Linear(sizes[-1], n_flows * (2 * latent_dim + 1)) if n_flows else None
+        )
         self.context = nn.Linear(sizes[-1], context_dim) if context_dim else None
         if n_flows:
             self._start_near_identity()
@@ -207,7 +225,7 @@ class Encoder(nn.Module):
             empty = h.new_zeros(x.shape[0], 0, d)
             return mu, log_sigma, (empty, empty, h.new_zeros(x.shape[0], 0))
         p = self.flow_params(h).reshape(x.shape[0], k, 2 * d + 1)
-        u, w, b = p[..., :d], p[..., d:2 * d], p[..., 2 * d]
+        u, w, b = p[..., :d], p[..., d : 2 * d], p[..., 2 * d]
         return mu, log_sigma, (constrained_u(u, w), w, b)
 
 
@@ -218,8 +236,7 @@ class Decoder(nn.Module):
     def __init__(self, latent_dim: int, data_dim: int, hidden: int | Sequence[int] = 256):
         super().__init__()
         sizes = _hidden_sizes(hidden)
-        self.net = nn.Sequential(_mlp([latent_dim, *sizes[::-1]]),
-                                 nn.Linear(sizes[0], data_dim))
+        self.net = nn.Sequential(_mlp([latent_dim, *sizes[::-1]]), nn.Linear(sizes[0], data_dim))
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
@@ -256,17 +273,28 @@ class IAFPosterior(Compose):
         scale_bound: ``c``, the largest ``|log sigma|`` per step.
     """
 
-    def __init__(self, latent_dim: int, n_steps: int, context_dim: int,
-                 hidden: Sequence[int] = (64,), scale_bound: float = 3.0) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        n_steps: int,
+        context_dim: int,
+        hidden: Sequence[int] = (64,),
+        scale_bound: float = 3.0,
+    ) -> None:
         latent_dim = check_positive_int(latent_dim, "latent_dim")
         n_steps = check_positive_int(
-            n_steps, "n_flows", "the number K of IAF steps: an IAF posterior needs "
-            "n_flows >= 1; use posterior='planar' with n_flows=0 for a plain VAE")
-        context_dim = check_positive_int(context_dim, "iaf_context",
-                                         "the size of the encoder's context h")
-        super().__init__(IAF(latent_dim, hidden, order=order, scale_bound=scale_bound,
-                             context_dim=context_dim)
-                         for order in layer_orders(latent_dim, n_steps))
+            n_steps,
+            "n_flows",
+            "the number K of IAF steps: an IAF posterior needs "
+            "n_flows >= 1; use posterior='planar' with n_flows=0 for a plain VAE",
+        )
+        context_dim = check_positive_int(
+            context_dim, "iaf_context", "the size of the encoder's context h"
+        )
+        super().__init__(
+            IAF(latent_dim, hidden, order=order, scale_bound=scale_bound, context_dim=context_dim)
+            for order in layer_orders(latent_dim, n_steps)
+        )
         self.latent_dim = latent_dim
         self.scale_bound = float(scale_bound)
 
@@ -284,8 +312,9 @@ class IAFPosterior(Compose):
         # The sample axes are flattened into rows, each with the context of its image.
         rows = z.reshape(-1, self.latent_dim)
         context = h.expand(*z.shape[:-1], h.shape[-1]).reshape(-1, h.shape[-1])
-        out, log_abs_det = (super().inverse(rows, context) if inverse
-                            else super().forward(rows, context))
+        out, log_abs_det = (
+            super().inverse(rows, context) if inverse else super().forward(rows, context)
+        )
         return out.reshape(z.shape), log_abs_det.reshape(z.shape[:-1])
 
 
@@ -314,23 +343,32 @@ class FlowPosteriorVAE(nn.Module):
     Kingma et al. (2016), "Improved Variational Inference with Inverse Autoregressive Flow".
     """
 
-    def __init__(self, latent_dim: int, n_flows: int = 0, hidden: int | Sequence[int] = 256,
-                 data_dim: int = 784, posterior: str = "planar",
-                 iaf_hidden: Sequence[int] | None = None, iaf_context: int | None = None):
+    def __init__(
+        self,
+        latent_dim: int,
+        n_flows: int = 0,
+        hidden: int | Sequence[int] = 256,
+        data_dim: int = 784,
+        posterior: str = "planar",
+        iaf_hidden: Sequence[int] | None = None,
+        iaf_context: int | None = None,
+    ):
         super().__init__()
         latent_dim = check_positive_int(latent_dim, "latent_dim")
         if posterior not in ("planar", "iaf"):
             raise ValueError(f"posterior must be 'planar' or 'iaf', got {posterior!r}")
         if posterior == "planar" and (iaf_hidden is not None or iaf_context is not None):
-            raise ValueError("iaf_hidden and iaf_context apply to posterior='iaf' only; "
-                             "pass posterior='iaf' or leave them out")
+            raise ValueError(
+                "iaf_hidden and iaf_context apply to posterior='iaf' only; "
+                "pass posterior='iaf' or leave them out"
+            )
         self.latent_dim, self.n_flows, self.data_dim = latent_dim, n_flows, data_dim
         self.posterior = posterior
         if posterior == "iaf":
             context = latent_dim if iaf_context is None else iaf_context
             self.iaf: IAFPosterior | None = IAFPosterior(
-                latent_dim, n_flows, context,
-                (64,) if iaf_hidden is None else iaf_hidden)
+                latent_dim, n_flows, context, (64,) if iaf_hidden is None else iaf_hidden
+            )
             self.encoder = Encoder(data_dim, latent_dim, hidden, 0, context_dim=context)
         else:
             self.iaf = None
@@ -345,8 +383,11 @@ class FlowPosteriorVAE(nn.Module):
         Adam moves every weight by about ``lr`` per step whatever the size of its gradient;
         the flow head's many weights then shake all ``K`` layers at once, which slows the
         early training of a flow posterior down. A smaller step for that head avoids it."""
-        flow = [p for n, p in self.named_parameters()
-                if n.startswith("encoder.flow_params") and p.requires_grad]
+        flow = [
+            p
+            for n, p in self.named_parameters()
+            if n.startswith("encoder.flow_params") and p.requires_grad
+        ]
         ids = {id(p) for p in flow}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
         groups = [{"params": rest, "lr": lr}]
@@ -357,31 +398,39 @@ class FlowPosteriorVAE(nn.Module):
     def _check_dtype(self, x: Tensor, name: str = "x") -> None:
         dtype = next(self.parameters()).dtype
         if x.dtype != dtype:
-            raise TypeError(f"{name} is {x.dtype} but the model has {dtype} parameters; "
-                            f"convert {name} with .to({dtype}) or the model with "
-                            f".to({x.dtype}) so that both have one dtype")
+            raise TypeError(
+                f"{name} is {x.dtype} but the model has {dtype} parameters; "
+                f"convert {name} with .to({dtype}) or the model with "
+                f".to({x.dtype}) so that both have one dtype"
+            )
 
     def _check_latents(self, x: Tensor, z: Tensor, name: str = "z") -> None:
         expected = f"(*, {x.shape[0]}, {self.latent_dim})"
         if not isinstance(z, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got "
-                            f"{type(z).__name__}")
+            raise TypeError(
+                f"{name} must be a torch.Tensor of shape {expected}, got {type(z).__name__}"
+            )
         if z.dim() < 2 or z.shape[-2:] != (x.shape[0], self.latent_dim):
             raise ValueError(
                 f"{name} must have shape {expected}: leading sample dimensions, then one row "
                 f"of {self.latent_dim} latent coordinates for each of the {x.shape[0]} images "
-                f"of x; got shape {tuple(z.shape)}")
+                f"of x; got shape {tuple(z.shape)}"
+            )
         if z.dtype != x.dtype:
-            raise TypeError(f"{name} is {z.dtype} but x is {x.dtype}; convert {name} with "
-                            f".to({x.dtype})")
+            raise TypeError(
+                f"{name} is {z.dtype} but x is {x.dtype}; convert {name} with .to({x.dtype})"
+            )
         if not bool(torch.isfinite(z).all()):
             raise ValueError(f"{name} contains NaN or inf")
 
     def _noise(self, x: Tensor, n_samples: int | None, eps: Tensor | None) -> Tensor:
         if n_samples is not None:
             n_samples = check_positive_int(n_samples, "n_samples")
-        shape = (x.shape[0], self.latent_dim) if n_samples is None \
+        shape = (
+            (x.shape[0], self.latent_dim)
+            if n_samples is None
             else (n_samples, x.shape[0], self.latent_dim)
+        )
         if eps is None:
             return torch.randn(shape, dtype=x.dtype, device=x.device)
         if not isinstance(eps, Tensor) or eps.shape[-2:] != shape[-2:]:
@@ -399,32 +448,33 @@ class FlowPosteriorVAE(nn.Module):
             sum_log_abs_det = sum_log_abs_det + log_abs_det
         return z, sum_log_abs_det
 
-    def sample_posterior(self, x: Tensor, n_samples: int | None = None,
-                         eps: Tensor | None = None) -> PosteriorSample:
+    def sample_posterior(
+        self, x: Tensor, n_samples: int | None = None, eps: Tensor | None = None
+    ) -> PosteriorSample:
         """Draw ``zK ~ qK(. | x)``: one per image (shape ``(B, D)``), or ``n_samples`` per
         image (shape ``(S, B, D)``), or from given standard-normal noise ``eps``."""
         x = check_flat_images(x, self.data_dim)
         self._check_dtype(x)
         mu, log_sigma, flow_params = self.encoder(x)
         eps = self._noise(x, n_samples, eps)
-        z0 = mu + torch.exp(log_sigma) * eps                  # the reparameterisation
+        z0 = mu + torch.exp(log_sigma) * eps  # the reparameterisation
         log_q0 = diagonal_normal_log_prob(z0, mu, log_sigma)  # log q0(z0 | x)
-        if self.iaf is not None:                              # flow_params is the context h
+        if self.iaf is not None:  # flow_params is the context h
             zK, sum_log_abs_det = self.iaf(z0, flow_params)
-        else:                                                 # zK, sum_k log |det J_k|
+        else:  # zK, sum_k log |det J_k|
             zK, sum_log_abs_det = self.flow(z0, *flow_params)
         return PosteriorSample(z0, zK, log_q0, sum_log_abs_det)
 
-    def elbo_terms(self, x: Tensor, n_samples: int | None = None,
-                   eps: Tensor | None = None) -> ELBOTerms:
+    def elbo_terms(
+        self, x: Tensor, n_samples: int | None = None, eps: Tensor | None = None
+    ) -> ELBOTerms:
         """The four terms of the ELBO for one posterior sample per image (or ``n_samples``)."""
         z0, zK, log_q0, sum_log_abs_det = self.sample_posterior(x, n_samples, eps)
         log_likelihood = bernoulli_log_likelihood(x, self.decoder(zK))  # log p(x | zK)
-        log_prior = standard_normal_log_prob(zK)                        # log p(zK)
+        log_prior = standard_normal_log_prob(zK)  # log p(zK)
         return ELBOTerms(log_likelihood, log_prior, log_q0, sum_log_abs_det)
 
-    def elbo(self, x: Tensor, n_samples: int | None = None,
-             eps: Tensor | None = None) -> Tensor:
+    def elbo(self, x: Tensor, n_samples: int | None = None, eps: Tensor | None = None) -> Tensor:
         """Single-sample estimates of the ELBO, shape ``(B,)`` (or ``(S, B)``), in nats."""
         return self.elbo_terms(x, n_samples, eps).elbo
 
@@ -492,18 +542,27 @@ class FlowPosteriorVAE(nn.Module):
         """Pixel probabilities ``sigmoid(decoder(z))`` for ``n`` draws ``z ~ N(0, I)``."""
         n = check_positive_int(n, "n")
         p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=p.dtype,
-                        device="cpu" if generator is not None else p.device).to(p.device)
+        z = torch.randn(
+            n,
+            self.latent_dim,
+            generator=generator,
+            dtype=p.dtype,
+            device="cpu" if generator is not None else p.device,
+        ).to(p.device)
         return torch.sigmoid(self.decoder(z))
 
 
 # --- training and evaluation ------------------------------------------------------------------
 
+
 @torch.no_grad()
-def grid_log_joint(model: FlowPosteriorVAE, x: Tensor,
-                   bounds: Sequence[Sequence[float]] = ((-8.0, 8.0), (-8.0, 8.0)),
-                   resolution: int = 241, batch_size: int = 4096
-                   ) -> tuple[Tensor, Tensor, Tensor]:
+def grid_log_joint(
+    model: FlowPosteriorVAE,
+    x: Tensor,
+    bounds: Sequence[Sequence[float]] = ((-8.0, 8.0), (-8.0, 8.0)),
+    resolution: int = 241,
+    batch_size: int = 4096,
+) -> tuple[Tensor, Tensor, Tensor]:
     """The true posterior of a model with a 2D latent space, on a grid.
 
     Evaluates ``log p(x, z) = log p(x | z) + log p(z)`` at the ``resolution^2`` points ``z``
@@ -524,9 +583,10 @@ def grid_log_joint(model: FlowPosteriorVAE, x: Tensor,
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     log_joint = x.new_empty(x.shape[0], z.shape[0])
     for start in range(0, z.shape[0], batch_size):
-        chunk = z[start:start + batch_size]
+        chunk = z[start : start + batch_size]
         logits = model.decoder(chunk)
-        log_joint[:, start:start + batch_size] = (
-            x @ logits.T - F.softplus(logits).sum(dim=-1) + standard_normal_log_prob(chunk))
+        log_joint[:, start : start + batch_size] = (
+            x @ logits.T - F.softplus(logits).sum(dim=-1) + standard_normal_log_prob(chunk)
+        )
     cell = float((g1[1] - g1[0]) * (g2[1] - g2[0]))
     return z, log_joint, torch.logsumexp(log_joint, dim=1) + math.log(cell)

@@ -47,8 +47,9 @@ def module_dtype(module: nn.Module) -> torch.dtype | None:
     return None
 
 
-def check_dtype(x: Tensor, dtype: torch.dtype | None, name: str = "input",
-                owner: str = "the model") -> None:
+def check_dtype(
+    x: Tensor, dtype: torch.dtype | None, name: str = "input", owner: str = "the model"
+) -> None:
     """The course's one dtype policy: tensors are float32 or float64, and a module's
     inputs have the dtype of its parameters, so that its outputs and log-determinants come
     back in that one dtype. Raises ``TypeError`` naming both dtypes and the fix."""
@@ -66,8 +67,13 @@ def check_dtype(x: Tensor, dtype: torch.dtype | None, name: str = "input",
         )
 
 
-def check_batch(x: Tensor, dim: int | None, name: str = "input",
-                dtype: torch.dtype | None = None, owner: str = "the model") -> Tensor:
+def check_batch(
+    x: Tensor,
+    dim: int | None,
+    name: str = "input",
+    dtype: torch.dtype | None = None,
+    owner: str = "the model",
+) -> Tensor:
     """Check that ``x`` is a finite float32 or float64 batch of shape ``(B, dim)`` with
     ``B >= 1`` (and of dtype ``dtype`` when given).
 
@@ -76,8 +82,11 @@ def check_batch(x: Tensor, dim: int | None, name: str = "input",
     expected, what came in and the fix.
     """
     if not isinstance(x, Tensor):
-        hint = (f"; convert it with torch.as_tensor({name}, dtype=torch.float32)"
-                if type(x).__module__ == "numpy" or isinstance(x, (list, tuple)) else "")
+        hint = (
+            f"; convert it with torch.as_tensor({name}, dtype=torch.float32)"
+            if type(x).__module__ == "numpy" or isinstance(x, (list, tuple))
+            else ""
+        )
         raise TypeError(
             f"{name} must be a torch.Tensor of shape (B, D), got {type(x).__name__}{hint}"
         )
@@ -155,8 +164,9 @@ def check_positive_int(value: object, name: str, meaning: str | None = None) -> 
     try:
         number = operator.index(value)
     except TypeError:
-        hint = (f"; use {name}={int(value)}" if isinstance(value, float) and value.is_integer()
-                else "")
+        hint = (
+            f"; use {name}={int(value)}" if isinstance(value, float) and value.is_integer() else ""
+        )
         raise TypeError(f"{what}, got {value!r} of type {type(value).__name__}{hint}") from None
     if number < 1:
         raise ValueError(f"{what}, got {number}")
@@ -171,24 +181,33 @@ def check_shape(shape: object, name: str = "shape") -> tuple[int, ...]:
     try:
         shape = tuple(operator.index(s) for s in shape)  # type: ignore[union-attr]
     except TypeError:
-        raise TypeError(f"{name} must be a tuple of positive integers such as (D,) or "
-                        f"(C, H, W), got {shape!r}") from None
+        raise TypeError(
+            f"{name} must be a tuple of positive integers such as (D,) or (C, H, W), got {shape!r}"
+        ) from None
     if not shape or min(shape) < 1:
-        raise ValueError(f"{name} must be a tuple of positive integers such as (D,) or "
-                         f"(C, H, W), got {shape}")
+        raise ValueError(
+            f"{name} must be a tuple of positive integers such as (D,) or (C, H, W), got {shape}"
+        )
     return shape
 
 
-def check_images(x: object, shape: Sequence[int], name: str = "x",
-                 dtype: torch.dtype | None = None, owner: str = "the model") -> Tensor:
+def check_images(
+    x: object,
+    shape: Sequence[int],
+    name: str = "x",
+    dtype: torch.dtype | None = None,
+    owner: str = "the model",
+) -> Tensor:
     """Check that ``x`` is a finite float32 or float64 batch of images of shape
     ``(B, C, H, W)`` with ``(C, H, W) = shape`` and ``B >= 1`` (of dtype ``dtype`` when
     given); raise ``TypeError`` or ``ValueError`` naming what came in and the fix."""
     c, h, w = shape
     expected = f"(B, {c}, {h}, {w}) (batch, channels, height, width)"
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got "
-                        f"{type(x).__name__}; convert it with torch.as_tensor")
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {expected}, got "
+            f"{type(x).__name__}; convert it with torch.as_tensor"
+        )
     check_dtype(x, dtype, name, owner)
     if x.dim() != 4:
         hint = ""
@@ -198,45 +217,63 @@ def check_images(x: object, shape: Sequence[int], name: str = "x",
             hint = f"; a single image needs a batch axis: {name}.unsqueeze(0)"
         elif x.dim() == 3 and c == 1 and tuple(x.shape[1:]) == (h, w):
             hint = f"; add the channel axis with {name}.unsqueeze(1)"
-        raise ValueError(f"{name} must have shape {expected}, got shape "
-                         f"{tuple(x.shape)}{hint}")
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}{hint}")
     if tuple(x.shape[1:]) != (c, h, w):
-        raise ValueError(f"{name} has images of shape {tuple(x.shape[1:])} but {owner} "
-                         f"works on {(c, h, w)}: expected {expected}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} has images of shape {tuple(x.shape[1:])} but {owner} "
+            f"works on {(c, h, w)}: expected {expected}, got {tuple(x.shape)}"
+        )
     if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at "
-                         "least one image")
+        raise ValueError(
+            f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one image"
+        )
     _check_finite(x, name, "images")
     return x
 
 
-def check_pixel_values(x: Tensor, name: str, high: float, integers: bool = False,
-                       fix: str = "") -> Tensor:
+def check_pixel_values(
+    x: Tensor, name: str, high: float, integers: bool = False, fix: str = ""
+) -> Tensor:
     """Check that the values of a checked batch of pixels lie in ``[0, high]`` (and are
     integers when ``integers``); the message gives the range that came in and ``fix``."""
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > high or (integers and bool((x != x.round()).any())):
         kind = f"integers 0..{high:g}" if integers else f"values in [0, {high:g}]"
-        raise ValueError(f"{name} must hold {kind}, got values in [{lo:.4g}, {hi:.4g}]"
-                         + (f"; {fix}" if fix else ""))
+        raise ValueError(
+            f"{name} must hold {kind}, got values in [{lo:.4g}, {hi:.4g}]"
+            + (f"; {fix}" if fix else "")
+        )
     return x
 
 
-def check_events(x: object, event_shape: Sequence[int] | None, name: str = "input",
-                 dtype: torch.dtype | None = None, owner: str = "the model") -> Tensor:
+def check_events(
+    x: object,
+    event_shape: Sequence[int] | None,
+    name: str = "input",
+    dtype: torch.dtype | None = None,
+    owner: str = "the model",
+) -> Tensor:
     """Check a batch of samples of shape ``(B, *event_shape)``: ``check_batch`` for points
     (``event_shape`` ``(D,)``, or ``None`` for any ``D``), ``check_images`` for images."""
     if event_shape is None or len(event_shape) == 1:
-        return check_batch(x, None if event_shape is None else event_shape[0], name,
-                           dtype=dtype, owner=owner)
+        return check_batch(
+            x, None if event_shape is None else event_shape[0], name, dtype=dtype, owner=owner
+        )
     if len(event_shape) == 3:
         return check_images(x, event_shape, name, dtype, owner)
-    raise ValueError(f"samples of shape {tuple(event_shape)} are not supported: one sample "
-                     "is a vector (D,) or an image (C, H, W)")
+    raise ValueError(
+        f"samples of shape {tuple(event_shape)} are not supported: one sample "
+        "is a vector (D,) or an image (C, H, W)"
+    )
 
 
-def check_context(context: object, context_dim: int, rows: int | None,
-                  dtype: torch.dtype | None = None, owner: str = "the model") -> Tensor | None:
+def check_context(
+    context: object,
+    context_dim: int,
+    rows: int | None,
+    dtype: torch.dtype | None = None,
+    owner: str = "the model",
+) -> Tensor | None:
     """Check a context batch once, at a public entry point.
 
     A model built with ``context_dim = C > 0`` needs a finite float tensor of shape

@@ -26,7 +26,7 @@ class Wrong:
     check: Callable
     id: str
     answer: Any
-    named: str          # regex on the message: the mistake it must name
+    named: str  # regex on the message: the mistake it must name
 
     def param(self):
         return pytest.param(self, id=f"{self.check.__name__}-{self.id}")

@@ -43,8 +43,10 @@ def _defines(source: str, name: str) -> bool:
         tree = ast.parse(source)
     except SyntaxError:
         return False
-    return any(isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name
-               for node in tree.body)
+    return any(
+        isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name
+        for node in tree.body
+    )
 
 
 @functools.cache

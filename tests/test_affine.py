@@ -91,12 +91,15 @@ def test_affine_layers_start_at_the_identity():
         torch.testing.assert_close(log_det, torch.zeros(5))
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (torch.randn(5, DIM + 1, dtype=torch.float64), ValueError, "features"),
-    (torch.randn(DIM, dtype=torch.float64), ValueError, "shape"),
-    (torch.full((3, DIM), math.nan, dtype=torch.float64), ValueError, "non-finite"),
-    (torch.ones(3, DIM, dtype=torch.int64), TypeError, "float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (torch.randn(5, DIM + 1, dtype=torch.float64), ValueError, "features"),
+        (torch.randn(DIM, dtype=torch.float64), ValueError, "shape"),
+        (torch.full((3, DIM), math.nan, dtype=torch.float64), ValueError, "non-finite"),
+        (torch.ones(3, DIM, dtype=torch.int64), TypeError, "float32 or float64"),
+    ],
+)
 def test_affine_rejects_bad_input_with_a_clear_error(transform, bad, error, match):
     for fn in (transform.forward, transform.inverse):
         with pytest.raises(error, match=match):
@@ -172,10 +175,12 @@ def test_triangular_affine_function_handles_negative_diagonal_entries(z):
 
 def test_lu_affine_function_inverse_undoes_forward(z):
     g = torch.Generator().manual_seed(7)
-    lower = torch.tril(torch.randn(DIM, DIM, generator=g, dtype=torch.float64), -1) \
-        + torch.eye(DIM, dtype=torch.float64)
-    upper = torch.triu(torch.randn(DIM, DIM, generator=g, dtype=torch.float64), 1) \
-        + torch.diag(torch.tensor([0.5, -2.0, 1.3, 0.9], dtype=torch.float64))
+    lower = torch.tril(torch.randn(DIM, DIM, generator=g, dtype=torch.float64), -1) + torch.eye(
+        DIM, dtype=torch.float64
+    )
+    upper = torch.triu(torch.randn(DIM, DIM, generator=g, dtype=torch.float64), 1) + torch.diag(
+        torch.tensor([0.5, -2.0, 1.3, 0.9], dtype=torch.float64)
+    )
     shift = torch.randn(DIM, generator=g, dtype=torch.float64)
     perm = torch.tensor([1, 3, 0, 2])
     x, log_det = lu_affine(z, lower, upper, shift, perm)
@@ -198,8 +203,11 @@ def test_elementwise_affine_function_is_unchanged():
 def test_composed_affine_flow_is_gaussian_with_the_composed_moments():
     """Five affine layers push N(0, I) to N(b, W W^T), with W and b composed by hand."""
     torch.manual_seed(0)
-    stack = _perturbed(nf.Compose([nf.LUAffine(3, permutation=torch.randperm(3))
-                                   for _ in range(5)]), seed=8, size=0.3)
+    stack = _perturbed(
+        nf.Compose([nf.LUAffine(3, permutation=torch.randperm(3)) for _ in range(5)]),
+        seed=8,
+        size=0.3,
+    )
     w = torch.eye(3, dtype=torch.float64)
     b = torch.zeros(3, dtype=torch.float64)
     for layer in stack:

@@ -22,7 +22,7 @@ def test_auc_equals_pair_count_and_sklearn_with_ties():
     g = torch.Generator().manual_seed(0)
     s_in = torch.randint(0, 5, (300,), generator=g).double()
     s_out = torch.randint(1, 7, (200,), generator=g).double()
-    pairs = ((s_out[:, None] > s_in).double() + 0.5 * (s_out[:, None] == s_in).double())
+    pairs = (s_out[:, None] > s_in).double() + 0.5 * (s_out[:, None] == s_in).double()
     labels = np.r_[np.zeros(300), np.ones(200)]
     expected = roc_auc_score(labels, torch.cat([s_in, s_out]).numpy())
     auc = anomaly.roc_auc(s_in, s_out)
@@ -41,13 +41,16 @@ def test_roc_curve_area_is_the_auc():
     assert area == pytest.approx(anomaly.roc_auc(s_in, s_out), abs=1e-12)
 
 
-@pytest.mark.parametrize("bad, match", [
-    ([1.0, 2.0], "1-D torch.Tensor or numpy array"),
-    (torch.ones(2, 2), "1-D array"),
-    (torch.ones(0), "empty"),
-    (torch.tensor([0.0, float("nan")]), "non-finite"),
-    (torch.tensor([1, 2]), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ([1.0, 2.0], "1-D torch.Tensor or numpy array"),
+        (torch.ones(2, 2), "1-D array"),
+        (torch.ones(0), "empty"),
+        (torch.tensor([0.0, float("nan")]), "non-finite"),
+        (torch.tensor([1, 2]), "floating-point"),
+    ],
+)
 def test_auc_rejects_bad_scores(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
         anomaly.roc_auc(torch.ones(3), bad)
@@ -58,8 +61,9 @@ def test_scores():
     log_p0 = torch.tensor([-2.0, -2.0])
     assert torch.equal(anomaly.likelihood_ratio_score(log_p, log_p0), torch.tensor([-1.0, 3.0]))
     nll = torch.tensor([1.0, 4.0])
-    assert torch.equal(anomaly.typicality_score(nll, torch.tensor([2.0, 4.0])),
-                       torch.tensor([2.0, 1.0]))
+    assert torch.equal(
+        anomaly.typicality_score(nll, torch.tensor([2.0, 4.0])), torch.tensor([2.0, 1.0])
+    )
     with pytest.raises(ValueError, match="same inputs"):
         anomaly.likelihood_ratio_score(log_p, torch.zeros(3))
     with pytest.raises(TypeError, match="train_nll"):

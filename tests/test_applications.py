@@ -34,8 +34,9 @@ def test_importance_sampling_recovers_log_z_of_a_gaussian():
     def log_target(x):
         return -0.5 * ((x - m) ** 2).sum(1) / 0.64
 
-    _, lw = inf.importance_log_weights(flow, log_target, 20000,
-                                       generator=torch.Generator().manual_seed(0))
+    _, lw = inf.importance_log_weights(
+        flow, log_target, 20000, generator=torch.Generator().manual_seed(0)
+    )
     log_z, se = inf.log_z_estimate(lw)
     assert abs(log_z - math.log(2 * math.pi * 0.64)) < 4 * se + 1e-3
     assert 0.5 * 20000 < inf.effective_sample_size(lw) < 20000
@@ -47,14 +48,14 @@ def test_two_modes_energy_is_normalised(separation):
 
 
 def test_linear_gaussian_posterior_matches_bayes_rule_on_a_grid():
-    sim = inf.LinearGaussianSimulator(torch.tensor([[1.0, 0.5], [0.0, 1.0], [1.0, -1.0]]),
-                                      noise=0.5)
+    sim = inf.LinearGaussianSimulator(
+        torch.tensor([[1.0, 0.5], [0.0, 1.0], [1.0, -1.0]]), noise=0.5
+    )
     x = torch.tensor([[0.7, -0.4, 1.1]], dtype=torch.float64)
     g = torch.linspace(-4, 4, 401, dtype=torch.float64)
     t1, t2 = torch.meshgrid(g, g, indexing="xy")
     theta = torch.stack([t1.flatten(), t2.flatten()], 1)
-    log_joint = -0.5 * (theta**2).sum(1) \
-        - 0.5 * ((x - theta @ sim.matrix.T) ** 2).sum(1) / 0.25
+    log_joint = -0.5 * (theta**2).sum(1) - 0.5 * ((x - theta @ sim.matrix.T) ** 2).sum(1) / 0.25
     cell = float(g[1] - g[0]) ** 2
     log_post = log_joint - torch.logsumexp(log_joint, 0) - math.log(cell)
     exact = sim.posterior_log_prob(theta, x.expand(len(theta), 3))

@@ -44,8 +44,9 @@ def _imports(path: Path) -> set[str]:
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
                 as_path = PACKAGE.parent / sub.replace(".", "/")
-                found.add(sub if as_path.with_suffix(".py").exists() or as_path.is_dir()
-                          else target)
+                found.add(
+                    sub if as_path.with_suffix(".py").exists() or as_path.is_dir() else target
+                )
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
     return {m for m in found if m.startswith("nfcourse.") and m != name}
@@ -71,8 +72,11 @@ def test_every_module_imports_only_from_its_floor_or_below(module):
 def test_no_flow_imports_training_checks_or_applications():
     for module, deps in GRAPH.items():
         if module.startswith("nfcourse.flows"):
-            bad = sorted(d for d in deps if d.split(".")[1] in
-                         ("training", "checks", "applications", "vae", "widgets"))
+            bad = sorted(
+                d
+                for d in deps
+                if d.split(".")[1] in ("training", "checks", "applications", "vae", "widgets")
+            )
             assert not bad, f"{module} imports {bad}"
 
 
@@ -85,7 +89,7 @@ def test_the_import_graph_has_no_cycles():
         state[module] = 1
         for dep in sorted(edges.get(module, ())):
             if state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep] if dep in path else [module, dep]
+                cycle = path[path.index(dep) :] + [dep] if dep in path else [module, dep]
                 raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
             if dep not in state:
                 visit(dep, path + [dep])

@@ -25,18 +25,21 @@ from nfcourse.testing import perturb
 
 
 def points(n=6, dim=5, seed=1, scale=1.0):
-    return scale * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed),
-                               dtype=torch.float64)
+    return scale * torch.randn(
+        n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 ORDER = [3, 0, 4, 1, 2]
 LAYERS = {
     "maf": lambda: MAF(5, hidden=(16, 16), order=ORDER, seed=0),
     "iaf": lambda: IAF(5, hidden=(16, 16), order=ORDER, seed=0),
-    "maf-transformer": lambda: MAF(5, conditioner=CausalTransformer(
-        5, 2, width=8, n_heads=2, n_blocks=2, order=ORDER, seed=0)),
-    "iaf-transformer": lambda: IAF(5, conditioner=CausalTransformer(
-        5, 2, width=8, n_heads=2, n_blocks=1, order=ORDER, seed=0)),
+    "maf-transformer": lambda: MAF(
+        5, conditioner=CausalTransformer(5, 2, width=8, n_heads=2, n_blocks=2, order=ORDER, seed=0)
+    ),
+    "iaf-transformer": lambda: IAF(
+        5, conditioner=CausalTransformer(5, 2, width=8, n_heads=2, n_blocks=1, order=ORDER, seed=0)
+    ),
 }
 
 
@@ -56,7 +59,7 @@ def test_log_det_matches_autograd_jacobian_both_directions(kind):
 def test_round_trips_both_ways(kind):
     layer = make_layer(kind)
     x = points(n=30, scale=2.0)
-    testing.check_round_trip(layer, x, atol=1e-8)        # z -> x -> z
+    testing.check_round_trip(layer, x, atol=1e-8)  # z -> x -> z
     testing.check_round_trip(layer.inv(), x, atol=1e-8)  # x -> z -> x
 
 
@@ -65,8 +68,11 @@ def test_round_trips_at_extreme_parameters_and_far_tails(kind):
     # The log-scale outputs blown up by 1e3 saturate at the bound (+-c); points far in the
     # tails drive the conditioner far from its training range. Both stay invertible.
     layer = make_layer(kind)
-    last = (layer.conditioner.net[-1] if isinstance(layer.conditioner, MADE)
-            else layer.conditioner.head)
+    last = (
+        layer.conditioner.net[-1]
+        if isinstance(layer.conditioner, MADE)
+        else layer.conditioner.head
+    )
     with torch.no_grad():
         last.weight[0::2].mul_(1e3)
         last.bias[0::2].mul_(1e3)
@@ -116,8 +122,9 @@ def _d_pass_users():
     from nfcourse.vae import IAFPosterior
 
     torch.manual_seed(0)
-    spline = RationalQuadraticAutoregressive(4, hidden=(16,), order=[1, 3, 0, 2], bins=5,
-                                             bound=4.0, seed=0)
+    spline = RationalQuadraticAutoregressive(
+        4, hidden=(16,), order=[1, 3, 0, 2], bins=5, bound=4.0, seed=0
+    )
     posterior = IAFPosterior(4, 2, context_dim=3, hidden=(16,))
     return {
         "MAF.forward": (MAF(4, hidden=(16,), seed=0), "forward", 0),
@@ -129,7 +136,8 @@ def _d_pass_users():
 
 @pytest.mark.parametrize("name", list(_d_pass_users()))
 def test_one_d_pass_solver_serves_maf_iaf_the_spline_layer_and_the_vae_posterior(
-        name, monkeypatch):
+    name, monkeypatch
+):
     transform, slow, context_dim = _d_pass_users()[name]
     transform = perturb(transform.double(), scale=0.4, seed=3)
     layers = list(transform) if isinstance(transform, nf.Compose) else [transform]
@@ -166,8 +174,9 @@ def test_conditional_maf_and_iaf_take_the_context_of_their_made():
         torch.testing.assert_close(log_det_back, -log_det, atol=1e-12, rtol=0)
     made = MADE(3, (8,), 2, context_dim=2)
     assert MAF(3, conditioner=made).context_dim == 2
-    with pytest.raises(ValueError, match="context_dim=3 but the conditioner takes contexts "
-                                         "of size 2"):
+    with pytest.raises(
+        ValueError, match="context_dim=3 but the conditioner takes contexts of size 2"
+    ):
         MAF(3, conditioner=made, context_dim=3)
     assert CausalTransformer(3).context_dim == 0
 
@@ -199,8 +208,9 @@ def test_jacobian_is_triangular_in_the_ordering_with_the_scales_on_the_diagonal(
     later = order.unsqueeze(0) > order.unsqueeze(1)  # later[i, j]: j comes after i
     assert torch.equal(jac[later], torch.zeros_like(jac[later]))
     assert jac[order.unsqueeze(0) < order.unsqueeze(1)].abs().max() > 0
-    torch.testing.assert_close(torch.diagonal(jac).log().sum(),
-                               layer(z.unsqueeze(0))[1][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        torch.diagonal(jac).log().sum(), layer(z.unsqueeze(0))[1][0], atol=1e-10, rtol=0
+    )
 
 
 def test_maf_normalizes_in_one_pass_and_iaf_samples_in_one_pass():
@@ -237,15 +247,21 @@ def test_iaf_forward_matches_its_formula():
 
 
 @settings(max_examples=15, deadline=None)
-@given(dim=st.integers(1, 6), width=st.sampled_from([4, 8]), heads=st.sampled_from([1, 2, 4]),
-       blocks=st.integers(1, 2), seed=st.integers(0, 10_000))
+@given(
+    dim=st.integers(1, 6),
+    width=st.sampled_from([4, 8]),
+    heads=st.sampled_from([1, 2, 4]),
+    blocks=st.integers(1, 2),
+    seed=st.integers(0, 10_000),
+)
 def test_causal_transformer_output_depends_only_on_earlier_coordinates(
-        dim, width, heads, blocks, seed):
+    dim, width, heads, blocks, seed
+):
     order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
-    net = perturb(CausalTransformer(dim, 2, width, heads, blocks, order=order,
-                                    seed=seed).double(), seed=seed)
-    x = torch.randn(dim, generator=torch.Generator().manual_seed(seed + 1),
-                    dtype=torch.float64)
+    net = perturb(
+        CausalTransformer(dim, 2, width, heads, blocks, order=order, seed=seed).double(), seed=seed
+    )
+    x = torch.randn(dim, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: net(v.unsqueeze(0))[0], x)
     seen = jac.abs().amax(dim=1) > 0
     allowed = order.unsqueeze(0) < order.unsqueeze(1)
@@ -256,10 +272,15 @@ def test_causal_transformer_output_depends_only_on_earlier_coordinates(
 
 
 @settings(max_examples=10, deadline=None)
-@given(dim=st.integers(1, 6), widths=st.lists(st.integers(2, 10), min_size=1, max_size=2),
-       seed=st.integers(0, 10_000), inverse_autoregressive=st.booleans())
-def test_random_orders_and_widths_invert_with_exact_log_det(dim, widths, seed,
-                                                            inverse_autoregressive):
+@given(
+    dim=st.integers(1, 6),
+    widths=st.lists(st.integers(2, 10), min_size=1, max_size=2),
+    seed=st.integers(0, 10_000),
+    inverse_autoregressive=st.booleans(),
+)
+def test_random_orders_and_widths_invert_with_exact_log_det(
+    dim, widths, seed, inverse_autoregressive
+):
     order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
     kind = IAF if inverse_autoregressive else MAF
     layer = perturb(kind(dim, hidden=widths, order=order, seed=seed).double(), seed=seed)
@@ -290,7 +311,8 @@ def test_builder_orders_alternate_and_seed_repeats():
         assert torch.equal(p, q)
     random_orders = layer_orders(5, 3, "random", seed=1)
     assert [o.tolist() for o in random_orders] == [
-        o.tolist() for o in layer_orders(5, 3, "random", seed=1)]
+        o.tolist() for o in layer_orders(5, 3, "random", seed=1)
+    ]
     assert all(sorted(o.tolist()) == list(range(5)) for o in random_orders)
     with_actnorm = maf_flow(4, n_layers=2, hidden=(8,), actnorm=True)
     assert [type(t).__name__ for t in with_actnorm.transform] == ["MAF", "ActNorm"] * 2

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Correctness: coverage and planted bugs
 # --------------------------------------------------------------------------------------
 
+
 def test_every_exported_transform_has_a_factory():
     correctness.check_coverage()
     exported = set(correctness.exported_transforms())
@@ -81,8 +82,7 @@ def _randomized(cls):
 
 
 def test_measure_passes_a_correct_transform():
-    row = correctness.measure("ElementwiseAffine", _randomized(flows.ElementwiseAffine),
-                              _points())
+    row = correctness.measure("ElementwiseAffine", _randomized(flows.ElementwiseAffine), _points())
     assert row.ok and row.log_det_error < 1e-12 and row.round_trip_error < 1e-12
     assert row.jacobian == "vmap" and row.points == 300 and row.dim == 3
 
@@ -146,6 +146,7 @@ def test_factories_build_float64_transforms_away_from_the_identity(name):
 # Speed: the wrappers compare the same operation; the tables render
 # --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def reference_libraries():
     for name in ("zuko", "nflows", "normflows"):
@@ -170,8 +171,7 @@ def test_every_library_layer_round_trips_through_the_two_directions(reference_li
             x_back, log_det_g = layer.generate(z)
         assert z.shape == x.shape and log_det_n.shape == (64,), layer.library
         torch.testing.assert_close(x_back, x, atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(log_det_n + log_det_g, torch.zeros(64), atol=1e-4,
-                                   rtol=0)
+        torch.testing.assert_close(log_det_n + log_det_g, torch.zeros(64), atol=1e-4, rtol=0)
     assert len(counts) == 1, f"{case}: parameter counts differ {counts}"
 
 
@@ -188,8 +188,9 @@ def test_training_flows_have_the_same_parameter_count(reference_libraries):
 
 def test_layer_speed_measures_every_case_on_the_cpu(reference_libraries):
     with speed.single_thread():
-        rows, params = speed.layer_speed("cpu", batches=(32,), repeats=1, min_time=0.0,
-                                         verbose=False)
+        rows, params = speed.layer_speed(
+            "cpu", batches=(32,), repeats=1, min_time=0.0, verbose=False
+        )
     assert len(rows) == 2 * len(speed.LAYER_CASES)
     assert all(s > 0 for r in rows for s in r.seconds.values())
     assert all(r.ratio is not None for r in rows if r.direction == "generate")
@@ -199,16 +200,22 @@ def test_layer_speed_measures_every_case_on_the_cpu(reference_libraries):
 def test_median_seconds_takes_the_median_of_the_repeats(monkeypatch):
     ticks = iter([0.0, 1.0] * 2 + [0.0, 5.0, 0.0, 1.0, 0.0, 2.0])
     monkeypatch.setattr(speed.time, "perf_counter", lambda: next(ticks))
-    result = speed.median_seconds({"f": lambda: None}, torch.device("cpu"), repeats=3,
-                                  min_time=0.5)
+    result = speed.median_seconds(
+        {"f": lambda: None}, torch.device("cpu"), repeats=3, min_time=0.5
+    )
     assert result == {"f": 2.0}
 
 
 def test_layer_table_flags_slower_rows_and_library_errors():
     rows = [
         speed.LayerRow("planar, D = 8", "generate", 1024, {"course": 2e-4, "normflows": 1e-4}),
-        speed.LayerRow("affine coupling, D = 8", "normalize", 65536,
-                       {"course": 1e-3, "zuko": 2e-3}, {"nflows": "RuntimeError: device"}),
+        speed.LayerRow(
+            "affine coupling, D = 8",
+            "normalize",
+            65536,
+            {"course": 1e-3, "zuko": 2e-3},
+            {"nflows": "RuntimeError: device"},
+        ),
     ]
     table = speed.format_layers(rows)
     assert "**2.00** (slower)" in table and "| 0.50 |" in table
@@ -217,8 +224,11 @@ def test_layer_table_flags_slower_rows_and_library_errors():
 
 
 def test_training_table_reports_the_ratio_to_the_fastest_library():
-    rows = [speed.TrainingRow("course", 100, 0.5), speed.TrainingRow("zuko", 100, 0.4),
-            speed.TrainingRow("nflows", 100, 0.8)]
+    rows = [
+        speed.TrainingRow("course", 100, 0.5),
+        speed.TrainingRow("zuko", 100, 0.4),
+        speed.TrainingRow("nflows", 100, 0.8),
+    ]
     table = speed.format_training(rows, steps=500, repeats=3)
     assert "fastest library's, zuko): **1.25** (slower)" in table
     assert "| course | 100 | 200 | 5.00 | 1.00 |" in table
@@ -228,15 +238,26 @@ def test_training_table_reports_the_ratio_to_the_fastest_library():
 # Quality summary and the report
 # --------------------------------------------------------------------------------------
 
+
 def _quality_row(flow, kl_c, kl_r, se=0.01):
-    return {"flow": flow, "params": 10, "kl_checkerboard": kl_c, "se_checkerboard": se,
-            "kl_ring": kl_r, "se_ring": se, "seconds_checkerboard": 1.0, "seconds_ring": 2.0}
+    return {
+        "flow": flow,
+        "params": 10,
+        "kl_checkerboard": kl_c,
+        "se_checkerboard": se,
+        "kl_ring": kl_r,
+        "se_ring": se,
+        "seconds_checkerboard": 1.0,
+        "seconds_ring": 2.0,
+    }
 
 
 def test_quality_summary_says_which_side_is_better_beyond_the_noise():
-    rows = [_quality_row("course: affine (RealNVP)", 0.20, 0.05),
-            _quality_row("zuko NSF (spline, K=8)", 0.10, 0.051),
-            _quality_row("zuko RealNVP (affine)", 0.30, 0.20)]
+    rows = [
+        _quality_row("course: affine (RealNVP)", 0.20, 0.05),
+        _quality_row("zuko NSF (spline, K=8)", 0.10, 0.051),
+        _quality_row("zuko RealNVP (affine)", 0.30, 0.20),
+    ]
     lines = quality.summary(rows)
     assert lines[0].startswith("- checkerboard, best against best: course: affine (RealNVP)")
     assert "is worse than zuko NSF" in lines[0]
@@ -247,10 +268,14 @@ def test_quality_summary_says_which_side_is_better_beyond_the_noise():
 
 def test_report_renders_with_machine_header_and_no_raw_tex(tmp_path, monkeypatch):
     monkeypatch.setitem(run.BUDGETS, "points", (2000, 20))
-    monkeypatch.setattr(run.correctness, "FACTORIES", {
-        k: v for k, v in correctness.FACTORIES.items() if k != "Compose"})
-    monkeypatch.setattr(run.correctness, "ABSTRACT", dict(correctness.ABSTRACT,
-                                                          Compose="left out in this test"))
+    monkeypatch.setattr(
+        run.correctness,
+        "FACTORIES",
+        {k: v for k, v in correctness.FACTORIES.items() if k != "Compose"},
+    )
+    monkeypatch.setattr(
+        run.correctness, "ABSTRACT", dict(correctness.ABSTRACT, Compose="left out in this test")
+    )
     out = tmp_path / "REPORT.md"
     report = run.main(["--quick", "--sections", "correctness,gpu", "--output", str(out)])
     assert out.read_text(encoding="utf-8") == report
@@ -285,8 +310,10 @@ def test_requirements_pin_the_reference_libraries():
 
 
 def test_seed_spread_summary_needs_the_ranges_to_separate():
-    spread = {"course: affine (RealNVP)": {"checkerboard": [0.30, 0.32], "ring": [0.2, 0.4]},
-              "zuko RealNVP (affine)": {"checkerboard": [0.20, 0.25], "ring": [0.3, 0.35]}}
+    spread = {
+        "course: affine (RealNVP)": {"checkerboard": [0.30, 0.32], "ring": [0.2, 0.4]},
+        "zuko RealNVP (affine)": {"checkerboard": [0.20, 0.25], "ring": [0.3, 0.35]},
+    }
     lines = quality.spread_summary(spread)
     assert "checkerboard, over 2 seeds" in lines[0] and "is worse than zuko" in lines[0]
     assert "is not clearly different from zuko" in lines[1]
@@ -296,6 +323,7 @@ def test_seed_spread_summary_needs_the_ranges_to_separate():
 # --------------------------------------------------------------------------------------
 # Autoregressive flows beside zuko's MAF
 # --------------------------------------------------------------------------------------
+
 
 def test_autoregressive_flows_have_the_same_parameter_count_as_zukos_maf(reference_libraries):
     from bench import autoregressive
@@ -335,15 +363,32 @@ def test_shift_after_scale_maf_is_a_flow_with_an_exact_log_det():
 def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
     from bench import autoregressive
 
-    rows = [{"flow": f, "density": "ring", "kl": 0.5, "se": 0.01, "per_100": 9.0,
-             "cpu_per_100": t, "params": 18_960, "seed": 0}
-            for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.5, 2.0), strict=True)]
+    rows = [
+        {
+            "flow": f,
+            "density": "ring",
+            "kl": 0.5,
+            "se": 0.01,
+            "per_100": 9.0,
+            "cpu_per_100": t,
+            "params": 18_960,
+            "seed": 0,
+        }
+        for f, t in zip(autoregressive.FLOWS, (1.0, 3.0, 2.5, 2.0), strict=True)
+    ]
     table = autoregressive.format_table(rows)
     assert "| ring | course MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 1.00 |" in table
     assert "| ring | zuko MAF | 18,960 | 1 | 0.500 ± 0.010 | 9.00 | 2.00 |" in table
     # a second seed: the KL becomes a mean and a range, the times means over the seeds
-    rows += [dict(r, seed=1, kl=r["kl"] + (0.2 if r["flow"] == "course MAF" else 0.01),
-                  cpu_per_100=3 * r["cpu_per_100"]) for r in rows]
+    rows += [
+        dict(
+            r,
+            seed=1,
+            kl=r["kl"] + (0.2 if r["flow"] == "course MAF" else 0.01),
+            cpu_per_100=3 * r["cpu_per_100"],
+        )
+        for r in rows
+    ]
     table = autoregressive.format_table(rows)
     assert "| ring | course MAF | 18,960 | 2 | 0.600 (0.500 to 0.700) | 9.00 | 2.00 |" in table
     summary = autoregressive.spread_summary(rows)
@@ -356,10 +401,16 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
         "different from zuko MAF (mean KL 0.505).",
     ]
     worse = [dict(r, kl=r["kl"] + 1) if r["flow"] == "course IAF" else r for r in rows]
-    assert "course IAF (mean KL 1.505) is worse than zuko MAF" in \
-        autoregressive.spread_summary(worse)[1]
-    times = {"course MAF": [1.0, 3.0, 2.0], "course IAF": [2.0, 2.0, 6.0],
-             "course MAF, shift after scale": [2.0, 2.0, 2.0], "zuko MAF": [2.0, 2.0, 2.0]}
+    assert (
+        "course IAF (mean KL 1.505) is worse than zuko MAF"
+        in autoregressive.spread_summary(worse)[1]
+    )
+    times = {
+        "course MAF": [1.0, 3.0, 2.0],
+        "course IAF": [2.0, 2.0, 6.0],
+        "course MAF, shift after scale": [2.0, 2.0, 2.0],
+        "zuko MAF": [2.0, 2.0, 2.0],
+    }
     text = autoregressive.format_step_times(times)
     assert "| course MAF | 2.000 | 1.00 | 0.50 to 1.50 |" in text
     assert "| course IAF | 2.000 | 1.00 | 1.00 to 3.00 |" in text
@@ -373,17 +424,31 @@ def test_autoregressive_tables_render_ratios_and_the_cost_against_dim():
 # The recommended spline flow beside zuko's NSF
 # --------------------------------------------------------------------------------------
 
+
 def _spline_row(density, seed, kl, zuko_kl):
-    return {"density": density, "seed": seed, "params": 23_140, "kl": kl, "se": 0.001,
-            "seconds": 40.0, "cpu_s_per_100": 1.0, "zuko_params": 23_928, "zuko_width": 56,
-            "zuko_kl": zuko_kl, "zuko_se": 0.001, "zuko_seconds": 50.0, "ratio": 0.8}
+    return {
+        "density": density,
+        "seed": seed,
+        "params": 23_140,
+        "kl": kl,
+        "se": 0.001,
+        "seconds": 40.0,
+        "cpu_s_per_100": 1.0,
+        "zuko_params": 23_928,
+        "zuko_width": 56,
+        "zuko_kl": zuko_kl,
+        "zuko_se": 0.001,
+        "zuko_seconds": 50.0,
+        "ratio": 0.8,
+    }
 
 
 def test_spline_table_with_one_seed_compares_each_density():
     from bench import spline
 
-    table = spline.format_table([_spline_row("ring", 0, 0.013, 0.029),
-                                 _spline_row("sine", 0, 0.006, 0.003)], 3000)
+    table = spline.format_table(
+        [_spline_row("ring", 0, 0.013, 0.029), _spline_row("sine", 0, 0.006, 0.003)], 3000
+    )
     assert "ring                    0.013 +-0.001   40.0   0.029 +-0.001   50.0   0.80" in table
     assert "KL target 0.1: met on every density" in table
     assert "KL no worse than zuko: not on sine" in table
@@ -393,8 +458,12 @@ def test_spline_table_with_one_seed_compares_each_density():
 def test_spline_table_with_several_seeds_compares_ranges():
     from bench import spline
 
-    rows = [_spline_row("sine", 0, 0.0059, 0.0036), _spline_row("sine", 1, 0.0051, 0.0054),
-            _spline_row("ring", 0, 0.20, 0.01), _spline_row("ring", 1, 0.15, 0.02)]
+    rows = [
+        _spline_row("sine", 0, 0.0059, 0.0036),
+        _spline_row("sine", 1, 0.0051, 0.0054),
+        _spline_row("ring", 0, 0.20, 0.01),
+        _spline_row("ring", 1, 0.15, 0.02),
+    ]
     table = spline.format_table(rows, 3000)
     assert "sine s1" in table and "ring s0" in table
     assert "sine: mean KL over 2 seeds 0.0055, zuko 0.0045" in table
@@ -414,10 +483,19 @@ def test_spline_results_file_is_only_written_from_the_full_run():
 # Continuous flows: every model trains, is scored by its exact density, and renders
 # --------------------------------------------------------------------------------------
 
+
 def test_continuous_section_trains_scores_and_renders(monkeypatch):
-    monkeypatch.setattr(continuous, "BUDGETS", {
-        "ml_steps": (2, 2), "fm_steps": (3, 3), "coupling_steps": (2, 2), "batch": (64, 64),
-        "n_test": (300, 300)})
+    monkeypatch.setattr(
+        continuous,
+        "BUDGETS",
+        {
+            "ml_steps": (2, 2),
+            "fm_steps": (3, 3),
+            "coupling_steps": (2, 2),
+            "batch": (64, 64),
+            "n_test": (300, 300),
+        },
+    )
     rows = continuous.run(quick=True, densities=("sine",), verbose=False)
     by_model = {r["model"]: r for r in rows}
     expected = {"CNF, max. likelihood", "flow matching (course)", "coupling (ch. 5)"}
@@ -427,8 +505,9 @@ def test_continuous_section_trains_scores_and_renders(monkeypatch):
     for name, row in by_model.items():
         assert row["kl"] == row["kl"] and row["se"] > 0, name  # finite, not NaN
         assert (row["nfe"] is None) == (name == "coupling (ch. 5)"), name
-    assert by_model["CNF, max. likelihood"]["params"] == \
-        by_model["flow matching (course)"]["params"]
+    assert (
+        by_model["CNF, max. likelihood"]["params"] == by_model["flow matching (course)"]["params"]
+    )
     table = continuous.format_table(rows)
     assert "| sine | CNF, max. likelihood | 4,994 | 2 |" in table
     assert "$" not in table and "\\" not in table
@@ -437,8 +516,7 @@ def test_continuous_section_trains_scores_and_renders(monkeypatch):
 def test_inference_tables_render_and_the_posterior_run_scores_every_observation():
     from bench import inference
 
-    rows = [{"target": "U1", "ess": 0.5, "elbo": 1.0, "log_z": 1.8, "se": 0.01,
-             "exact": 1.9}]
+    rows = [{"target": "U1", "ess": 0.5, "elbo": 1.0, "log_z": 1.8, "se": 0.01, "exact": 1.9}]
     table = inference.format_importance(rows)
     assert "| U1 | 0.500 | 1.000 | 1.800 ± 0.010 | 1.900 | -0.100 |" in table
     result = inference.posterior_estimation(steps=5, n_sims=500, n_obs=3)

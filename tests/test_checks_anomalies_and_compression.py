@@ -28,6 +28,7 @@ def _pairs(tie, reverse=False):
         above = (a[:, None] > b[None, :]).double()
         ties = (a[:, None] == b[None, :]).double()
         return (above + tie * ties).mean()
+
     return auc
 
 
@@ -39,6 +40,7 @@ def auc_per_input(s_in, s_out):
 
 def auc_sklearn(s_in, s_out):
     from sklearn.metrics import roc_auc_score
+
     labels = np.r_[np.zeros(len(s_in)), np.ones(len(s_out))]
     return float(roc_auc_score(labels, torch.cat([s_in, s_out]).numpy()))
 
@@ -119,6 +121,7 @@ def test_check_accepts_right_answers_written_differently(row):
 
 # --- the build-and-train exercise ---------------------------------------------------------
 
+
 def _coder(sign=1.0, steps=200, dtype=torch.float32):
     def fit_coder(train_images, generator):
         model = DiscretizedMAF(64, 17, hidden=(64,), seed=0).to(dtype)
@@ -130,8 +133,16 @@ def _coder(sign=1.0, steps=200, dtype=torch.float32):
             pick = torch.randint(len(x), (128,), generator=generator)
             return -sign * model.log_prob(x[pick]).mean() / 64
 
-        return model, nf.train(loss_fn, model, steps, optimizer=optimizer,
-                               scheduler=schedule, progress=False, max_loss=1e9)
+        return model, nf.train(
+            loss_fn,
+            model,
+            steps,
+            optimizer=optimizer,
+            scheduler=schedule,
+            progress=False,
+            max_loss=1e9,
+        )
+
     return fit_coder
 
 
@@ -147,10 +158,13 @@ def test_fit_coder_accepts_float64():
     assert_right(Right(check_fit_coder, "float64", _coder(steps=150, dtype=torch.float64)))
 
 
-@pytest.mark.parametrize("wrong, match", [
-    (_coder(sign=-1.0, steps=30), "sign|went up|below"),
-    (_coder(steps=2), "half|train longer|budget|steps"),
-])
+@pytest.mark.parametrize(
+    "wrong, match",
+    [
+        (_coder(sign=-1.0, steps=30), "sign|went up|below"),
+        (_coder(steps=2), "half|train longer|budget|steps"),
+    ],
+)
 def test_fit_coder_check_names_the_cause_of_a_miss(wrong, match):
     assert_wrong(Wrong(check_fit_coder, "miss", wrong, match))
 
@@ -159,4 +173,5 @@ def test_fit_coder_rejects_another_model():
     def fit(train_images, generator):
         flow = nf.maf_flow(64, n_layers=1, hidden=(4,))
         return flow, [1.0]
+
     assert_wrong(Wrong(check_fit_coder, "model", fit, "DiscretizedMAF"))

@@ -35,6 +35,7 @@ def maf_passes(passes, log_det=lambda s, x, z, c: s.sum(1), start=torch.zeros_li
             s, t = c(x)
             x = torch.exp(s) * z + t
         return x, log_det(s, x, z, c)
+
     return answer
 
 
@@ -43,88 +44,164 @@ def iaf(log_q):
         s, t = c(z)
         x = torch.exp(s) * z + t
         return x, log_q(z, x, s)
+
     return answer
 
 
 WRONG = [
-    Wrong(check_made_masks, "self-seeing",
-          lambda i, h: ((h[:, None] >= i[None, :]).float(), (i[:, None] >= h[None, :]).float()),
-          "see itself"),
-    Wrong(check_made_masks, "strict-hidden",
-          lambda i, h: ((h[:, None] > i[None, :]).float(), (i[:, None] > h[None, :]).float()),
-          "including"),
-    Wrong(check_made_masks, "reversed-hidden",
-          lambda i, h: ((h[:, None] <= i[None, :]).float(), (i[:, None] > h[None, :]).float()),
-          "reversed"),
-    Wrong(check_made_masks, "reversed-out",
-          lambda i, h: ((h[:, None] >= i[None, :]).float(), (i[:, None] < h[None, :]).float()),
-          "reversed"),
-    Wrong(check_made_masks, "transposed",
-          lambda i, h: ((i[:, None] <= h[None, :]).float(), (h[:, None] < i[None, :]).float()),
-          "transposed"),
-    Wrong(check_made_masks, "one-mask", lambda i, h: (h[:, None] >= i[None, :]).float(),
-          "pair"),
+    Wrong(
+        check_made_masks,
+        "self-seeing",
+        lambda i, h: ((h[:, None] >= i[None, :]).float(), (i[:, None] >= h[None, :]).float()),
+        "see itself",
+    ),
+    Wrong(
+        check_made_masks,
+        "strict-hidden",
+        lambda i, h: ((h[:, None] > i[None, :]).float(), (i[:, None] > h[None, :]).float()),
+        "including",
+    ),
+    Wrong(
+        check_made_masks,
+        "reversed-hidden",
+        lambda i, h: ((h[:, None] <= i[None, :]).float(), (i[:, None] > h[None, :]).float()),
+        "reversed",
+    ),
+    Wrong(
+        check_made_masks,
+        "reversed-out",
+        lambda i, h: ((h[:, None] >= i[None, :]).float(), (i[:, None] < h[None, :]).float()),
+        "reversed",
+    ),
+    Wrong(
+        check_made_masks,
+        "transposed",
+        lambda i, h: ((i[:, None] <= h[None, :]).float(), (h[:, None] < i[None, :]).float()),
+        "transposed",
+    ),
+    Wrong(check_made_masks, "one-mask", lambda i, h: (h[:, None] >= i[None, :]).float(), "pair"),
     Wrong(check_made_masks, "stub", stub, "not written yet"),
     Wrong(check_maf_sample, "one-pass-from-z", iaf(lambda z, x, s: s.sum(1)), "that is IAF"),
-    Wrong(check_maf_sample, "one-pass-from-zeros", maf_passes(lambda z: 1),
-          "only the first coordinate"),
+    Wrong(
+        check_maf_sample,
+        "one-pass-from-zeros",
+        maf_passes(lambda z: 1),
+        "only the first coordinate",
+    ),
     Wrong(check_maf_sample, "d-minus-1", maf_passes(lambda z: z.shape[1] - 1), "one too few"),
-    Wrong(check_maf_sample, "inverse-formula",
-          lambda z, c: (lambda s, t: ((z - t) * torch.exp(-s), -s.sum(1)))(
-              *c(torch.zeros_like(z))), "inverse formula"),
-    Wrong(check_maf_sample, "log-det-sign",
-          maf_passes(lambda z: z.shape[1], lambda s, x, z, c: -s.sum(1)), "normalizing"),
-    Wrong(check_maf_sample, "log-det-from-z",
-          maf_passes(lambda z: z.shape[1], lambda s, x, z, c: c(z)[0].sum(1)), "from z"),
-    Wrong(check_maf_sample, "log-det-exp",
-          maf_passes(lambda z: z.shape[1], lambda s, x, z, c: s.exp().sum(1)), "exp\\(s\\)"),
-    Wrong(check_maf_sample, "log-det-first-pass",
-          maf_passes(lambda z: z.shape[1],
-                     lambda s, x, z, c: c(torch.zeros_like(z))[0].sum(1)), "first pass"),
-    Wrong(check_maf_sample, "log-det-over-batch",
-          maf_passes(lambda z: z.shape[1], lambda s, x, z, c: s.sum()), "whole batch"),
-    Wrong(check_maf_sample, "no-grad",
-          lambda z, c: tuple(v.detach() for v in sample_ref(z, c)), "no gradient|carries no"),
-    Wrong(check_maf_sample, "in-place",
-          lambda z, c: (lambda out: (z.mul_(1.0 + 1e-3), out)[1])(sample_ref(z, c)),
-          "in place"),
+    Wrong(
+        check_maf_sample,
+        "inverse-formula",
+        lambda z, c: (lambda s, t: ((z - t) * torch.exp(-s), -s.sum(1)))(*c(torch.zeros_like(z))),
+        "inverse formula",
+    ),
+    Wrong(
+        check_maf_sample,
+        "log-det-sign",
+        maf_passes(lambda z: z.shape[1], lambda s, x, z, c: -s.sum(1)),
+        "normalizing",
+    ),
+    Wrong(
+        check_maf_sample,
+        "log-det-from-z",
+        maf_passes(lambda z: z.shape[1], lambda s, x, z, c: c(z)[0].sum(1)),
+        "from z",
+    ),
+    Wrong(
+        check_maf_sample,
+        "log-det-exp",
+        maf_passes(lambda z: z.shape[1], lambda s, x, z, c: s.exp().sum(1)),
+        "exp\\(s\\)",
+    ),
+    Wrong(
+        check_maf_sample,
+        "log-det-first-pass",
+        maf_passes(lambda z: z.shape[1], lambda s, x, z, c: c(torch.zeros_like(z))[0].sum(1)),
+        "first pass",
+    ),
+    Wrong(
+        check_maf_sample,
+        "log-det-over-batch",
+        maf_passes(lambda z: z.shape[1], lambda s, x, z, c: s.sum()),
+        "whole batch",
+    ),
+    Wrong(
+        check_maf_sample,
+        "no-grad",
+        lambda z, c: tuple(v.detach() for v in sample_ref(z, c)),
+        "no gradient|carries no",
+    ),
+    Wrong(
+        check_maf_sample,
+        "in-place",
+        lambda z, c: (lambda out: (z.mul_(1.0 + 1e-3), out)[1])(sample_ref(z, c)),
+        "in place",
+    ),
     Wrong(check_maf_sample, "stub", stub, "not written yet"),
-    Wrong(check_iaf_sample_and_log_prob, "log-det-sign",
-          iaf(lambda z, x, s: log_normal(z) + s.sum(1)), "sign of the log-det"),
-    Wrong(check_iaf_sample_and_log_prob, "base-at-x",
-          iaf(lambda z, x, s: log_normal(x) - s.sum(1)), "not N\\(x"),
-    Wrong(check_iaf_sample_and_log_prob, "no-constant",
-          iaf(lambda z, x, s: -0.5 * (z**2).sum(1) - s.sum(1)), "constant"),
-    Wrong(check_iaf_sample_and_log_prob, "no-log-det",
-          iaf(lambda z, x, s: log_normal(z)), "missing"),
-    Wrong(check_iaf_sample_and_log_prob, "scale-s",
-          lambda z, c: (lambda s, t: (z * s + t, log_normal(z) - s.sum(1)))(*c(z)),
-          "exp\\(s\\)"),
-    Wrong(check_iaf_sample_and_log_prob, "exp-minus-s",
-          lambda z, c: (lambda s, t: (z * torch.exp(-s) + t, log_normal(z) - s.sum(1)))(*c(z)),
-          "inverse"),
+    Wrong(
+        check_iaf_sample_and_log_prob,
+        "log-det-sign",
+        iaf(lambda z, x, s: log_normal(z) + s.sum(1)),
+        "sign of the log-det",
+    ),
+    Wrong(
+        check_iaf_sample_and_log_prob,
+        "base-at-x",
+        iaf(lambda z, x, s: log_normal(x) - s.sum(1)),
+        "not N\\(x",
+    ),
+    Wrong(
+        check_iaf_sample_and_log_prob,
+        "no-constant",
+        iaf(lambda z, x, s: -0.5 * (z**2).sum(1) - s.sum(1)),
+        "constant",
+    ),
+    Wrong(
+        check_iaf_sample_and_log_prob, "no-log-det", iaf(lambda z, x, s: log_normal(z)), "missing"
+    ),
+    Wrong(
+        check_iaf_sample_and_log_prob,
+        "scale-s",
+        lambda z, c: (lambda s, t: (z * s + t, log_normal(z) - s.sum(1)))(*c(z)),
+        "exp\\(s\\)",
+    ),
+    Wrong(
+        check_iaf_sample_and_log_prob,
+        "exp-minus-s",
+        lambda z, c: (lambda s, t: (z * torch.exp(-s) + t, log_normal(z) - s.sum(1)))(*c(z)),
+        "inverse",
+    ),
     Wrong(check_iaf_sample_and_log_prob, "stub", stub, "not written yet"),
 ]
 
 RIGHT = [
     Right(check_made_masks, "solution", masks_ref),
-    Right(check_made_masks, "bool",
-          lambda i, h: (h[:, None] >= i[None, :], i[:, None] > h[None, :])),
-    Right(check_made_masks, "float64-loops",
-          lambda i, h: (torch.tensor([[float(a >= b) for b in i] for a in h],
-                                     dtype=torch.float64),
-                        torch.tensor([[float(a > b) for b in h] for a in i],
-                                     dtype=torch.float64))),
+    Right(
+        check_made_masks, "bool", lambda i, h: (h[:, None] >= i[None, :], i[:, None] > h[None, :])
+    ),
+    Right(
+        check_made_masks,
+        "float64-loops",
+        lambda i, h: (
+            torch.tensor([[float(a >= b) for b in i] for a in h], dtype=torch.float64),
+            torch.tensor([[float(a > b) for b in h] for a in i], dtype=torch.float64),
+        ),
+    ),
     Right(check_maf_sample, "solution", sample_ref),
     Right(check_maf_sample, "float32", lambda z, c: tuple(v.float() for v in sample_ref(z, c))),
     Right(check_maf_sample, "start-from-z", maf_passes(lambda z: z.shape[1], start=torch.clone)),
     Right(check_maf_sample, "coordinate-by-coordinate", lambda z, c: _one_at_a_time(z, c)),
     Right(check_iaf_sample_and_log_prob, "solution", iaf_ref),
-    Right(check_iaf_sample_and_log_prob, "float32",
-          lambda z, c: tuple(v.float() for v in iaf_ref(z, c))),
-    Right(check_iaf_sample_and_log_prob, "torch-distribution",
-          iaf(lambda z, x, s: torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
-              - s.sum(1))),
+    Right(
+        check_iaf_sample_and_log_prob,
+        "float32",
+        lambda z, c: tuple(v.float() for v in iaf_ref(z, c)),
+    ),
+    Right(
+        check_iaf_sample_and_log_prob,
+        "torch-distribution",
+        iaf(lambda z, x, s: torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1) - s.sum(1)),
+    ),
 ]
 
 
@@ -134,7 +211,7 @@ def _one_at_a_time(z, c):
     for i in range(z.shape[1]):
         x_so_far = torch.cat(columns + [torch.zeros_like(z[:, i:])], dim=1)
         s, t = c(x_so_far)
-        columns.append(torch.exp(s[:, i:i + 1]) * z[:, i:i + 1] + t[:, i:i + 1])
+        columns.append(torch.exp(s[:, i : i + 1]) * z[:, i : i + 1] + t[:, i : i + 1])
     x = torch.cat(columns, dim=1)
     return x, c(x)[0].sum(1)
 
@@ -162,10 +239,12 @@ def test_check_accepts_right_answers_written_differently(row):
 
 # --- the build-and-train exercise ---------------------------------------------------------
 
+
 def _ring(order="reverse", sign=1.0, steps=400):
     def fit_ring(data, generator):
-        flow = nf.maf_flow(2, n_layers=4, hidden=(32, 32),
-                           order=order if order == "reverse" else [[0, 1]] * 4)
+        flow = nf.maf_flow(
+            2, n_layers=4, hidden=(32, 32), order=order if order == "reverse" else [[0, 1]] * 4
+        )
         optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
@@ -173,8 +252,10 @@ def _ring(order="reverse", sign=1.0, steps=400):
             index = torch.randint(len(data), (128,), generator=generator)
             return sign * flow.forward_kl(data[index])
 
-        return flow, nf.train(loss_fn, flow, steps, optimizer=optimizer,
-                              scheduler=schedule, progress=False)
+        return flow, nf.train(
+            loss_fn, flow, steps, optimizer=optimizer, scheduler=schedule, progress=False
+        )
+
     return fit_ring
 
 
@@ -186,9 +267,12 @@ def test_fit_ring_reference_answer_reaches_the_goal_with_margin():
     assert kl < 0.8 * 1.2
 
 
-@pytest.mark.parametrize("wrong, match", [
-    (_ring(order="same"), "same ordering"),
-    (_ring(sign=-1.0), "not its negative|below|went up"),
-])
+@pytest.mark.parametrize(
+    "wrong, match",
+    [
+        (_ring(order="same"), "same ordering"),
+        (_ring(sign=-1.0), "not its negative|below|went up"),
+    ],
+)
 def test_fit_ring_check_names_the_cause_of_a_miss(wrong, match):
     assert_wrong(Wrong(check_fit_ring, "miss", wrong, match))

@@ -26,14 +26,22 @@ target_ref = solution(CH, "gaussian_target")
 
 # --- divergence ----------------------------------------------------------------------------
 
+
 def jacobian_answer(reduce):
     """An answer built from the rows dv_i/dz of the Jacobian, reduced by ``reduce``."""
+
     def answer(field, t, z):
         z = z.detach().requires_grad_(True)
         v = field(t, z)
-        rows = torch.stack([torch.autograd.grad(v[:, i].sum(), z, create_graph=True)[0]
-                            for i in range(z.shape[1])], dim=1)
+        rows = torch.stack(
+            [
+                torch.autograd.grad(v[:, i].sum(), z, create_graph=True)[0]
+                for i in range(z.shape[1])
+            ],
+            dim=1,
+        )
         return reduce(rows)
+
     return answer
 
 
@@ -45,8 +53,10 @@ def divergence_of_sum(field, t, z):
 def divergence_no_graph(field, t, z):
     z = z.detach().requires_grad_(True)
     v = field(t, z)
-    return sum(torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0][:, i]
-               for i in range(z.shape[1]))
+    return sum(
+        torch.autograd.grad(v[:, i].sum(), z, retain_graph=True)[0][:, i]
+        for i in range(z.shape[1])
+    )
 
 
 def divergence_no_requires_grad(field, t, z):
@@ -65,6 +75,7 @@ def divergence_jacobian(field, t, z):
 
 # --- Hutchinson ----------------------------------------------------------------------------
 
+
 def hutch(probe):
     def answer(field, t, z, generator):
         z = z.detach().requires_grad_(True)
@@ -72,6 +83,7 @@ def hutch(probe):
         eps = probe(z, generator)
         vjp = torch.autograd.grad(v, z, eps, create_graph=True)[0]
         return (vjp * eps).sum(1)
+
     return answer
 
 
@@ -97,76 +109,155 @@ def hutch_detached(field, t, z, generator):
 
 # --- the straight path and the Gaussian target ---------------------------------------------
 
+
 def path(fn):
     def answer(x0, x1, t):
         return fn(x0, x1, t[:, None])
+
     return answer
 
 
 def target(rate):
     def answer(x, t, mean, std):
         return rate(x, t, mean, std)
+
     return answer
 
 
 WRONG = [
     Wrong(check_divergence, "sum-of-all-entries", divergence_of_sum, "ALL entries"),
-    Wrong(check_divergence, "minus", jacobian_answer(lambda r: -torch.diagonal(
-        r, dim1=1, dim2=2).sum(1)), r"\+tr"),
-    Wrong(check_divergence, "first-only", jacobian_answer(lambda r: r[:, 0, 0]),
-          "only dv_0/dz_0"),
-    Wrong(check_divergence, "row-zero", jacobian_answer(lambda r: r[:, 0, :].sum(1)),
-          "gradient of v\\[:, 0\\] alone"),
+    Wrong(
+        check_divergence,
+        "minus",
+        jacobian_answer(lambda r: -torch.diagonal(r, dim1=1, dim2=2).sum(1)),
+        r"\+tr",
+    ),
+    Wrong(check_divergence, "first-only", jacobian_answer(lambda r: r[:, 0, 0]), "only dv_0/dz_0"),
+    Wrong(
+        check_divergence,
+        "row-zero",
+        jacobian_answer(lambda r: r[:, 0, :].sum(1)),
+        "gradient of v\\[:, 0\\] alone",
+    ),
     Wrong(check_divergence, "no-graph", divergence_no_graph, "create_graph=True"),
     Wrong(check_divergence, "z-not-leaf", divergence_no_requires_grad, "requires_grad|require"),
-    Wrong(check_divergence, "over-batch", jacobian_answer(
-        lambda r: torch.diagonal(r, dim1=1, dim2=2).sum()), "whole batch"),
+    Wrong(
+        check_divergence,
+        "over-batch",
+        jacobian_answer(lambda r: torch.diagonal(r, dim1=1, dim2=2).sum()),
+        "whole batch",
+    ),
     Wrong(check_divergence, "stub", stub, "not written yet"),
     Wrong(check_hutchinson, "exact", hutch_exact, "exact divergence"),
-    Wrong(check_hutchinson, "uniform01", hutch(lambda z, g: torch.rand(
-        z.shape, generator=g, dtype=z.dtype)), "uniform on \\[0, 1\\)"),
-    Wrong(check_hutchinson, "uniform-pm1", hutch(lambda z, g: 2 * torch.rand(
-        z.shape, generator=g, dtype=z.dtype) - 1), "variance 1/3"),
-    Wrong(check_hutchinson, "shared-probe", hutch(lambda z, g: signs(z[:1], g).expand(
-        z.shape)), "same probe"),
+    Wrong(
+        check_hutchinson,
+        "uniform01",
+        hutch(lambda z, g: torch.rand(z.shape, generator=g, dtype=z.dtype)),
+        "uniform on \\[0, 1\\)",
+    ),
+    Wrong(
+        check_hutchinson,
+        "uniform-pm1",
+        hutch(lambda z, g: 2 * torch.rand(z.shape, generator=g, dtype=z.dtype) - 1),
+        "variance 1/3",
+    ),
+    Wrong(
+        check_hutchinson,
+        "shared-probe",
+        hutch(lambda z, g: signs(z[:1], g).expand(z.shape)),
+        "same probe",
+    ),
     Wrong(check_hutchinson, "global-rng", hutch(lambda z, g: signs(z, None)), "generator"),
     Wrong(check_hutchinson, "two-probes", hutch_average_of_two, "variance"),
     Wrong(check_hutchinson, "negative", hutch_negative, "minus"),
     Wrong(check_hutchinson, "detached", hutch_detached, "no gradient|carries no"),
     Wrong(check_hutchinson, "stub", stub, "not written yet"),
-    Wrong(check_straight_path, "reversed-time",
-          path(lambda x0, x1, t: (t * x0 + (1 - t) * x1, x1 - x0)), "other way"),
-    Wrong(check_straight_path, "no-weight",
-          path(lambda x0, x1, t: (x0 + t * x1, x1 - x0)), "weight of x_0"),
-    Wrong(check_straight_path, "velocity-sign",
-          path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, x0 - x1)), "not x_0 - x_1"),
-    Wrong(check_straight_path, "velocity-x1",
-          path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, x1)), "returned x_1"),
-    Wrong(check_straight_path, "velocity-times-t",
-          path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, t * (x1 - x0))), "not t"),
-    Wrong(check_straight_path, "broadcast",
-          lambda x0, x1, t: ((1 - t) * x0 + t * x1, x1 - x0), "t\\[:, None\\]|shape"),
-    Wrong(check_straight_path, "only-xt", path(lambda x0, x1, t: (1 - t) * x0 + t * x1),
-          "pair"),
+    Wrong(
+        check_straight_path,
+        "reversed-time",
+        path(lambda x0, x1, t: (t * x0 + (1 - t) * x1, x1 - x0)),
+        "other way",
+    ),
+    Wrong(
+        check_straight_path,
+        "no-weight",
+        path(lambda x0, x1, t: (x0 + t * x1, x1 - x0)),
+        "weight of x_0",
+    ),
+    Wrong(
+        check_straight_path,
+        "velocity-sign",
+        path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, x0 - x1)),
+        "not x_0 - x_1",
+    ),
+    Wrong(
+        check_straight_path,
+        "velocity-x1",
+        path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, x1)),
+        "returned x_1",
+    ),
+    Wrong(
+        check_straight_path,
+        "velocity-times-t",
+        path(lambda x0, x1, t: ((1 - t) * x0 + t * x1, t * (x1 - x0))),
+        "not t",
+    ),
+    Wrong(
+        check_straight_path,
+        "broadcast",
+        lambda x0, x1, t: ((1 - t) * x0 + t * x1, x1 - x0),
+        "t\\[:, None\\]|shape",
+    ),
+    Wrong(check_straight_path, "only-xt", path(lambda x0, x1, t: (1 - t) * x0 + t * x1), "pair"),
     Wrong(check_straight_path, "stub", stub, "not written yet"),
-    Wrong(check_gaussian_target, "std-not-var", target(
-        lambda x, t, m, s: m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2).sqrt()
-        * (x - t * m)), "not by its standard deviation"),
-    Wrong(check_gaussian_target, "centre-m", target(
-        lambda x, t, m, s: m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2)
-        * (x - m)), "x - t m"),
-    Wrong(check_gaussian_target, "no-mean", target(
-        lambda x, t, m, s: (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2)
-        * (x - t * m)), "must be added"),
-    Wrong(check_gaussian_target, "cov-sign", target(
-        lambda x, t, m, s: m + (t * s**2 + (1 - t)) / ((1 - t) ** 2 + t**2 * s**2)
-        * (x - t * m)), "minus"),
-    Wrong(check_gaussian_target, "unsquared", target(
-        lambda x, t, m, s: m + (t * s**2 - (1 - t)) / ((1 - t) + t * s**2)
-        * (x - t * m)), "both terms are squared"),
-    Wrong(check_gaussian_target, "x1-only", target(
-        lambda x, t, m, s: m + t * s**2 / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)),
-        "E\\[x_1 \\| x_t\\]"),
+    Wrong(
+        check_gaussian_target,
+        "std-not-var",
+        target(
+            lambda x, t, m, s: (
+                m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2).sqrt() * (x - t * m)
+            )
+        ),
+        "not by its standard deviation",
+    ),
+    Wrong(
+        check_gaussian_target,
+        "centre-m",
+        target(
+            lambda x, t, m, s: m + (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - m)
+        ),
+        "x - t m",
+    ),
+    Wrong(
+        check_gaussian_target,
+        "no-mean",
+        target(
+            lambda x, t, m, s: (t * s**2 - (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)
+        ),
+        "must be added",
+    ),
+    Wrong(
+        check_gaussian_target,
+        "cov-sign",
+        target(
+            lambda x, t, m, s: (
+                m + (t * s**2 + (1 - t)) / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)
+            )
+        ),
+        "minus",
+    ),
+    Wrong(
+        check_gaussian_target,
+        "unsquared",
+        target(lambda x, t, m, s: m + (t * s**2 - (1 - t)) / ((1 - t) + t * s**2) * (x - t * m)),
+        "both terms are squared",
+    ),
+    Wrong(
+        check_gaussian_target,
+        "x1-only",
+        target(lambda x, t, m, s: m + t * s**2 / ((1 - t) ** 2 + t**2 * s**2) * (x - t * m)),
+        "E\\[x_1 \\| x_t\\]",
+    ),
     Wrong(check_gaussian_target, "stub", stub, "not written yet"),
 ]
 
@@ -174,24 +265,40 @@ RIGHT = [
     Right(check_divergence, "solution", divergence_ref),
     Right(check_divergence, "float32", divergence_float32),
     Right(check_divergence, "vmap-jacrev", divergence_jacobian),
-    Right(check_divergence, "diagonal-of-rows",
-          jacobian_answer(lambda r: torch.diagonal(r, dim1=1, dim2=2).sum(1))),
+    Right(
+        check_divergence,
+        "diagonal-of-rows",
+        jacobian_answer(lambda r: torch.diagonal(r, dim1=1, dim2=2).sum(1)),
+    ),
     Right(check_hutchinson, "solution", hutchinson_ref),
-    Right(check_hutchinson, "gaussian", hutch(lambda z, g: torch.randn(
-        z.shape, generator=g, dtype=z.dtype))),
-    Right(check_hutchinson, "float32",
-          lambda f, t, z, g: hutchinson_ref(f, t, z, g).float()),
+    Right(
+        check_hutchinson,
+        "gaussian",
+        hutch(lambda z, g: torch.randn(z.shape, generator=g, dtype=z.dtype)),
+    ),
+    Right(check_hutchinson, "float32", lambda f, t, z, g: hutchinson_ref(f, t, z, g).float()),
     Right(check_straight_path, "solution", path_ref),
-    Right(check_straight_path, "unsqueeze",
-          lambda x0, x1, t: (x0 + t.unsqueeze(1) * (x1 - x0), x1 - x0)),
-    Right(check_straight_path, "float32",
-          lambda x0, x1, t: tuple(v.float() for v in path_ref(x0, x1, t))),
+    Right(
+        check_straight_path,
+        "unsqueeze",
+        lambda x0, x1, t: (x0 + t.unsqueeze(1) * (x1 - x0), x1 - x0),
+    ),
+    Right(
+        check_straight_path,
+        "float32",
+        lambda x0, x1, t: tuple(v.float() for v in path_ref(x0, x1, t)),
+    ),
     Right(check_gaussian_target, "solution", target_ref),
-    Right(check_gaussian_target, "float32",
-          lambda x, t, m, s: target_ref(x.float(), t.float(), m.float(), s.float())),
-    Right(check_gaussian_target, "as-rate",
-          lambda x, t, m, s: m + (t * s**2 - 1 + t) * (x - t * m)
-          / (1 - 2 * t + t**2 * (1 + s**2))),
+    Right(
+        check_gaussian_target,
+        "float32",
+        lambda x, t, m, s: target_ref(x.float(), t.float(), m.float(), s.float()),
+    ),
+    Right(
+        check_gaussian_target,
+        "as-rate",
+        lambda x, t, m, s: m + (t * s**2 - 1 + t) * (x - t * m) / (1 - 2 * t + t**2 * (1 + s**2)),
+    ),
 ]
 
 
@@ -215,6 +322,7 @@ def test_check_accepts_right_answers_written_differently(row):
 
 # --- the build-and-train exercise ----------------------------------------------------------
 
+
 def _fit(steps=1500, lr=1e-2, direction=1.0):
     def fit_ring(data, generator):
         field = VelocityField(2, hidden=(48, 48, 48))
@@ -228,8 +336,10 @@ def _fit(steps=1500, lr=1e-2, direction=1.0):
             xt = (1 - t) * x0 + t * x1
             return ((field(t, xt) - direction * (x1 - x0)) ** 2).sum(1).mean()
 
-        return field, nf.train(loss_fn, field, steps, optimizer=optimizer,
-                               scheduler=schedule, progress=False)
+        return field, nf.train(
+            loss_fn, field, steps, optimizer=optimizer, scheduler=schedule, progress=False
+        )
+
     return fit_ring
 
 
@@ -241,11 +351,14 @@ def test_fit_ring_reference_answer_reaches_the_goal_with_margin(capsys):
     assert kl < 0.5 * 0.3
 
 
-@pytest.mark.parametrize("wrong, match", [
-    (_fit(direction=-1.0), "from the data to the base"),
-    (_fit(steps=40), "still falling|steps allowed|settled"),
-    (_fit(steps=2500), "budget is 2000"),
-])
+@pytest.mark.parametrize(
+    "wrong, match",
+    [
+        (_fit(direction=-1.0), "from the data to the base"),
+        (_fit(steps=40), "still falling|steps allowed|settled"),
+        (_fit(steps=2500), "budget is 2000"),
+    ],
+)
 def test_fit_ring_check_names_the_cause_of_a_miss(wrong, match):
     with pytest.raises(ExerciseError, match=match):
         check_fit_ring(wrong)

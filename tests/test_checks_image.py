@@ -65,6 +65,7 @@ def conv(fn):
         b, c, h, w = z.shape
         x = torch.einsum("ij,bjhw->bihw", weight, z)
         return x, fn(weight, h, w).expand(b)
+
     return answer
 
 
@@ -93,6 +94,7 @@ def bits(fn):
     def answer(flow, pixels, u):
         d = pixels[0].numel()
         return fn(flow, pixels, u, d)
+
     return answer
 
 
@@ -106,42 +108,98 @@ WRONG = [
     Wrong(check_squeeze_only, "swapped-offsets", swapped_offsets, "swapped"),
     Wrong(check_squeeze_only, "channel-last", channel_last, "channel axis must come first"),
     Wrong(check_unsqueeze_only, "reshape-back", unsqueeze_by_reshape, "plain reshape back"),
-    Wrong(check_unsqueeze_only, "squeeze-again", lambda y: squeeze_ref(y),
-          "shape"),
+    Wrong(check_unsqueeze_only, "squeeze-again", lambda y: squeeze_ref(y), "shape"),
     Wrong(check_conv1x1, "transposed", conv_transposed, "W z, not W\\^T z"),
-    Wrong(check_conv1x1, "no-hw", conv(lambda w, h, wd: torch.linalg.slogdet(w)[1]),
-          "H W copies of W"),
-    Wrong(check_conv1x1, "times-c", conv(lambda w, h, wd: len(w) * torch.linalg.slogdet(w)[1]),
-          "not by the number of channels"),
-    Wrong(check_conv1x1, "log-det-nan", conv(lambda w, h, wd: h * wd * torch.log(torch.det(w))),
-          "negative|slogdet"),
-    Wrong(check_conv1x1, "diag", conv(lambda w, h, wd: h * wd * w.diagonal().abs().log().sum()),
-          "not triangular"),
-    Wrong(check_conv1x1, "inverse-sign",
-          conv(lambda w, h, wd: -h * wd * torch.linalg.slogdet(w)[1]), "inverse's log-det"),
+    Wrong(
+        check_conv1x1,
+        "no-hw",
+        conv(lambda w, h, wd: torch.linalg.slogdet(w)[1]),
+        "H W copies of W",
+    ),
+    Wrong(
+        check_conv1x1,
+        "times-c",
+        conv(lambda w, h, wd: len(w) * torch.linalg.slogdet(w)[1]),
+        "not by the number of channels",
+    ),
+    Wrong(
+        check_conv1x1,
+        "log-det-nan",
+        conv(lambda w, h, wd: h * wd * torch.log(torch.det(w))),
+        "negative|slogdet",
+    ),
+    Wrong(
+        check_conv1x1,
+        "diag",
+        conv(lambda w, h, wd: h * wd * w.diagonal().abs().log().sum()),
+        "not triangular",
+    ),
+    Wrong(
+        check_conv1x1,
+        "inverse-sign",
+        conv(lambda w, h, wd: -h * wd * torch.linalg.slogdet(w)[1]),
+        "inverse's log-det",
+    ),
     Wrong(check_conv1x1, "scalar", conv_scalar_log_det, "one per image"),
     Wrong(check_conv1x1, "detached", conv_detached, "no gradient|carries no gradient"),
-    Wrong(check_batch_bits_per_dim, "no-d-ln-l",
-          bits(lambda f, x, u, d: nll_of(f, (x + u) / 256).mean() / (d * math.log(2))),
-          "add D ln 256"),
-    Wrong(check_batch_bits_per_dim, "nats",
-          bits(lambda f, x, u, d: (nll_of(f, (x + u) / 256).mean() + d * math.log(256)) / d),
-          "nats"),
-    Wrong(check_batch_bits_per_dim, "no-noise",
-          bits(lambda f, x, u, d: (nll_of(f, x / 256).mean() + d * math.log(256))
-               / (d * math.log(2))), "noise u is missing"),
-    Wrong(check_batch_bits_per_dim, "by-255",
-          bits(lambda f, x, u, d: (nll_of(f, (x + u) / 255).mean() + d * math.log(256))
-               / (d * math.log(2))), "not L - 1"),
-    Wrong(check_batch_bits_per_dim, "sign",
-          bits(lambda f, x, u, d: (-nll_of(f, (x + u) / 256).mean() + d * math.log(256))
-               / (d * math.log(2))), "sign"),
-    Wrong(check_batch_bits_per_dim, "per-image",
-          bits(lambda f, x, u, d: (nll_of(f, (x + u) / 256) + d * math.log(256))
-               / (d * math.log(2))), "one number|shape"),
-    Wrong(check_batch_bits_per_dim, "sum",
-          bits(lambda f, x, u, d: (nll_of(f, (x + u) / 256).sum() + len(x) * d * math.log(256))
-               / (d * math.log(2))), "average"),
+    Wrong(
+        check_batch_bits_per_dim,
+        "no-d-ln-l",
+        bits(lambda f, x, u, d: nll_of(f, (x + u) / 256).mean() / (d * math.log(2))),
+        "add D ln 256",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "nats",
+        bits(lambda f, x, u, d: (nll_of(f, (x + u) / 256).mean() + d * math.log(256)) / d),
+        "nats",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "no-noise",
+        bits(
+            lambda f, x, u, d: (nll_of(f, x / 256).mean() + d * math.log(256)) / (d * math.log(2))
+        ),
+        "noise u is missing",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "by-255",
+        bits(
+            lambda f, x, u, d: (
+                (nll_of(f, (x + u) / 255).mean() + d * math.log(256)) / (d * math.log(2))
+            )
+        ),
+        "not L - 1",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "sign",
+        bits(
+            lambda f, x, u, d: (
+                (-nll_of(f, (x + u) / 256).mean() + d * math.log(256)) / (d * math.log(2))
+            )
+        ),
+        "sign",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "per-image",
+        bits(
+            lambda f, x, u, d: (nll_of(f, (x + u) / 256) + d * math.log(256)) / (d * math.log(2))
+        ),
+        "one number|shape",
+    ),
+    Wrong(
+        check_batch_bits_per_dim,
+        "sum",
+        bits(
+            lambda f, x, u, d: (
+                (nll_of(f, (x + u) / 256).sum() + len(x) * d * math.log(256)) / (d * math.log(2))
+            )
+        ),
+        "average",
+    ),
 ]
 
 RIGHT = [
@@ -151,11 +209,20 @@ RIGHT = [
     Right(check_conv1x1, "reference", conv_ref),
     Right(check_conv1x1, "conv2d", conv2d_answer),
     Right(check_batch_bits_per_dim, "reference", bits_ref),
-    Right(check_batch_bits_per_dim, "float",
-          bits(lambda f, x, u, d: float((nll_of(f, (x + u) / 256).detach().mean() / d
-                                         + math.log(256)) / math.log(2)))),
-    Right(check_batch_bits_per_dim, "log2",
-          bits(lambda f, x, u, d: nll_of(f, (x + u) / 256).mean() / (d * math.log(2)) + 8)),
+    Right(
+        check_batch_bits_per_dim,
+        "float",
+        bits(
+            lambda f, x, u, d: float(
+                (nll_of(f, (x + u) / 256).detach().mean() / d + math.log(256)) / math.log(2)
+            )
+        ),
+    ),
+    Right(
+        check_batch_bits_per_dim,
+        "log2",
+        bits(lambda f, x, u, d: nll_of(f, (x + u) / 256).mean() / (d * math.log(2)) + 8),
+    ),
 ]
 
 
@@ -184,18 +251,22 @@ def _short_fit(sign, steps):
 
         def loss_fn(step):
             index = torch.randint(len(train), (16,), generator=generator)
-            return sign * dequantization_nll(flow, train[index], 256,
-                                             generator=generator).mean()
+            return sign * dequantization_nll(flow, train[index], 256, generator=generator).mean()
+
         return flow, nfcourse.train(loss_fn, flow, steps, lr=1e-3, progress=False)
+
     return fit_glow
 
 
-@pytest.mark.parametrize("fit, match", [
-    (_short_fit(1.0, 10), "only 10 of the 300 steps"),
-    (_short_fit(-1.0, 30), "not its negative"),
-    (lambda train, generator: (torch.nn.Linear(2, 2), [1.0]), "Flow on images"),
-    (stub, "not written yet"),
-])
+@pytest.mark.parametrize(
+    "fit, match",
+    [
+        (_short_fit(1.0, 10), "only 10 of the 300 steps"),
+        (_short_fit(-1.0, 30), "not its negative"),
+        (lambda train, generator: (torch.nn.Linear(2, 2), [1.0]), "Flow on images"),
+        (stub, "not written yet"),
+    ],
+)
 def test_fit_glow_check_names_the_cause_of_a_miss(fit, match):
     with pytest.raises(ExerciseError, match=match):
         check_fit_glow(fit)

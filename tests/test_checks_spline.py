@@ -36,11 +36,11 @@ def knots_with(derivs=None, **kw):
         x = _knots(u_w, bound, m_w, **kw)
         y = _knots(u_h, bound, m_h, **kw)
         if derivs is None:
-            d = F.pad(m_d + F.softplus(u_d + math.log(math.expm1(1 - m_d))), (1, 1),
-                      value=1.0)
+            d = F.pad(m_d + F.softplus(u_d + math.log(math.expm1(1 - m_d))), (1, 1), value=1.0)
         else:
             d = derivs(u_d, m_d)
         return x, y, d
+
     return answer
 
 
@@ -64,8 +64,8 @@ def forward_variant(formula):
         w, h, dk1 = at(knot_x, 1) - xk, at(knot_y, 1) - yk, at(derivatives, 1)
         s = h / w
         xi = (x - xk) / w
-        return formula(x=x, xk=xk, yk=yk, dk=dk, dk1=dk1, w=w, h=h, s=s, xi=xi,
-                       t=xi * (1 - xi))
+        return formula(x=x, xk=xk, yk=yk, dk=dk, dk1=dk1, w=w, h=h, s=s, xi=xi, t=xi * (1 - xi))
+
     return answer
 
 
@@ -95,6 +95,7 @@ def inverse_variant(root):
         cv = dk1 + dk - 2 * s
         a, b, c = h * (s - dk) + dy * cv, h * dk - dy * cv, -s * dy
         return root(a, b, c, xk, w)
+
     return answer
 
 
@@ -111,51 +112,119 @@ def _fit_without_standardising(data, generator, steps=100):
 
 WRONG = [
     Wrong(check_spline_knots, "no-rescale", knots_with(rescale=False), "from -B to B"),
-    Wrong(check_spline_knots, "no-minimum", knots_with(with_min=False),
-          "minimum fraction is missing"),
-    Wrong(check_spline_knots, "no-renormalise", knots_with(renormalise=False),
-          "multiply the softmax by \\(1 - K m\\)"),
-    Wrong(check_spline_knots, "swapped-minimums", swapped_minimums,
-          "min_bin_width for knot_x"),
-    Wrong(check_spline_knots, "no-shift",
-          knots_with(lambda u, m: F.pad(m + F.softplus(u), (1, 1), value=1.0)),
-          "without the shift"),
-    Wrong(check_spline_knots, "exp-derivative",
-          knots_with(lambda u, m: F.pad(m + torch.exp(u + math.log(1 - m)), (1, 1),
-                                        value=1.0)), "softplus"),
-    Wrong(check_spline_knots, "zero-ends",
-          knots_with(lambda u, m: F.pad(m + F.softplus(u + math.log(math.expm1(1 - m))),
-                                        (1, 1))), "end derivatives are 1"),
+    Wrong(
+        check_spline_knots, "no-minimum", knots_with(with_min=False), "minimum fraction is missing"
+    ),
+    Wrong(
+        check_spline_knots,
+        "no-renormalise",
+        knots_with(renormalise=False),
+        "multiply the softmax by \\(1 - K m\\)",
+    ),
+    Wrong(check_spline_knots, "swapped-minimums", swapped_minimums, "min_bin_width for knot_x"),
+    Wrong(
+        check_spline_knots,
+        "no-shift",
+        knots_with(lambda u, m: F.pad(m + F.softplus(u), (1, 1), value=1.0)),
+        "without the shift",
+    ),
+    Wrong(
+        check_spline_knots,
+        "exp-derivative",
+        knots_with(lambda u, m: F.pad(m + torch.exp(u + math.log(1 - m)), (1, 1), value=1.0)),
+        "softplus",
+    ),
+    Wrong(
+        check_spline_knots,
+        "zero-ends",
+        knots_with(lambda u, m: F.pad(m + F.softplus(u + math.log(math.expm1(1 - m))), (1, 1))),
+        "end derivatives are 1",
+    ),
     Wrong(check_spline_knots, "detached", detached_knots, "no gradient|carries no gradient"),
     Wrong(check_spline_knots, "stub", stub, "NotImplementedError"),
-    Wrong(check_rq_forward, "swapped-derivatives", forward_variant(
-        lambda **v: (v["yk"] + v["h"] * (v["s"] * v["xi"] ** 2 + v["dk1"] * v["t"])
-                     / _beta(v), torch.log(_num(v)))), "swapped"),
-    Wrong(check_rq_forward, "no-yk", forward_variant(
-        lambda **v: (_y(v) - v["yk"], 2 * torch.log(v["s"]) + torch.log(_num(v))
-                     - 2 * torch.log(_beta(v)))), "left out y_k"),
-    Wrong(check_rq_forward, "s-not-squared", forward_variant(
-        lambda **v: (_y(v), torch.log(v["s"]) + torch.log(_num(v))
-                     - 2 * torch.log(_beta(v)))), "s_k enters squared"),
-    Wrong(check_rq_forward, "beta-not-squared", forward_variant(
-        lambda **v: (_y(v), 2 * torch.log(v["s"]) + torch.log(_num(v))
-                     - torch.log(_beta(v)))), "beta enters squared"),
-    Wrong(check_rq_forward, "not-log", forward_variant(
-        lambda **v: (_y(v), v["s"] ** 2 * _num(v) / _beta(v) ** 2)), "logarithm of g'"),
-    Wrong(check_rq_forward, "inverse-sign", forward_variant(
-        lambda **v: (_y(v), -(2 * torch.log(v["s"]) + torch.log(_num(v))
-                              - 2 * torch.log(_beta(v))))), "of the inverse"),
-    Wrong(check_rq_inverse, "textbook-root", inverse_variant(
-        lambda a, b, c, xk, w: xk + w * (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)),
-        "textbook root"),
-    Wrong(check_rq_inverse, "other-root", inverse_variant(
-        lambda a, b, c, xk, w: xk + w * (-b - torch.sqrt(b * b - 4 * a * c)) / (2 * a)),
-        "other root"),
-    Wrong(check_rq_inverse, "returns-xi", inverse_variant(
-        lambda a, b, c, xk, w: 2 * c / (-b - torch.sqrt(b * b - 4 * a * c))),
-        "you returned xi"),
-    Wrong(check_fit_moved_sine, "not-standardised", _fit_without_standardising,
-          "Standardise the data first"),
+    Wrong(
+        check_rq_forward,
+        "swapped-derivatives",
+        forward_variant(
+            lambda **v: (
+                v["yk"] + v["h"] * (v["s"] * v["xi"] ** 2 + v["dk1"] * v["t"]) / _beta(v),
+                torch.log(_num(v)),
+            )
+        ),
+        "swapped",
+    ),
+    Wrong(
+        check_rq_forward,
+        "no-yk",
+        forward_variant(
+            lambda **v: (
+                _y(v) - v["yk"],
+                2 * torch.log(v["s"]) + torch.log(_num(v)) - 2 * torch.log(_beta(v)),
+            )
+        ),
+        "left out y_k",
+    ),
+    Wrong(
+        check_rq_forward,
+        "s-not-squared",
+        forward_variant(
+            lambda **v: (_y(v), torch.log(v["s"]) + torch.log(_num(v)) - 2 * torch.log(_beta(v)))
+        ),
+        "s_k enters squared",
+    ),
+    Wrong(
+        check_rq_forward,
+        "beta-not-squared",
+        forward_variant(
+            lambda **v: (_y(v), 2 * torch.log(v["s"]) + torch.log(_num(v)) - torch.log(_beta(v)))
+        ),
+        "beta enters squared",
+    ),
+    Wrong(
+        check_rq_forward,
+        "not-log",
+        forward_variant(lambda **v: (_y(v), v["s"] ** 2 * _num(v) / _beta(v) ** 2)),
+        "logarithm of g'",
+    ),
+    Wrong(
+        check_rq_forward,
+        "inverse-sign",
+        forward_variant(
+            lambda **v: (
+                _y(v),
+                -(2 * torch.log(v["s"]) + torch.log(_num(v)) - 2 * torch.log(_beta(v))),
+            )
+        ),
+        "of the inverse",
+    ),
+    Wrong(
+        check_rq_inverse,
+        "textbook-root",
+        inverse_variant(
+            lambda a, b, c, xk, w: xk + w * (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)
+        ),
+        "textbook root",
+    ),
+    Wrong(
+        check_rq_inverse,
+        "other-root",
+        inverse_variant(
+            lambda a, b, c, xk, w: xk + w * (-b - torch.sqrt(b * b - 4 * a * c)) / (2 * a)
+        ),
+        "other root",
+    ),
+    Wrong(
+        check_rq_inverse,
+        "returns-xi",
+        inverse_variant(lambda a, b, c, xk, w: 2 * c / (-b - torch.sqrt(b * b - 4 * a * c))),
+        "you returned xi",
+    ),
+    Wrong(
+        check_fit_moved_sine,
+        "not-standardised",
+        _fit_without_standardising,
+        "Standardise the data first",
+    ),
 ]
 
 
@@ -164,6 +233,7 @@ def _float32(fn, n_tensors=None):
         args = [a.float() if isinstance(a, torch.Tensor) else a for a in args]
         out = fn(*args)
         return out
+
     return answer
 
 

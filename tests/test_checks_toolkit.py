@@ -39,13 +39,16 @@ def _halves(z):
     return z_a
 
 
-@pytest.mark.parametrize("error, pattern", [
-    (lambda: math.log(-1.0), "math domain.*absolute value"),
-    (lambda: [1, 2, 3][5], "out of range"),
-    (lambda: torch.zeros(3) + torch.zeros(4), "do not line up"),
-    (lambda: _halves(torch.zeros(6, 4)), r"torch\.split\(z, 2\)"),
-    (lambda: math.exp(torch.zeros(3)), "torch function"),
-])
+@pytest.mark.parametrize(
+    "error, pattern",
+    [
+        (lambda: math.log(-1.0), "math domain.*absolute value"),
+        (lambda: [1, 2, 3][5], "out of range"),
+        (lambda: torch.zeros(3) + torch.zeros(4), "do not line up"),
+        (lambda: _halves(torch.zeros(6, 4)), r"torch\.split\(z, 2\)"),
+        (lambda: math.exp(torch.zeros(3)), "torch function"),
+    ],
+)
 def test_run_explains_the_python_errors_students_meet(error, pattern):
     with pytest.raises(ExerciseError, match=pattern):
         run(error, name="f")
@@ -56,11 +59,18 @@ def test_run_refuses_an_input_modified_in_place():
         run(lambda x: x.mul_(2), torch.ones(3), name="f")
 
 
-@pytest.mark.parametrize("value, pattern", [
-    (1.5, "Python number"), (None, "return"), ((torch.zeros(3), torch.zeros(3)), "one tensor"),
-    (torch.zeros(3).numpy(), "numpy"), (torch.zeros(3, 1), "extra axis"),
-    (torch.zeros(()), "whole batch"), (torch.zeros(3, 2), "one value per coordinate"),
-])
+@pytest.mark.parametrize(
+    "value, pattern",
+    [
+        (1.5, "Python number"),
+        (None, "return"),
+        ((torch.zeros(3), torch.zeros(3)), "one tensor"),
+        (torch.zeros(3).numpy(), "numpy"),
+        (torch.zeros(3, 1), "extra axis"),
+        (torch.zeros(()), "whole batch"),
+        (torch.zeros(3, 2), "one value per coordinate"),
+    ],
+)
 def test_as_tensor_says_what_came_back_instead(value, pattern):
     with pytest.raises(ExerciseError, match=pattern):
         as_tensor(value, "the answer", (3,), ("batch",))
@@ -77,18 +87,27 @@ x = torch.linspace(0.5, 3.0, 6, dtype=F64)
 right = torch.log(x) - 0.5 * x**2
 
 
-@pytest.mark.parametrize("got, pattern, kwargs", [
-    (-right, "wrong sign", {}),
-    (2 * right, r"2 times the right value", {}),
-    (right - 0.5 * math.log(2 * math.pi), r"missing 0\.5 log\(2 pi\)", {}),
-    (right + 0.3, r"same constant \+0\.3", {}),
-    (right + torch.log(x), r"plus 1 x \(the term log x\)",
-     {"terms": {"the term log x": torch.log(x)}}),
-    (torch.where(x > 2.5, right + 1, right), "exactly for the edge",
-     {"groups": {"the edge": x > 2.5}}),
-    (torch.where(x > 2.5, math.inf, right), "overflows", {"large": x > 2.5}),
-    (torch.where(x < 1, math.nan, right), "NaN", {}),
-])
+@pytest.mark.parametrize(
+    "got, pattern, kwargs",
+    [
+        (-right, "wrong sign", {}),
+        (2 * right, r"2 times the right value", {}),
+        (right - 0.5 * math.log(2 * math.pi), r"missing 0\.5 log\(2 pi\)", {}),
+        (right + 0.3, r"same constant \+0\.3", {}),
+        (
+            right + torch.log(x),
+            r"plus 1 x \(the term log x\)",
+            {"terms": {"the term log x": torch.log(x)}},
+        ),
+        (
+            torch.where(x > 2.5, right + 1, right),
+            "exactly for the edge",
+            {"groups": {"the edge": x > 2.5}},
+        ),
+        (torch.where(x > 2.5, math.inf, right), "overflows", {"large": x > 2.5}),
+        (torch.where(x < 1, math.nan, right), "NaN", {}),
+    ],
+)
 def test_compare_describes_the_structure_of_a_mismatch(got, pattern, kwargs):
     with pytest.raises(ExerciseError, match=pattern):
         compare(got, right, "your answer", **kwargs)

@@ -26,6 +26,7 @@ HALF = 0.5 * math.log(2 * math.pi)
 def reparam(z_fn, q_fn):
     def answer(mu, log_sigma, eps):
         return z_fn(mu, log_sigma, eps), q_fn(mu, log_sigma, eps)
+
     return answer
 
 
@@ -42,6 +43,7 @@ def elbo(fn):
         log_lik = (x * logits - F.softplus(logits)).sum(1)
         log_prior = (-0.5 * zK**2 - HALF).sum(1)
         return fn(x, logits, zK, log_q0, log_dets, log_lik, log_prior)
+
     return answer
 
 
@@ -97,64 +99,168 @@ def stack_in_place(z0, u, w, b):
 
 
 WRONG = [
-    Wrong(check_reparameterise, "log-sigma-scale",
-          reparam(lambda m, ls, e: m + ls * e, right_q), "by log_sigma"),
-    Wrong(check_reparameterise, "variance-scale",
-          reparam(lambda m, ls, e: m + torch.exp(2 * ls) * e, right_q), "variance"),
-    Wrong(check_reparameterise, "half-log-sigma",
-          reparam(lambda m, ls, e: m + torch.exp(ls / 2) * e, right_q), "log_sigma / 2"),
-    Wrong(check_reparameterise, "no-scale", reparam(lambda m, ls, e: m + e, right_q),
-          "scale sigma is missing"),
-    Wrong(check_reparameterise, "detached",
-          reparam(lambda m, ls, e: (m + torch.exp(ls) * e).detach(), right_q),
-          "carries no gradient"),
-    Wrong(check_reparameterise, "detached-sigma",
-          reparam(lambda m, ls, e: m + torch.exp(ls.detach()) * e, right_q),
-          "no gradient reaches log_sigma"),
-    Wrong(check_reparameterise, "no-log-sigma",
-          reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - HALF).sum(-1)), "-log sigma"),
-    Wrong(check_reparameterise, "plus-log-sigma",
-          reparam(right_z, lambda m, ls, e: (-0.5 * e**2 + ls - HALF).sum(-1)), "adds log sigma"),
-    Wrong(check_reparameterise, "no-2pi",
-          reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - ls).sum(-1)), r"log\(2 pi\)"),
-    Wrong(check_reparameterise, "prior-density",
-          reparam(right_z, lambda m, ls, e: (-0.5 * (m + ls.exp() * e) ** 2 - HALF).sum(-1)),
-          "the prior"),
-    Wrong(check_reparameterise, "per-dimension",
-          reparam(right_z, lambda m, ls, e: -0.5 * e**2 - ls - HALF), "one value per coordinate"),
-    Wrong(check_reparameterise, "mean-over-dims",
-          reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - ls - HALF).mean(-1)), "averages"),
+    Wrong(
+        check_reparameterise,
+        "log-sigma-scale",
+        reparam(lambda m, ls, e: m + ls * e, right_q),
+        "by log_sigma",
+    ),
+    Wrong(
+        check_reparameterise,
+        "variance-scale",
+        reparam(lambda m, ls, e: m + torch.exp(2 * ls) * e, right_q),
+        "variance",
+    ),
+    Wrong(
+        check_reparameterise,
+        "half-log-sigma",
+        reparam(lambda m, ls, e: m + torch.exp(ls / 2) * e, right_q),
+        "log_sigma / 2",
+    ),
+    Wrong(
+        check_reparameterise,
+        "no-scale",
+        reparam(lambda m, ls, e: m + e, right_q),
+        "scale sigma is missing",
+    ),
+    Wrong(
+        check_reparameterise,
+        "detached",
+        reparam(lambda m, ls, e: (m + torch.exp(ls) * e).detach(), right_q),
+        "carries no gradient",
+    ),
+    Wrong(
+        check_reparameterise,
+        "detached-sigma",
+        reparam(lambda m, ls, e: m + torch.exp(ls.detach()) * e, right_q),
+        "no gradient reaches log_sigma",
+    ),
+    Wrong(
+        check_reparameterise,
+        "no-log-sigma",
+        reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - HALF).sum(-1)),
+        "-log sigma",
+    ),
+    Wrong(
+        check_reparameterise,
+        "plus-log-sigma",
+        reparam(right_z, lambda m, ls, e: (-0.5 * e**2 + ls - HALF).sum(-1)),
+        "adds log sigma",
+    ),
+    Wrong(
+        check_reparameterise,
+        "no-2pi",
+        reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - ls).sum(-1)),
+        r"log\(2 pi\)",
+    ),
+    Wrong(
+        check_reparameterise,
+        "prior-density",
+        reparam(right_z, lambda m, ls, e: (-0.5 * (m + ls.exp() * e) ** 2 - HALF).sum(-1)),
+        "the prior",
+    ),
+    Wrong(
+        check_reparameterise,
+        "per-dimension",
+        reparam(right_z, lambda m, ls, e: -0.5 * e**2 - ls - HALF),
+        "one value per coordinate",
+    ),
+    Wrong(
+        check_reparameterise,
+        "mean-over-dims",
+        reparam(right_z, lambda m, ls, e: (-0.5 * e**2 - ls - HALF).mean(-1)),
+        "averages",
+    ),
     Wrong(check_reparameterise, "single-output", lambda m, ls, e: m + ls.exp() * e, "pair"),
     Wrong(check_reparameterise, "stub", stub, "not written yet"),
-    Wrong(check_flow_elbo, "no-log-q0", elbo(lambda x, lg, z, q, d, ll, lp: ll + lp + d.sum(1)),
-          "-log q0 is missing"),
-    Wrong(check_flow_elbo, "log-det-sign",
-          elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q - d.sum(1)), "wrong sign"),
-    Wrong(check_flow_elbo, "no-prior", elbo(lambda x, lg, z, q, d, ll, lp: ll - q + d.sum(1)),
-          "prior"),
-    Wrong(check_flow_elbo, "q0-sign", elbo(lambda x, lg, z, q, d, ll, lp: ll + lp + q + d.sum(1)),
-          "log q0 enters with the wrong sign"),
-    Wrong(check_flow_elbo, "no-log-dets", elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q),
-          "log-dets are missing"),
-    Wrong(check_flow_elbo, "no-likelihood", elbo(lambda x, lg, z, q, d, ll, lp: lp - q + d.sum(1)),
-          "log-likelihood log p"),
-    Wrong(check_flow_elbo, "bce-sign",
-          elbo(lambda x, lg, z, q, d, ll, lp: F.binary_cross_entropy_with_logits(
-              lg, x, reduction="none").sum(1) + lp - q + d.sum(1)), "cross-entropy"),
-    Wrong(check_flow_elbo, "mean-pixels",
-          elbo(lambda x, lg, z, q, d, ll, lp: ll / x.shape[1] + lp - q + d.sum(1)),
-          "averages over the pixels"),
-    Wrong(check_flow_elbo, "log-sigmoid",
-          elbo(lambda x, lg, z, q, d, ll, lp: (x * torch.log(torch.sigmoid(lg)) + (1 - x)
-                                              * torch.log(1 - torch.sigmoid(lg))).sum(1)
-               + lp - q + d.sum(1)), "underflow|softplus"),
-    Wrong(check_flow_elbo, "no-2pi-prior",
-          elbo(lambda x, lg, z, q, d, ll, lp: ll + (-0.5 * z**2).sum(1) - q + d.sum(1)),
-          r"log\(2 pi\)"),
-    Wrong(check_flow_elbo, "log-dets-over-batch",
-          elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q + d.sum()), "whole batch"),
-    Wrong(check_flow_elbo, "log-dets-unsummed",
-          elbo(lambda x, lg, z, q, d, ll, lp: (ll + lp - q)[:, None] + d), r"shape \(5, 3\)"),
+    Wrong(
+        check_flow_elbo,
+        "no-log-q0",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + lp + d.sum(1)),
+        "-log q0 is missing",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "log-det-sign",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q - d.sum(1)),
+        "wrong sign",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "no-prior",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll - q + d.sum(1)),
+        "prior",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "q0-sign",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + lp + q + d.sum(1)),
+        "log q0 enters with the wrong sign",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "no-log-dets",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q),
+        "log-dets are missing",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "no-likelihood",
+        elbo(lambda x, lg, z, q, d, ll, lp: lp - q + d.sum(1)),
+        "log-likelihood log p",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "bce-sign",
+        elbo(
+            lambda x, lg, z, q, d, ll, lp: (
+                F.binary_cross_entropy_with_logits(lg, x, reduction="none").sum(1)
+                + lp
+                - q
+                + d.sum(1)
+            )
+        ),
+        "cross-entropy",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "mean-pixels",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll / x.shape[1] + lp - q + d.sum(1)),
+        "averages over the pixels",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "log-sigmoid",
+        elbo(
+            lambda x, lg, z, q, d, ll, lp: (
+                (
+                    x * torch.log(torch.sigmoid(lg)) + (1 - x) * torch.log(1 - torch.sigmoid(lg))
+                ).sum(1)
+                + lp
+                - q
+                + d.sum(1)
+            )
+        ),
+        "underflow|softplus",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "no-2pi-prior",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + (-0.5 * z**2).sum(1) - q + d.sum(1)),
+        r"log\(2 pi\)",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "log-dets-over-batch",
+        elbo(lambda x, lg, z, q, d, ll, lp: ll + lp - q + d.sum()),
+        "whole batch",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "log-dets-unsummed",
+        elbo(lambda x, lg, z, q, d, ll, lp: (ll + lp - q)[:, None] + d),
+        r"shape \(5, 3\)",
+    ),
     Wrong(check_flow_elbo, "stub", stub, "not written yet"),
     Wrong(check_planar_stack, "reversed", stack_reversed, "reverse order"),
     Wrong(check_planar_stack, "log-det-at-z0", stack_log_det_at_z0, "that layer's input"),
@@ -166,11 +272,19 @@ WRONG = [
     Wrong(check_iw_bound, "mean-log-weights", lambda lw: lw.mean(0), "ELBO estimate"),
     Wrong(check_iw_bound, "no-divide", lambda lw: torch.logsumexp(lw, 0), "dividing by S"),
     Wrong(check_iw_bound, "max", lambda lw: lw.max(0).values, "largest log-weight"),
-    Wrong(check_iw_bound, "divide-log-S",
-          lambda lw: torch.logsumexp(lw, 0) / math.log(lw.shape[0]), "subtracted, not divided"),
+    Wrong(
+        check_iw_bound,
+        "divide-log-S",
+        lambda lw: torch.logsumexp(lw, 0) / math.log(lw.shape[0]),
+        "subtracted, not divided",
+    ),
     Wrong(check_iw_bound, "naive", lambda lw: torch.log(torch.exp(lw).mean(0)), "underflow"),
-    Wrong(check_iw_bound, "wrong-axis",
-          lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]), "shape"),
+    Wrong(
+        check_iw_bound,
+        "wrong-axis",
+        lambda lw: torch.logsumexp(lw, 1) - math.log(lw.shape[1]),
+        "shape",
+    ),
     Wrong(check_iw_bound, "stub", stub, "not written yet"),
 ]
 
@@ -182,20 +296,39 @@ def iw_manual(lw):
 
 RIGHT = [
     Right(check_reparameterise, "solution", reparam_ref),
-    Right(check_reparameterise, "torch-normal",
-          lambda m, ls, e: (lambda z: (z, torch.distributions.Normal(m, ls.exp()).log_prob(z)
-                                       .sum(-1)))(m + ls.exp() * e)),
-    Right(check_reparameterise, "float32",
-          lambda m, ls, e: tuple(v.float() for v in reparam_ref(m, ls, e))),
+    Right(
+        check_reparameterise,
+        "torch-normal",
+        lambda m, ls, e: (
+            lambda z: (z, torch.distributions.Normal(m, ls.exp()).log_prob(z).sum(-1))
+        )(m + ls.exp() * e),
+    ),
+    Right(
+        check_reparameterise,
+        "float32",
+        lambda m, ls, e: tuple(v.float() for v in reparam_ref(m, ls, e)),
+    ),
     Right(check_flow_elbo, "solution", elbo_ref),
-    Right(check_flow_elbo, "bce",
-          elbo(lambda x, lg, z, q, d, ll, lp: -F.binary_cross_entropy_with_logits(
-              lg, x, reduction="none").sum(1) + lp - q + d.sum(1))),
+    Right(
+        check_flow_elbo,
+        "bce",
+        elbo(
+            lambda x, lg, z, q, d, ll, lp: (
+                -F.binary_cross_entropy_with_logits(lg, x, reduction="none").sum(1)
+                + lp
+                - q
+                + d.sum(1)
+            )
+        ),
+    ),
     Right(check_flow_elbo, "float32", lambda *a: elbo_ref(*(t.float() for t in a))),
     Right(check_planar_stack, "solution", stack_ref),
     Right(check_planar_stack, "einsum", lambda z0, u, w, b: _einsum_stack(z0, u, w, b)),
-    Right(check_planar_stack, "float32-output",
-          lambda z0, u, w, b: tuple(v.float() for v in stack_ref(z0, u, w, b))),
+    Right(
+        check_planar_stack,
+        "float32-output",
+        lambda z0, u, w, b: tuple(v.float() for v in stack_ref(z0, u, w, b)),
+    ),
     Right(check_iw_bound, "solution", iw_ref),
     Right(check_iw_bound, "max-shift", iw_manual),
     Right(check_iw_bound, "float32", lambda lw: iw_ref(lw.float())),
@@ -207,8 +340,9 @@ def _einsum_stack(z0, u, w, b):
     for k in range(u.shape[1]):
         a = torch.einsum("bd,bd->b", w[:, k], z) + b[:, k]
         h = torch.tanh(a)
-        total = total + torch.log(torch.abs(
-            1 + (1 - h**2) * torch.einsum("bd,bd->b", w[:, k], u[:, k])))
+        total = total + torch.log(
+            torch.abs(1 + (1 - h**2) * torch.einsum("bd,bd->b", w[:, k], u[:, k]))
+        )
         z = z + u[:, k] * h[:, None]
     return z, total
 

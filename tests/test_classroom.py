@@ -65,47 +65,61 @@ class Wrong:
 
 WRONG = {
     "01_change_of_variables": Wrong(  # the Jacobian term -log x forgotten
-        "ex-01-lognormal", "def lognormal_log_prob",
+        "ex-01-lognormal",
+        "def lognormal_log_prob",
         "z = (torch.log(x) - mu) / sigma\n"
         "log_p_z = -0.5 * z**2 - 0.5 * math.log(2 * math.pi)\n"
         "return log_p_z - math.log(sigma)",
-        "the term -log x is missing"),
+        "the term -log x is missing",
+    ),
     "02_affine_flows": Wrong(  # log of the scale, without the absolute value
-        "ex-02-affine-log-det", "def affine_log_det",
+        "ex-02-affine-log-det",
+        "def affine_log_det",
         "return torch.log(scale).sum()",
-        "the log of a negative scale is NaN"),
+        "the log of a negative scale is NaN",
+    ),
     "03_planar_flows": Wrong(  # no absolute value: NaN where the layer folds
-        "ex-03-planar-log-det", "def planar_log_det",
-        "h = torch.tanh(z @ w + b)\n"
-        "return torch.log(1 + (1 - h**2) * (w @ u))",
-        "the absolute value is missing"),
+        "ex-03-planar-log-det",
+        "def planar_log_det",
+        "h = torch.tanh(z @ w + b)\nreturn torch.log(1 + (1 - h**2) * (w @ u))",
+        "the absolute value is missing",
+    ),
     "04_piecewise_linear": Wrong(  # slope q_k instead of K q_k
-        "ex-04-log-det", "def piecewise_log_det",
+        "ex-04-log-det",
+        "def piecewise_log_det",
         "K = len(q)\n"
         "k = torch.clamp(torch.floor(K * x).long(), max=K - 1)\n"
         "return torch.log(q[k])",
-        "you returned log q_k"),
+        "you returned log q_k",
+    ),
     "05_coupling_flows": Wrong(  # scale by s instead of exp(s)
-        "ex-05-affine-forward", "def affine_coupling_forward",
+        "ex-05-affine-forward",
+        "def affine_coupling_forward",
         "d = z.shape[1] // 2\n"
         "z_a, z_b = z[:, :d], z[:, d:]\n"
         "s, t = conditioner(z_a).chunk(2, dim=1)\n"
         "return torch.cat([z_a, s * z_b + t], dim=1), s.sum(dim=1)",
-        "the scale is exp(s), not s"),
+        "the scale is exp(s), not s",
+    ),
     "06_vae_flow_posterior": Wrong(  # the Gaussian's normalising constant without -log sigma
-        "ex-06-reparameterise", "def reparameterise",
+        "ex-06-reparameterise",
+        "def reparameterise",
         "z0 = mu + torch.exp(log_sigma) * eps\n"
         "log_q0 = (-0.5 * eps**2 - 0.5 * math.log(2 * math.pi)).sum(dim=-1)\n"
         "return z0, log_q0",
-        "misses the term -log sigma"),
+        "misses the term -log sigma",
+    ),
     "07_autoregressive_flows": Wrong(  # the output mask lets x_i see itself
-        "ex-07-made-masks", "def made_masks_from_degrees",
+        "ex-07-made-masks",
+        "def made_masks_from_degrees",
         "hidden_mask = hidden_degrees[:, None] >= in_degrees[None, :]\n"
         "out_mask = in_degrees[:, None] >= hidden_degrees[None, :]\n"
         "return hidden_mask.float(), out_mask.float()",
-        "see itself"),
+        "see itself",
+    ),
     "08_spline_flows": Wrong(  # the textbook root: 0/0 where a bin is straight
-        "ex-08-inverse", "def rq_inverse",
+        "ex-08-inverse",
+        "def rq_inverse",
         "k = (y.unsqueeze(1) >= knot_y[:, 1:-1]).sum(dim=1, keepdim=True)\n"
         "x_k, y_k = knot_x.gather(1, k)[:, 0], knot_y.gather(1, k)[:, 0]\n"
         "w = knot_x.gather(1, k + 1)[:, 0] - x_k\n"
@@ -116,30 +130,35 @@ WRONG = {
         "b = h * d_k - (y - y_k) * (d_k1 + d_k - 2 * s)\n"
         "c = -s * (y - y_k)\n"
         "return x_k + w * (-b + torch.sqrt(b * b - 4 * a * c)) / (2 * a)",
-        "textbook root"),
+        "textbook root",
+    ),
     "09_image_flows": Wrong(  # log |det W| without the H W copies
-        "ex-09-conv1x1", "def conv1x1",
+        "ex-09-conv1x1",
+        "def conv1x1",
         "x = torch.einsum('ij,bjhw->bihw', weight, z)\n"
         "return x, torch.linalg.slogdet(weight)[1].expand(z.shape[0])",
-        "H W copies of W"),
+        "H W copies of W",
+    ),
     "10_continuous_flows": Wrong(  # the velocity of the straight path reversed
-        "ex-10-straight-path", "def straight_path",
-        "t = t[:, None]\n"
-        "return (1 - t) * x0 + t * x1, x0 - x1",
-        "not x_0 - x_1"),
+        "ex-10-straight-path",
+        "def straight_path",
+        "t = t[:, None]\nreturn (1 - t) * x0 + t * x1, x0 - x1",
+        "not x_0 - x_1",
+    ),
     "11_anomalies_and_compression": Wrong(  # ties counted as a whole pair
-        "ex-11-auc", "def auc_from_pairs",
-        "above = (scores_out[:, None] >= scores_in[None, :]).double()\n"
-        "return above.mean()",
-        "ties count as 1"),
+        "ex-11-auc",
+        "def auc_from_pairs",
+        "above = (scores_out[:, None] >= scores_in[None, :]).double()\nreturn above.mean()",
+        "ties count as 1",
+    ),
     "12_augmentation_and_inference": Wrong(  # the mean log-weight, the ELBO
-        "ex-12-log-z", "def log_z_hat",
-        "return log_w.mean()",
-        "ELBO"),
+        "ex-12-log-z", "def log_z_hat", "return log_w.mean()", "ELBO"
+    ),
 }
 
 
 # --- the points file ------------------------------------------------------------------
+
 
 def _statements(path: Path) -> list[tuple[str, str]]:
     nb = course_notebook(jupytext.read(path))
@@ -149,8 +168,11 @@ def _statements(path: Path) -> list[tuple[str, str]]:
 def test_every_exercise_has_points_and_every_row_an_exercise():
     table = read_points()
     listed = {(a, label): title for (a, label), (title, _) in table.items()}
-    found = {(p.stem, label): title for p in sorted(SOLUTIONS.glob("[0-9]*.md"))
-             for label, title in _statements(p)}
+    found = {
+        (p.stem, label): title
+        for p in sorted(SOLUTIONS.glob("[0-9]*.md"))
+        for label, title in _statements(p)
+    }
     missing = sorted(set(found) - set(listed))
     stale = sorted(set(listed) - set(found))
     assert not missing, f"add these exercises to {POINTS.relative_to(ROOT)}: {missing}"
@@ -162,10 +184,12 @@ def test_every_exercise_has_points_and_every_row_an_exercise():
 def test_points_file_is_read_in_notebook_order_with_positive_points():
     with open(POINTS, newline="", encoding="utf-8") as f:
         rows = [(r["assignment"], r["exercise"]) for r in csv.DictReader(f)]
-    order = [(p.stem, label) for p in sorted(SOLUTIONS.glob("[0-9]*.md"))
-             for label, _ in _statements(p)]
-    assert [r for r in rows if r in order] == [o for o in order if o in rows], \
+    order = [
+        (p.stem, label) for p in sorted(SOLUTIONS.glob("[0-9]*.md")) for label, _ in _statements(p)
+    ]
+    assert [r for r in rows if r in order] == [o for o in order if o in rows], (
         "keep the points file in the order of the notebooks, so the teachers' table reads well"
+    )
     assert all(points > 0 for _, points in read_points().values())
 
 
@@ -211,11 +235,13 @@ def test_new_exercises_are_found_and_get_default_points(tmp_path):
     path = tmp_path / "99_demo.md"
     path.write_text(DEMO, encoding="utf-8")
     warnings = []
-    nb, exercises = classroom_notebook(path, points_table={}, hidden_seed=7,
-                                       warn=warnings.append)
+    nb, exercises = classroom_notebook(path, points_table={}, hidden_seed=7, warn=warnings.append)
     (exercise,) = exercises
     assert (exercise.label, exercise.title, exercise.points) == (
-        "ex-99-new", "A new exercise", DEFAULT_POINTS)
+        "ex-99-new",
+        "A new exercise",
+        DEFAULT_POINTS,
+    )
     assert warnings and "ex-99-new" in warnings[0]
     meta = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells}
     check = meta["ex-99-new-check"]
@@ -228,18 +254,19 @@ def test_new_exercises_are_found_and_get_default_points(tmp_path):
 
 def test_an_exercise_without_a_check_is_an_error(tmp_path):
     path = tmp_path / "99_demo.md"
-    path.write_text(DEMO.replace("pc.check_planar_log_det(f)", "f(0, 0, 0, 0)"),
-                    encoding="utf-8")
+    path.write_text(DEMO.replace("pc.check_planar_log_det(f)", "f(0, 0, 0, 0)"), encoding="utf-8")
     with pytest.raises(ValueError, match="ex-99-new has no graded check"):
         classroom_notebook(path, points_table={}, warn=lambda message: None)
 
 
 def test_every_chapter_has_a_wrong_answer_for_the_grading_test():
-    assert set(WRONG) == set(CHAPTERS), \
+    assert set(WRONG) == set(CHAPTERS), (
         f"define a realistic wrong answer in WRONG for: {sorted(set(CHAPTERS) - set(WRONG))}"
+    )
 
 
 # --- the course, graded end to end ----------------------------------------------------
+
 
 def _nbgrader(course: Path, *commands: list[str]) -> None:
     """Run nbgrader commands in the course folder, at the same time, and wait for all."""
@@ -247,8 +274,15 @@ def _nbgrader(course: Path, *commands: list[str]) -> None:
     runs = []
     for args in commands:
         log = tempfile.TemporaryFile(mode="w+")
-        runs.append((args, log, subprocess.Popen([*NBGRADER, *args], cwd=course, env=env,
-                                                 stdout=log, stderr=subprocess.STDOUT)))
+        runs.append(
+            (
+                args,
+                log,
+                subprocess.Popen(
+                    [*NBGRADER, *args], cwd=course, env=env, stdout=log, stderr=subprocess.STDOUT
+                ),
+            )
+        )
     for args, log, run in runs:
         run.wait()
         log.seek(0)
@@ -256,12 +290,16 @@ def _nbgrader(course: Path, *commands: list[str]) -> None:
         log.close()
 
 
-def _fill(released: nbformat.NotebookNode, source: nbformat.NotebookNode,
-          wrong: Wrong | None = None) -> nbformat.NotebookNode:
+def _fill(
+    released: nbformat.NotebookNode, source: nbformat.NotebookNode, wrong: Wrong | None = None
+) -> nbformat.NotebookNode:
     """The released notebook with every answer cell filled in from the source notebook."""
     nb = copy.deepcopy(released)
-    solutions = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-                 if c.metadata.get("nbgrader", {}).get("solution")}
+    solutions = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     used = False
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
@@ -312,18 +350,25 @@ def course(tmp_path_factory):
     for chapter in CHAPTERS:
         released = nbformat.read(root / "release" / chapter / f"{chapter}.ipynb", 4)
         source = nbformat.read(root / "source" / chapter / f"{chapter}.ipynb", 4)
-        submissions = {"solved": _fill(released, source), "untouched": released,
-                       "one_mistake": _fill(released, source, WRONG[chapter])}
+        submissions = {
+            "solved": _fill(released, source),
+            "untouched": released,
+            "one_mistake": _fill(released, source, WRONG[chapter]),
+        }
         for student, nb in submissions.items():
             folder = root / "submitted" / student / chapter
             folder.mkdir(parents=True)
             nbformat.write(nb, folder / f"{chapter}.ipynb")
     # One autograde run per student, side by side: the machine's cores share the work.
-    _nbgrader(root, *(["autograde", "*", f"--student={s}", "--create", "--force"]
-                      for s in STUDENTS))
+    _nbgrader(
+        root, *(["autograde", "*", f"--student={s}", "--create", "--force"] for s in STUDENTS)
+    )
     # Feedback for the student whose mistakes the test reads it for; the export beside it.
-    _nbgrader(root, ["generate_feedback", "*", "--student=one_mistake", "--force"],
-              ["export", "--to", "grades.csv"])
+    _nbgrader(
+        root,
+        ["generate_feedback", "*", "--student=one_mistake", "--force"],
+        ["export", "--to", "grades.csv"],
+    )
     return root, exercises
 
 
@@ -378,8 +423,9 @@ def test_untouched_notebooks_get_zero_and_run_to_the_end(course):
         assert sum(scores[chapter, "untouched"].values()) == 0, chapter
         nb = nbformat.read(root / "autograded" / "untouched" / chapter / f"{chapter}.ipynb", 4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(c.execution_count is not None for c in code), \
+        assert all(c.execution_count is not None for c in code), (
             f"{chapter}: autograde stopped before the last cell"
+        )
         checks = [c for c in code if c.metadata["nbgrader"].get("grade")]
         assert all(any(o.output_type == "error" for o in c.outputs) for c in checks), chapter
 
@@ -403,25 +449,31 @@ def test_feedback_names_the_mistake(course):
         wrong = WRONG[chapter]
         exercise = next(ex for ex in exercises[chapter] if ex.label == wrong.exercise)
         graded = nbformat.read(
-            root / "autograded" / "one_mistake" / chapter / f"{chapter}.ipynb", 4)
-        errors = [o for c in graded.cells
-                  if c.metadata.get("nbgrader", {}).get("grade_id") in exercise.check_ids
-                  for o in c.get("outputs", []) if o.output_type == "error"]
+            root / "autograded" / "one_mistake" / chapter / f"{chapter}.ipynb", 4
+        )
+        errors = [
+            o
+            for c in graded.cells
+            if c.metadata.get("nbgrader", {}).get("grade_id") in exercise.check_ids
+            for o in c.get("outputs", [])
+            if o.output_type == "error"
+        ]
         assert errors and errors[0].ename == "ExerciseError", chapter
         message = errors[0].evalue
         assert wrong.message in message, f"{chapter}: the check said {message!r}"
         page = (root / "feedback" / "one_mistake" / chapter / f"{chapter}.html").read_text(
-            encoding="utf-8")
-        assert html.escape(message, quote=False) in page or html.escape(message) in page, \
+            encoding="utf-8"
+        )
+        assert html.escape(message, quote=False) in page or html.escape(message) in page, (
             f"{chapter}: the feedback does not show {message!r}"
+        )
 
 
 @graded
 def test_hidden_tests_are_graded_but_not_released(course):
     root, exercises = course
     for chapter in CHAPTERS:
-        released = json.dumps(nbformat.read(
-            root / "release" / chapter / f"{chapter}.ipynb", 4))
+        released = json.dumps(nbformat.read(root / "release" / chapter / f"{chapter}.ipynb", 4))
         graded = nbformat.read(root / "autograded" / "solved" / chapter / f"{chapter}.ipynb", 4)
         graded_source = "\n".join(c.source for c in graded.cells)
         for exercise in exercises[chapter]:

@@ -31,12 +31,14 @@ def test_probabilities_sum_to_one_and_match_gaussian_bins(dtype):
     x = _images(20, 6, 5, dtype=dtype)
     p = model.probabilities(x)
     assert p.shape == (20, 6, 5) and p.dtype == dtype
-    assert torch.allclose(p.sum(-1), torch.ones(20, 6, dtype=dtype),
-                          atol=1e-6 if dtype == torch.float32 else 1e-12)
+    assert torch.allclose(
+        p.sum(-1), torch.ones(20, 6, dtype=dtype), atol=1e-6 if dtype == torch.float32 else 1e-12
+    )
     # against the formula: differences of Phi at the edges k / L, outer edges infinite
     s, t = model.layer._params(model.centres(x))
-    edges = torch.cat([torch.tensor([-math.inf]), torch.arange(1, 5) / 5,
-                       torch.tensor([math.inf])]).to(dtype)
+    edges = torch.cat(
+        [torch.tensor([-math.inf]), torch.arange(1, 5) / 5, torch.tensor([math.inf])]
+    ).to(dtype)
     cdf = torch.special.ndtr((edges - t.unsqueeze(-1)) * torch.exp(-s).unsqueeze(-1))
     assert torch.allclose(p, cdf.diff(dim=-1), atol=1e-6 if dtype == torch.float32 else 1e-12)
 
@@ -60,13 +62,15 @@ def test_far_tails_keep_finite_log_probabilities_and_gradients():
     model = _model(scale=0.0)
     with torch.no_grad():  # a sharp conditional far from the data: tiny probabilities
         model.layer.conditioner.net[-1].bias.copy_(
-            torch.tensor([-6.0, -3.0] * 6, dtype=torch.float64))
+            torch.tensor([-6.0, -3.0] * 6, dtype=torch.float64)
+        )
     x = torch.full((2, 6), 4.0, dtype=torch.float64)
     lp = model.log_prob(x)
     assert bool(torch.isfinite(lp).all()) and float(lp.detach().max()) < -1000
     lp.sum().backward()
-    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all())
-               for p in model.parameters())
+    assert all(
+        p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters()
+    )
 
 
 def test_quantize_sums_to_total_and_never_zero():
@@ -86,13 +90,16 @@ def test_quantize_sums_to_total_and_never_zero():
     assert (compression.quantize_probabilities(np.array([2.0, 6.0]), 4) == [4, 12]).all()
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array([0.5, -0.1, 0.6]), "non-negative"),
-    (np.array([0.5, np.nan]), "finite"),
-    (np.zeros((2, 3)), "positive total"),
-    (np.array([1.0]), "at least 2 values"),
-    ([0.5, 0.5], "tensor or numpy array"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([0.5, -0.1, 0.6]), "non-negative"),
+        (np.array([0.5, np.nan]), "finite"),
+        (np.zeros((2, 3)), "positive total"),
+        (np.array([1.0]), "at least 2 values"),
+        ([0.5, 0.5], "tensor or numpy array"),
+    ],
+)
 def test_quantize_rejects_bad_tables(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
         compression.quantize_probabilities(bad)

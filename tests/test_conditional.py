@@ -16,19 +16,23 @@ from nfcourse.testing import perturb
 
 
 def randn(*shape, seed=1, scale=1.0):
-    return scale * torch.randn(*shape, generator=torch.Generator().manual_seed(seed),
-                               dtype=torch.float64)
+    return scale * torch.randn(
+        *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 DIM, CTX = 4, 3
 MODELS = {
     "layer": lambda: MAF(DIM, hidden=(16, 16), order=[2, 0, 3, 1], seed=0, context_dim=CTX),
-    "compose": lambda: Compose(MAF(DIM, hidden=(16,), seed=0, context_dim=CTX), ActNorm(DIM),
-                               MAF(DIM, hidden=(16,), order=[3, 2, 1, 0], seed=1,
-                                   context_dim=CTX)),
+    "compose": lambda: Compose(
+        MAF(DIM, hidden=(16,), seed=0, context_dim=CTX),
+        ActNorm(DIM),
+        MAF(DIM, hidden=(16,), order=[3, 2, 1, 0], seed=1, context_dim=CTX),
+    ),
     "flow": lambda: maf_flow(DIM, n_layers=3, hidden=(16,), seed=0, context_dim=CTX),
-    "flow-actnorm": lambda: maf_flow(DIM, n_layers=2, hidden=(16,), actnorm=True, seed=0,
-                                     context_dim=CTX),
+    "flow-actnorm": lambda: maf_flow(
+        DIM, n_layers=2, hidden=(16,), actnorm=True, seed=0, context_dim=CTX
+    ),
 }
 TRANSFORMS = ("layer", "compose")
 
@@ -45,7 +49,8 @@ def autograd_log_det(fn, x, c):
     out = []
     for b in range(x.shape[0]):
         jac = torch.autograd.functional.jacobian(
-            lambda v, b=b: fn(v.unsqueeze(0), c[b:b + 1])[0][0], x[b])
+            lambda v, b=b: fn(v.unsqueeze(0), c[b : b + 1])[0][0], x[b]
+        )
         out.append(torch.linalg.slogdet(jac)[1])
     return torch.stack(out)
 
@@ -82,8 +87,9 @@ def test_conditional_maf_at_a_fixed_context_passes_the_jacobian_check():
     at_c = _AtContext(layer, c)
     z = randn(5, DIM, seed=8)
     testing.check_log_det(at_c, z, atol=1e-8)
-    testing.check_log_det(at_c, layer(z, c.expand(5, -1))[0].detach(), atol=1e-8,
-                          direction="inverse")
+    testing.check_log_det(
+        at_c, layer(z, c.expand(5, -1))[0].detach(), atol=1e-8, direction="inverse"
+    )
 
 
 @pytest.mark.parametrize("kind", ["flow", "flow-actnorm"])
@@ -136,13 +142,13 @@ def test_the_context_changes_the_output(kind):
     c1, c2 = randn(8, CTX, seed=2), randn(8, CTX, seed=3)
     z1, _ = transform.inverse(x, c1)
     z2, _ = transform.inverse(x, c2)
-    assert float((z1 - z2).abs().min()) > 1e-6     # every coordinate, the first included
+    assert float((z1 - z2).abs().min()) > 1e-6  # every coordinate, the first included
     if kind not in TRANSFORMS:
         assert float((model.log_prob(x, c1) - model.log_prob(x, c2)).abs().min()) > 1e-6
 
 
 def test_first_coordinate_depends_on_context_but_not_on_itself_or_later():
-    layer = make("layer")      # order [2, 0, 3, 1]: x_1 comes first
+    layer = make("layer")  # order [2, 0, 3, 1]: x_1 comes first
     x, c = randn(1, DIM).requires_grad_(), randn(1, CTX, seed=2).requires_grad_()
     z, _ = layer.inverse(x, c)
     gx, gc = torch.autograd.grad(z[0, 1], (x, c))
@@ -153,9 +159,11 @@ def test_first_coordinate_depends_on_context_but_not_on_itself_or_later():
 @pytest.mark.parametrize("kind", MODELS)
 def test_gradients_reach_every_parameter(kind):
     model = make(kind)
-    loss = model.forward_kl(randn(16, DIM), randn(16, CTX, seed=2)) \
-        if kind not in TRANSFORMS \
+    loss = (
+        model.forward_kl(randn(16, DIM), randn(16, CTX, seed=2))
+        if kind not in TRANSFORMS
         else model.inverse(randn(16, DIM), randn(16, CTX, seed=2))[0].pow(2).sum()
+    )
     testing.check_gradients_reach(model, loss)
 
 
@@ -185,8 +193,9 @@ def test_fit_maximum_likelihood_learns_a_context_dependent_mean():
     losses = nfcourse.fit_maximum_likelihood(flow, x, 400, lr=1e-2, context=c, progress=False)
     assert losses[-1] < losses[0]
     with torch.no_grad():
-        s = flow.sample(4000, torch.tensor([[1.0], [-1.0]]),
-                        generator=torch.Generator().manual_seed(2))
+        s = flow.sample(
+            4000, torch.tensor([[1.0], [-1.0]]), generator=torch.Generator().manual_seed(2)
+        )
     assert abs(float(s[:4000].mean()) - 3) < 0.2 and abs(float(s[4000:].mean()) + 3) < 0.2
     assert abs(float(s[:4000].std()) - 0.5) < 0.1
 

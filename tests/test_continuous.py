@@ -50,6 +50,7 @@ def linear_field(dim=3, seed=1):
 
 # --- closed forms --------------------------------------------------------------------------
 
+
 def test_linear_field_flow_is_its_affine_map():
     field = linear_field()
     flow = ContinuousFlow(field, **TIGHT)
@@ -99,13 +100,14 @@ def test_gaussian_path_field_is_the_conditional_mean_of_the_path_velocity():
     xt, u = straight_path(x0, x1, torch.full((n,), t, dtype=F64))
     for i in range(2):
         design = torch.stack([torch.ones(n, dtype=F64), xt[:, i]], 1)
-        coef = torch.linalg.lstsq(design, u[:, i:i + 1]).solution.flatten()
+        coef = torch.linalg.lstsq(design, u[:, i : i + 1]).solution.flatten()
         grid = torch.tensor([[-1.0, -1.0], [2.0, 2.0]], dtype=F64)
         expected = field(t, grid)[:, i]
         assert torch.allclose(coef[0] + coef[1] * grid[:, i], expected, atol=0.02)
 
 
 # --- the transform: log-det, round trips, shapes, gradients ---------------------------------
+
 
 @pytest.mark.parametrize("method,options", [("dopri5", TIGHT), ("rk4", {"step_size": 0.05})])
 def test_log_det_matches_autograd_jacobian(method, options):
@@ -117,8 +119,9 @@ def test_log_det_matches_autograd_jacobian(method, options):
 
 def test_round_trips_both_directions_including_far_tails():
     flow = ContinuousFlow(random_field(), **TIGHT)
-    z = torch.cat([randn(8, 3, seed=10), torch.tensor([[8.0, -9.0, 7.5], [0.0, 0.0, 0.0]],
-                                                        dtype=F64)])
+    z = torch.cat(
+        [randn(8, 3, seed=10), torch.tensor([[8.0, -9.0, 7.5], [0.0, 0.0, 0.0]], dtype=F64)]
+    )
     assert testing.check_round_trip(flow, z, atol=1e-7) < 1e-7
     x, _ = flow(z)
     z_back, _ = flow.inverse(x)
@@ -166,8 +169,9 @@ def test_adaptive_solver_counts_fewer_evaluations_at_looser_tolerance():
 
 @pytest.mark.parametrize("batch", [1, 7])
 def test_batch_shapes(batch):
-    testing.check_batch_shapes(ContinuousFlow(random_field(), rtol=1e-6, atol=1e-6), 3,
-                               batch_sizes=(batch,))
+    testing.check_batch_shapes(
+        ContinuousFlow(random_field(), rtol=1e-6, atol=1e-6), 3, batch_sizes=(batch,)
+    )
 
 
 @pytest.mark.parametrize("adjoint", [False, True])
@@ -193,12 +197,14 @@ def test_the_inverse_under_no_grad_still_computes_the_divergence():
     x = randn(4, 3, seed=15)
     with torch.no_grad():
         _, log_det = flow.inverse(x)
-    assert torch.allclose(log_det, torch.full((4,), -float(torch.trace(field.matrix)),
-                                              dtype=F64), atol=1e-8)
+    assert torch.allclose(
+        log_det, torch.full((4,), -float(torch.trace(field.matrix)), dtype=F64), atol=1e-8
+    )
     assert not log_det.requires_grad
 
 
 # --- the divergence ------------------------------------------------------------------------
+
 
 def test_exact_divergence_is_the_trace_of_the_autograd_jacobian():
     field = random_field(4)
@@ -206,8 +212,9 @@ def test_exact_divergence_is_the_trace_of_the_autograd_jacobian():
     v = field(0.3, z)
     div = exact_divergence(v, z)
     for b in range(6):
-        jac = torch.autograd.functional.jacobian(lambda p: field(0.3, p.unsqueeze(0))[0],
-                                                 z[b].detach())
+        jac = torch.autograd.functional.jacobian(
+            lambda p: field(0.3, p.unsqueeze(0))[0], z[b].detach()
+        )
         assert abs(float(div[b]) - float(torch.trace(jac))) < 1e-10
 
 
@@ -244,6 +251,7 @@ def test_auto_trace_switches_to_hutchinson_in_high_dimension():
 
 
 # --- flow matching -------------------------------------------------------------------------
+
 
 def test_flow_matching_loss_by_hand():
     field = random_field(2, seed=6)
@@ -300,19 +308,22 @@ def test_flow_matching_trains_to_the_gaussian_field():
 
 
 def test_path_straightness():
-    straight = ContinuousFlow(LinearField(torch.zeros(2, 2, dtype=F64),
-                                          torch.tensor([1.0, 2.0], dtype=F64)))
+    straight = ContinuousFlow(
+        LinearField(torch.zeros(2, 2, dtype=F64), torch.tensor([1.0, 2.0], dtype=F64))
+    )
     z = randn(5, 2, seed=22)
     assert float(path_straightness(straight, z).abs().max()) < 1e-10
     rotation = torch.tensor([[0.0, -2.0], [2.0, 0.0]], dtype=F64)
     curved = ContinuousFlow(LinearField(rotation), **TIGHT)
     # a rotation by 2 radians: arc length 2r, chord 2 r sin(1)
     expected = 1 / math.sin(1.0) - 1
-    assert torch.allclose(path_straightness(curved, z, steps=400),
-                          torch.full((5,), expected, dtype=F64), atol=1e-4)
+    assert torch.allclose(
+        path_straightness(curved, z, steps=400), torch.full((5,), expected, dtype=F64), atol=1e-4
+    )
 
 
 # --- errors --------------------------------------------------------------------------------
+
 
 def test_clear_errors():
     field = VelocityField(2)

@@ -138,8 +138,9 @@ def test_check_log_det_reports_the_sample_and_size_of_an_error(z):
 
 def test_works_inside_torch_transformed_distribution(z):
     stack = _random_stack()
-    base = Independent(Normal(torch.zeros(3, dtype=torch.float64),
-                              torch.ones(3, dtype=torch.float64)), 1)
+    base = Independent(
+        Normal(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), 1
+    )
     dist = TransformedDistribution(base, [nf.to_torch_transform(stack)])
     x = stack(z)[0].detach()
     torch.testing.assert_close(dist.log_prob(x), nf.Flow(stack).double().log_prob(x))
@@ -183,8 +184,7 @@ def test_diagonal_normal_log_prob_is_the_gaussian_density_with_its_normaliser():
         base.loc.copy_(torch.tensor([0.5, -1.0, 2.0]))
         base.log_scale.copy_(torch.log(torch.tensor([0.3, 2.0, 5.0])))
     z = torch.randn(20, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    expected = Independent(Normal(base.loc.detach(), base.log_scale.detach().exp()),
-                           1).log_prob(z)
+    expected = Independent(Normal(base.loc.detach(), base.log_scale.detach().exp()), 1).log_prob(z)
     torch.testing.assert_close(base.log_prob(z), expected, atol=1e-12, rtol=0)
     # the -sum(log sigma) term makes the density integrate to one in every dimension
     x = torch.linspace(-40, 40, 200_001, dtype=torch.float64).unsqueeze(1)
@@ -249,8 +249,9 @@ def test_forward_kl_is_the_mean_negative_log_likelihood():
 def test_generators_make_the_sampling_losses_repeat():
     flow = nf.Flow(_random_stack()).double()
     target = nf.StandardNormal(3).double().log_prob
-    runs = [flow.reverse_kl(target, 20, generator=torch.Generator().manual_seed(2))
-            for _ in range(2)]
+    runs = [
+        flow.reverse_kl(target, 20, generator=torch.Generator().manual_seed(2)) for _ in range(2)
+    ]
     torch.testing.assert_close(runs[0], runs[1], atol=0, rtol=0)
     a = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
     b = flow.sample_and_log_prob(5, generator=torch.Generator().manual_seed(8))
@@ -258,6 +259,7 @@ def test_generators_make_the_sampling_losses_repeat():
 
 
 # --- the one protocol: context and event shape in the core ---------------------------------
+
 
 class _ConditionalScale(nf.Transform):
     """A conditional elementwise affine map for the tests: ``x = exp(c A) * z + c B``."""
@@ -291,10 +293,12 @@ class _Reshape(nf.Transform):
 
 
 def _conditional_stack():
-    return nf.Compose(nf.ElementwiseAffine(3, scale=1.5, shift=0.2),
-                      _ConditionalScale(3, 2),
-                      nf.SinhArcsinh(3, skew=0.3, tail=1.2),
-                      _ConditionalScale(3, 2, seed=1)).double()
+    return nf.Compose(
+        nf.ElementwiseAffine(3, scale=1.5, shift=0.2),
+        _ConditionalScale(3, 2),
+        nf.SinhArcsinh(3, skew=0.3, tail=1.2),
+        _ConditionalScale(3, 2, seed=1),
+    ).double()
 
 
 def test_compose_passes_the_context_to_the_layers_that_take_one():
@@ -305,10 +309,10 @@ def test_compose_passes_the_context_to_the_layers_that_take_one():
     c = torch.randn(8, 2, generator=g, dtype=torch.float64)
     x, log_det = stack(z, c)
     x2, log_det2 = stack(z, torch.roll(c, 1, dims=0))
-    assert (x - x2).abs().min() > 1e-6       # the context changes every coordinate
+    assert (x - x2).abs().min() > 1e-6  # the context changes every coordinate
     # at a fixed context the map is an ordinary transform: log-det and both round trips
     for row in range(3):
-        ci = c[row:row + 1].expand(8, 2)
+        ci = c[row : row + 1].expand(8, 2)
         fixed = _FixedContext(stack, ci)
         check_log_det(fixed, z)
         check_log_det(fixed, x, direction="inverse")
@@ -344,8 +348,11 @@ def test_a_context_is_checked_once_with_errors_that_say_what_to_pass():
         nf.ElementwiseAffine(3)(torch.zeros(4, 3), torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"contexts of sizes \[2, 3\]"):
         nf.Compose(_ConditionalScale(3, 2), _ConditionalScale(3, 3))
-    with pytest.raises(TypeError, match=r"context is torch.float32 but Compose has "
-                                        r"torch.float64 parameters.*\.double\(\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"context is torch.float32 but Compose has "
+        r"torch.float64 parameters.*\.double\(\)",
+    ):
         stack(z, torch.zeros(4, 2))
 
 
@@ -356,13 +363,17 @@ def test_a_conditional_flow_is_a_flow_sample_n_per_context_row():
     g = torch.Generator().manual_seed(0)
     x = flow.sample(500, contexts, generator=g)
     assert x.shape == (1000, 3)
-    assert (x[:500].mean(0) - x[500:].mean(0)).abs().max() > 0.5   # the context matters
-    one = flow.sample(7, contexts[1], generator=g)                   # a (C,) context
+    assert (x[:500].mean(0) - x[500:].mean(0)).abs().max() > 0.5  # the context matters
+    one = flow.sample(7, contexts[1], generator=g)  # a (C,) context
     assert one.shape == (7, 3)
     x, log_q = flow.sample_and_log_prob(6, contexts, generator=g)
     torch.testing.assert_close(log_q, flow.log_prob(x, contexts.repeat_interleave(6, 0)))
-    torch.testing.assert_close(flow.decode(flow.encode(x, contexts.repeat_interleave(6, 0)),
-                                           contexts.repeat_interleave(6, 0)), x)
+    torch.testing.assert_close(
+        flow.decode(
+            flow.encode(x, contexts.repeat_interleave(6, 0)), contexts.repeat_interleave(6, 0)
+        ),
+        x,
+    )
     with pytest.raises(ValueError, match="needs a context"):
         flow.log_prob(x)
 

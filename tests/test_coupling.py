@@ -35,8 +35,6 @@ KINDS = {
 }
 
 
-
-
 def make_layer(kind, dim=5, mask=None):
     mask = half_mask(dim) if mask is None else mask
     torch.manual_seed(0)  # the conditioner's initial weights: the same in every test order
@@ -44,11 +42,13 @@ def make_layer(kind, dim=5, mask=None):
 
 
 def points(n=6, dim=5, seed=1, scale=1.0):
-    return scale * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed),
-                               dtype=torch.float64)
+    return scale * torch.randn(
+        n, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 # ------------------------------------------------------------------ coupling layers
+
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("mask_name", ["half", "alternating"])
@@ -103,8 +103,9 @@ def test_coupling_jacobian_is_block_triangular(kind):
     block = jac[b][:, b]
     assert torch.equal(block, torch.diag(torch.diagonal(block)))
     assert jac[b][:, a].abs().max() > 0  # the conditioner does act
-    torch.testing.assert_close(torch.diagonal(block).log().sum(),
-                               layer(z.unsqueeze(0))[1][0], atol=1e-10, rtol=0)
+    torch.testing.assert_close(
+        torch.diagonal(block).log().sum(), layer(z.unsqueeze(0))[1][0], atol=1e-10, rtol=0
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -182,8 +183,7 @@ def test_piecewise_linear_coupling_round_trips_both_ways_at_extreme_logits(scale
     y = (torch.rand(400, 2, generator=g, dtype=torch.float64) * 2 - 1) * bound * 1.1
     for first in (False, True):
         out, log_abs_det = piecewise_linear_coupling(y, logits, bound, inverse=first)
-        back, log_abs_det_back = piecewise_linear_coupling(out, logits, bound,
-                                                           inverse=not first)
+        back, log_abs_det_back = piecewise_linear_coupling(out, logits, bound, inverse=not first)
         assert torch.isfinite(out).all() and torch.isfinite(log_abs_det).all()
         assert (back - y).abs().max() < 1e-9, (scale, first)
         assert (log_abs_det + log_abs_det_back).abs().max() < 1e-9
@@ -223,6 +223,7 @@ def test_piecewise_linear_coupling_round_trip_across_the_box_edge():
 
 # ------------------------------------------------------------------ masks and permutations
 
+
 def test_masks_refuse_what_they_cannot_split():
     for dim in (1, 0, 2.0):
         with pytest.raises(ValueError, match="dim >= 2"):
@@ -256,8 +257,9 @@ def test_masks_split_as_documented():
     assert torch.equal(checkerboard_mask(8, 8, 0), ~checkerboard_mask(8, 8, 1))
 
 
-@pytest.mark.parametrize("perm", [ReversePermutation(5), Permutation([2, 0, 4, 1, 3]),
-                                  Permutation.random(5, seed=3)])
+@pytest.mark.parametrize(
+    "perm", [ReversePermutation(5), Permutation([2, 0, 4, 1, 3]), Permutation.random(5, seed=3)]
+)
 def test_permutation_inverse_and_zero_log_det(perm):
     z = points()
     x, log_det = perm(z)
@@ -275,11 +277,13 @@ def test_reverse_permutation_swaps_two_coordinates():
 
 
 def test_random_permutation_is_reproducible():
-    assert torch.equal(Permutation.random(9, seed=4).permutation,
-                       Permutation.random(9, seed=4).permutation)
+    assert torch.equal(
+        Permutation.random(9, seed=4).permutation, Permutation.random(9, seed=4).permutation
+    )
 
 
 # ------------------------------------------------------------------ ActNorm
+
 
 def test_actnorm_initialises_from_the_first_data_batch():
     layer = ActNorm(3).double()
@@ -347,11 +351,13 @@ def test_actnorm_does_not_initialise_in_eval_mode():
 
 # ------------------------------------------------------------------ flows
 
+
 @pytest.mark.parametrize("kind", ["additive", "affine", "piecewise"])
 @pytest.mark.parametrize("permutation", ["reverse", "random"])
 def test_coupling_flow_log_det_round_trip_and_gradients(kind, permutation):
-    flow = coupling_flow(kind, 4, 3, hidden=(8,), permutation=permutation, actnorm=True,
-                         bins=4, bound=3.0).double()
+    flow = coupling_flow(
+        kind, 4, 3, hidden=(8,), permutation=permutation, actnorm=True, bins=4, bound=3.0
+    ).double()
     perturb(flow, scale=0.3)
     for module in flow.modules():
         if isinstance(module, ActNorm):
@@ -366,13 +372,20 @@ def test_coupling_flow_log_det_round_trip_and_gradients(kind, permutation):
 def test_coupling_flow_layers_alternate_the_transformed_coordinates():
     flow = coupling_flow("affine", 2, 3)
     kinds = [type(t).__name__ for t in flow.transform]
-    assert kinds == ["AffineCoupling", "ReversePermutation", "AffineCoupling",
-                     "ReversePermutation", "AffineCoupling"]
+    assert kinds == [
+        "AffineCoupling",
+        "ReversePermutation",
+        "AffineCoupling",
+        "ReversePermutation",
+        "AffineCoupling",
+    ]
     flow = coupling_flow("additive", 2, 3, permutation=None)
-    assert [type(t).__name__ for t in flow.transform] == ["AdditiveCoupling",
-                                                          "AdditiveCoupling",
-                                                          "AdditiveCoupling",
-                                                          "ElementwiseAffine"]
+    assert [type(t).__name__ for t in flow.transform] == [
+        "AdditiveCoupling",
+        "AdditiveCoupling",
+        "AdditiveCoupling",
+        "ElementwiseAffine",
+    ]
     assert [t.trans_index.tolist() for t in flow.transform[:3]] == [[1], [0], [1]]
     masks = [checkerboard_mask(2, 2, 0), checkerboard_mask(2, 2, 1)]
     flow = coupling_flow("affine", 4, 2, permutation=None, mask=masks)
@@ -435,6 +448,7 @@ def test_flow_is_a_flow_and_runs_in_float32():
 
 # ------------------------------------------------------------------ bad input
 
+
 def test_coupling_rejects_bad_masks_and_arguments():
     with pytest.raises(ValueError, match="transform some coordinates"):
         AffineCoupling(torch.ones(3, dtype=torch.bool))
@@ -482,6 +496,7 @@ def test_permutation_and_builder_reject_bad_arguments():
 
 
 # ------------------------------------------------------------------ images
+
 
 def test_dequantize_stays_in_the_cell_of_each_pixel():
     x = torch.randint(0, 17, (200, 64)).double()

@@ -36,8 +36,8 @@ def test_checkerboard_samples_lie_on_dark_squares_with_density_one_eighth():
 
 
 @pytest.mark.parametrize(
-    "density", [data.Checkerboard(), data.GaussianRing(), data.SineWave(),
-                data.GaussianMixture1D()],
+    "density",
+    [data.Checkerboard(), data.GaussianRing(), data.SineWave(), data.GaussianMixture1D()],
 )
 def test_entropy_matches_monte_carlo_of_minus_log_prob(density):
     x = density.sample(200_000, seed=99, dtype=torch.float64)
@@ -113,29 +113,39 @@ def test_student_t_integrates_to_one_and_its_samples_match_its_density():
 
 # --- the targets of the training exercises -----------------------------------------------------
 
+
 def _midpoint_mass(density, box, n=800):
     """The integral of exp(log_prob) over ``box`` by the midpoint rule (1, 2 or 3 axes)."""
-    axes = [lo + (hi - lo) * (torch.arange(n, dtype=torch.float64) + 0.5) / n
-            for lo, hi in box]
+    axes = [lo + (hi - lo) * (torch.arange(n, dtype=torch.float64) + 0.5) / n for lo, hi in box]
     grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(box))
     cell = math.prod((hi - lo) / n for lo, hi in box)
     return float(density.log_prob(grid).exp().sum() * cell)
 
 
-@pytest.mark.parametrize("density, box, n", [
-    (data.MirroredGumbel(), ((-12.0, 3.0),), 200_000),
-    (data.KumaraswamySquare(), ((0.0, 1.0), (0.0, 1.0)), 1000),
-    (data.Banana(), ((-8.0, 8.0), (-4.0, 36.0)), 1200),
-    (data.MovedSine(), ((-42.0, -18.0), (11.8, 12.2)), 1200),
-    (data.CorrelatedGaussian(), ((-5.0, 7.0), (-8.0, 4.0), (-4.5, 5.5)), 120),
-])
+@pytest.mark.parametrize(
+    "density, box, n",
+    [
+        (data.MirroredGumbel(), ((-12.0, 3.0),), 200_000),
+        (data.KumaraswamySquare(), ((0.0, 1.0), (0.0, 1.0)), 1000),
+        (data.Banana(), ((-8.0, 8.0), (-4.0, 36.0)), 1200),
+        (data.MovedSine(), ((-42.0, -18.0), (11.8, 12.2)), 1200),
+        (data.CorrelatedGaussian(), ((-5.0, 7.0), (-8.0, 4.0), (-4.5, 5.5)), 120),
+    ],
+)
 def test_exercise_targets_integrate_to_one(density, box, n):
     assert abs(_midpoint_mass(density, box, n) - 1) < 5e-3
 
 
-@pytest.mark.parametrize("density", [data.MirroredGumbel(), data.CorrelatedGaussian(),
-                                     data.KumaraswamySquare(), data.Banana(),
-                                     data.MovedSine()])
+@pytest.mark.parametrize(
+    "density",
+    [
+        data.MirroredGumbel(),
+        data.CorrelatedGaussian(),
+        data.KumaraswamySquare(),
+        data.Banana(),
+        data.MovedSine(),
+    ],
+)
 def test_exercise_targets_sample_their_log_prob(density):
     """The samples follow the density: the mean of -log p over them is the entropy (a
     closed form, or an independent Monte Carlo run); a seed repeats them."""
@@ -149,20 +159,19 @@ def test_exercise_targets_sample_their_log_prob(density):
 
 def test_correlated_gaussian_matches_torch_distributions():
     density = data.CorrelatedGaussian()
-    reference = torch.distributions.MultivariateNormal(density.mean,
-                                                       scale_tril=density.scale_tril)
+    reference = torch.distributions.MultivariateNormal(density.mean, scale_tril=density.scale_tril)
     x = density.sample(1000, seed=1, dtype=torch.float64)
     torch.testing.assert_close(density.log_prob(x), reference.log_prob(x))
     assert density.entropy() == pytest.approx(float(reference.entropy()))
     with pytest.raises(ValueError, match="lower-triangular"):
-        data.CorrelatedGaussian(scale_tril=((1.0, 1.0, 0.0), (0.0, 1.0, 0.0),
-                                            (0.0, 0.0, 1.0)))
+        data.CorrelatedGaussian(scale_tril=((1.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)))
 
 
 def test_mirrored_gumbel_is_a_reflected_scaled_gumbel():
     density = data.MirroredGumbel()
-    gumbel = torch.distributions.Gumbel(torch.tensor(0.0, dtype=torch.float64),
-                                        torch.tensor(1.0, dtype=torch.float64))
+    gumbel = torch.distributions.Gumbel(
+        torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    )
     x = density.sample(500, seed=2, dtype=torch.float64)
     g = (-x[:, 0] - 1.0) / 0.5
     torch.testing.assert_close(density.log_prob(x), gumbel.log_prob(g) - math.log(0.5))
@@ -179,14 +188,16 @@ def test_kumaraswamy_square_is_zero_outside_the_square():
 
 def test_banana_log_prob_is_the_normalised_log_banana():
     x = data.Banana().sample(100, seed=0, dtype=torch.float64)
-    torch.testing.assert_close(data.Banana().log_prob(x),
-                               data.log_banana(x) - math.log(math.pi))
+    torch.testing.assert_close(data.Banana().log_prob(x), data.log_banana(x) - math.log(math.pi))
 
 
 def test_moved_sine_is_the_sine_wave_stretched_and_moved():
     moved, sine = data.MovedSine(), data.SineWave()
     y = sine.sample(100, seed=3, dtype=torch.float64)
     x = moved.sample(100, seed=3, dtype=torch.float64)
-    torch.testing.assert_close(x, y * torch.tensor([8.0, 0.05], dtype=torch.float64)
-                               + torch.tensor([-30.0, 12.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        x,
+        y * torch.tensor([8.0, 0.05], dtype=torch.float64)
+        + torch.tensor([-30.0, 12.0], dtype=torch.float64),
+    )
     torch.testing.assert_close(moved.log_prob(x), sine.log_prob(y) - math.log(8 * 0.05))

@@ -41,8 +41,9 @@ LAYERS = {"sinh_arcsinh": _sinh_arcsinh, "affine": _affine}
 
 @pytest.fixture
 def z():
-    return 1.5 * torch.randn(16, DIM, dtype=torch.float64,
-                             generator=torch.Generator().manual_seed(1))
+    return 1.5 * torch.randn(
+        16, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
 
 
 @pytest.mark.parametrize("make", LAYERS.values(), ids=LAYERS.keys())
@@ -118,8 +119,9 @@ def test_pure_function_and_module_agree(z):
     layer = _sinh_arcsinh()
     x, log_det = sinh_arcsinh(z, layer.skew, layer.log_tail)
     torch.testing.assert_close((x, log_det), layer(z))
-    torch.testing.assert_close(sinh_arcsinh(x, layer.skew, layer.log_tail, inverse=True),
-                               layer.inverse(x))
+    torch.testing.assert_close(
+        sinh_arcsinh(x, layer.skew, layer.log_tail, inverse=True), layer.inverse(x)
+    )
 
 
 def test_affine_log_det_is_the_sum_of_log_scales(z):
@@ -132,8 +134,11 @@ def test_affine_log_det_is_the_sum_of_log_scales(z):
 @pytest.mark.parametrize(
     "bad, error, message",
     [
-        (torch.zeros(4, DIM + 1, dtype=torch.float64), ValueError,
-         rf"expected shape \(B, {DIM}\)"),
+        (
+            torch.zeros(4, DIM + 1, dtype=torch.float64),
+            ValueError,
+            rf"expected shape \(B, {DIM}\)",
+        ),
         (torch.zeros(DIM, dtype=torch.float64), ValueError, "batch first"),
         (torch.tensor([[0.0, math.inf, 0.0]], dtype=torch.float64), ValueError, "non-finite"),
         (torch.tensor([[0.0, math.nan, 0.0]], dtype=torch.float64), ValueError, "non-finite"),
@@ -158,13 +163,16 @@ def test_bad_parameters_are_refused():
         nf.SinhArcsinh(0)
 
 
-@pytest.mark.parametrize("make", [*LAYERS.values(),
-                                  lambda: nf.Compose(_sinh_arcsinh(1), _affine(2))],
-                         ids=[*LAYERS.keys(), "composed"])
+@pytest.mark.parametrize(
+    "make",
+    [*LAYERS.values(), lambda: nf.Compose(_sinh_arcsinh(1), _affine(2))],
+    ids=[*LAYERS.keys(), "composed"],
+)
 def test_inside_torch_transformed_distribution_matches_flow_log_prob(make, z):
     layer = make()
-    base = Independent(Normal(torch.zeros(DIM, dtype=torch.float64),
-                              torch.ones(DIM, dtype=torch.float64)), 1)
+    base = Independent(
+        Normal(torch.zeros(DIM, dtype=torch.float64), torch.ones(DIM, dtype=torch.float64)), 1
+    )
     dist = TransformedDistribution(base, [nf.to_torch_transform(layer)])
     x = layer(z)[0].detach()
     expected = nf.Flow(layer).double().log_prob(x)

@@ -40,7 +40,8 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
     for name, req in pyproject.items():
         if name != "torch":
             assert conda[name] == req, (
-                f"{name}: {conda[name]} in environment.yml, {req} in pyproject")
+                f"{name}: {conda[name]} in environment.yml, {req} in pyproject"
+            )
 
 
 def test_torch_is_pinned_to_the_constraint_everywhere():
@@ -49,10 +50,13 @@ def test_torch_is_pinned_to_the_constraint_everywhere():
     assert _conda_pip_requirements()["torch"] == pin
     assert "- -c constraints.txt" in (ROOT / "environment.yml").read_text()
     makefile = (ROOT / "Makefile").read_text()
-    installs = [line for line in makefile.splitlines()
-                if "pip install" in line or "$(PIP)" in line]
-    assert installs and all(any(c in line for c in ("constraints.txt", "$(CONSTRAINTS)", "$(PIP)"))
-                            for line in installs)
+    installs = [
+        line for line in makefile.splitlines() if "pip install" in line or "$(PIP)" in line
+    ]
+    assert installs and all(
+        any(c in line for c in ("constraints.txt", "$(CONSTRAINTS)", "$(PIP)"))
+        for line in installs
+    )
     assert "CONSTRAINTS ?= constraints.txt" in makefile
     assert "-c $(CONSTRAINTS)" in makefile
 
@@ -61,8 +65,15 @@ def test_jupyterlab_listens_on_loopback_with_its_token_on():
     makefile = (ROOT / "Makefile").read_text()
     lab = makefile.split("\nlab:", 1)[1].split("\n\n", 1)[0]
     assert "--ip=127.0.0.1" in lab
-    for forbidden in ("token=''", 'token=""', "--IdentityProvider.token=", "--NotebookApp.token",
-                      "--ServerApp.token", "--no-browser-auth", "disable_check_xsrf"):
+    for forbidden in (
+        "token=''",
+        'token=""',
+        "--IdentityProvider.token=",
+        "--NotebookApp.token",
+        "--ServerApp.token",
+        "--no-browser-auth",
+        "disable_check_xsrf",
+    ):
         assert forbidden not in makefile
 
 
@@ -84,8 +95,11 @@ def test_the_supported_python_versions_agree_everywhere():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     tested = re.search(r"^PYTHON_VERSIONS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M)[1]
     tested = tested.split()
-    classifiers = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
-                   if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    classifiers = [
+        c.rsplit(" :: ", 1)[1]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
     assert classifiers == tested, "pyproject's classifiers and make pythons' versions differ"
     readme = (ROOT / "README.md").read_text().splitlines()
     promise = next(line for line in readme if line.startswith("On a fresh machine with Python"))

@@ -15,8 +15,11 @@ from make_exercises import make_exercise  # noqa: E402
 
 
 def test_exercises_are_up_to_date_with_the_solutions():
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "make_exercises.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_exercises.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -34,8 +37,9 @@ def test_each_chapter_has_at_least_three_checked_exercises(solution):
 def test_every_solution_opens_and_closes_once_per_exercise(solution):
     # The website's solution pages fail to build when a solution-start has no matching
     # solution-end, or when one is nested in another.
-    names = re.findall(r"^```\{exercise-start\}[ \t]*(\S*)|^:label:[ \t]*(\S+)",
-                       solution.read_text(), re.M)
+    names = re.findall(
+        r"^```\{exercise-start\}[ \t]*(\S*)|^:label:[ \t]*(\S+)", solution.read_text(), re.M
+    )
     labels = [a or b for a, b in names if a or b]
     depth, opened = 0, []
     for line in solution.read_text().splitlines():

@@ -45,6 +45,7 @@ def flat(transform, direction):
     def apply(v):
         out, log_det = fn(v.reshape(len(v), *src))
         return out.reshape(len(v), -1), log_det
+
     return apply
 
 
@@ -71,16 +72,21 @@ def check_layer(transform, data=None, atol=1e-9):
         flat_points = points.reshape(len(points), -1)
         reported = fn(flat_points)[1].detach()
         expected = testing.autograd_log_abs_det(lambda v, fn=fn: fn(v)[0], flat_points)
-        assert torch.allclose(reported, expected, atol=atol, rtol=1e-10), (direction, reported,
-                                                                       expected)
+        assert torch.allclose(reported, expected, atol=atol, rtol=1e-10), (
+            direction,
+            reported,
+            expected,
+        )
     x_out, ld_f = transform.forward(z)
     z_back, ld_i = transform.inverse(x_out)
-    assert torch.allclose(z_back, z, atol=atol) and torch.allclose(ld_f + ld_i, 0 * ld_f,
-                                                                   atol=atol)
+    assert torch.allclose(z_back, z, atol=atol) and torch.allclose(
+        ld_f + ld_i, 0 * ld_f, atol=atol
+    )
     z2, ld_i2 = transform.inverse(x)
     x_back, ld_f2 = transform.forward(z2)
-    assert torch.allclose(x_back, x, atol=atol) and torch.allclose(ld_f2 + ld_i2, 0 * ld_f2,
-                                                                   atol=atol)
+    assert torch.allclose(x_back, x, atol=atol) and torch.allclose(
+        ld_f2 + ld_i2, 0 * ld_f2, atol=atol
+    )
     return transform
 
 
@@ -254,11 +260,13 @@ def test_gradients_reach_every_parameter():
     flow = small_glow((2, 4, 4))
     deq = perturb(VariationalDequantizer((2, 4, 4), levels=8, layers=2, hidden=4)).double()
     pixels = torch.randint(0, 8, (5, 2, 4, 4), generator=torch.Generator().manual_seed(0))
-    loss = dequantization_nll(flow, pixels.double(), 8, deq,
-                              torch.Generator().manual_seed(1)).mean()
+    loss = dequantization_nll(
+        flow, pixels.double(), 8, deq, torch.Generator().manual_seed(1)
+    ).mean()
     testing.check_gradients_reach(flow, loss)
-    loss = dequantization_nll(flow, pixels.double(), 8, deq,
-                              torch.Generator().manual_seed(1)).mean()
+    loss = dequantization_nll(
+        flow, pixels.double(), 8, deq, torch.Generator().manual_seed(1)
+    ).mean()
     testing.check_gradients_reach(deq, loss)
 
 
@@ -271,16 +279,18 @@ def test_variational_dequantizer_density():
     u, log_q = deq(x, g)
     assert bool((u > 0).all()) and bool((u < 1).all())
     for b in range(2):
-        context = 2 * x[b:b + 1] / 7 - 1
+        context = 2 * x[b : b + 1] / 7 - 1
 
         def to_u(v, context=context):
             h = v.view(1, 1, 4, 4)
             for layer in deq.couplings:
                 h = layer.couple(h, False, context)[0]
             return torch.sigmoid(h).flatten()
+
         jac = torch.autograd.functional.jacobian(to_u, eps[b].flatten())
-        expected = (-0.5 * (eps[b]**2).sum() - 8 * math.log(2 * math.pi)
-                    - torch.linalg.slogdet(jac)[1])
+        expected = (
+            -0.5 * (eps[b] ** 2).sum() - 8 * math.log(2 * math.pi) - torch.linalg.slogdet(jac)[1]
+        )
         assert torch.allclose(log_q[b], expected, atol=1e-9)
 
 
@@ -300,6 +310,7 @@ def test_pixels_to_levels():
 
 
 # ------------------------------------------------------------------ errors
+
 
 def test_shape_errors_name_the_shape_and_the_fix():
     layer = ActNorm2d((1, 4, 4))
@@ -405,6 +416,7 @@ def test_glow_sample_is_repeatable_and_temperature_scales_the_latent():
 
 # ------------------------------------------------------------------ one protocol
 
+
 def test_image_layers_are_plain_transforms_with_event_shapes():
     squeeze_layer = Squeeze((1, 4, 4))
     assert squeeze_layer.event_shape == (1, 4, 4) and squeeze_layer.latent_shape == (4, 2, 2)
@@ -434,6 +446,7 @@ def test_tiny_float64_glow_log_det_matches_autograd_and_round_trips():
 
     def normalize(v):
         return flow.transform.inverse(v.view(-1, 1, 4, 4))[0]
+
     expected = testing.autograd_log_abs_det(normalize, x.flatten(1))
     assert torch.allclose(log_det, expected, atol=1e-9, rtol=1e-10)
     x_back, forward_log_det = flow.transform.forward(z)
@@ -449,9 +462,12 @@ def test_tiny_float64_glow_log_det_matches_autograd_and_round_trips():
 def test_dtype_mismatch_gives_the_validation_error():
     flow = glow((1, 4, 4), levels=2, steps=1, hidden=4)  # float32
     x = torch.full((2, 1, 4, 4), 0.5, dtype=torch.float64)
-    for call in (lambda: flow.log_prob(x), lambda: flow.encode(x),
-                 lambda: dequantization_nll(flow, torch.zeros_like(x)),
-                 lambda: flow.decode(torch.zeros(2, 16, dtype=torch.float64))):
+    for call in (
+        lambda: flow.log_prob(x),
+        lambda: flow.encode(x),
+        lambda: dequantization_nll(flow, torch.zeros_like(x)),
+        lambda: flow.decode(torch.zeros(2, 16, dtype=torch.float64)),
+    ):
         with pytest.raises(TypeError, match="float64 but the flow has torch.float32"):
             call()
     deq = VariationalDequantizer((1, 4, 4), levels=8, layers=1, hidden=4)

@@ -18,7 +18,8 @@ def output_jacobian(made, x, context=None):
     if context is None:
         return torch.autograd.functional.jacobian(lambda v: made(v.unsqueeze(0))[0], x)
     return torch.autograd.functional.jacobian(
-        lambda v: made(v.unsqueeze(0), context.unsqueeze(0))[0], x)
+        lambda v: made(v.unsqueeze(0), context.unsqueeze(0))[0], x
+    )
 
 
 def allowed(order):
@@ -27,15 +28,22 @@ def allowed(order):
 
 
 @settings(max_examples=25, deadline=None)
-@given(dim=st.integers(1, 7), widths=st.lists(st.integers(1, 12), min_size=1, max_size=3),
-       params=st.integers(1, 3), seed=st.integers(0, 10_000), context_dim=st.integers(0, 2))
+@given(
+    dim=st.integers(1, 7),
+    widths=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    params=st.integers(1, 3),
+    seed=st.integers(0, 10_000),
+    context_dim=st.integers(0, 2),
+)
 def test_made_output_jacobian_is_strictly_lower_triangular_in_the_ordering(
-        dim, widths, params, seed, context_dim):
+    dim, widths, params, seed, context_dim
+):
     order = torch.randperm(dim, generator=torch.Generator().manual_seed(seed))
-    made = perturb(MADE(dim, widths, params, order=order, context_dim=context_dim,
-                        seed=seed).double(), seed=seed)
-    x = torch.randn(dim, generator=torch.Generator().manual_seed(seed + 1),
-                    dtype=torch.float64)
+    made = perturb(
+        MADE(dim, widths, params, order=order, context_dim=context_dim, seed=seed).double(),
+        seed=seed,
+    )
+    x = torch.randn(dim, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     context = torch.randn(context_dim, dtype=torch.float64) if context_dim else None
     jac = output_jacobian(made, x, context)  # (D, P, D)
     seen = jac.abs().amax(dim=1) > 0  # (D, D)
@@ -43,8 +51,11 @@ def test_made_output_jacobian_is_strictly_lower_triangular_in_the_ordering(
 
 
 @settings(max_examples=25, deadline=None)
-@given(dim=st.integers(2, 6), widths=st.lists(st.integers(1, 10), min_size=1, max_size=3),
-       seed=st.integers(0, 10_000))
+@given(
+    dim=st.integers(2, 6),
+    widths=st.lists(st.integers(1, 10), min_size=1, max_size=3),
+    seed=st.integers(0, 10_000),
+)
 def test_made_masks_respect_any_hidden_degrees(dim, widths, seed):
     # Random hidden degrees (not only the cycling default): the product of the masks is
     # the connectivity, and it never connects an output to an input of equal or higher
@@ -144,6 +155,7 @@ def test_made_rejects_bad_arguments_with_clear_messages():
 
 def test_made_widget_draws_every_ordering_with_a_strictly_triangular_pattern():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

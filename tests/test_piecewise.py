@@ -51,10 +51,12 @@ def test_piecewise_linear_matches_the_formula_on_a_worked_example():
     masses = torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=DTYPE)
     x = torch.tensor([[0.6]], dtype=DTYPE)  # bin k = 2 of K = 4: c_2 = 0.3, slope 4 * 0.3
     y, log_det = piecewise_linear(x, masses.log())
-    torch.testing.assert_close(y, torch.tensor([[0.3 + 4 * 0.3 * (0.6 - 0.5)]], dtype=DTYPE),
-                               atol=1e-15, rtol=0)
-    torch.testing.assert_close(log_det, torch.tensor([math.log(1.2)], dtype=DTYPE),
-                               atol=1e-15, rtol=0)
+    torch.testing.assert_close(
+        y, torch.tensor([[0.3 + 4 * 0.3 * (0.6 - 0.5)]], dtype=DTYPE), atol=1e-15, rtol=0
+    )
+    torch.testing.assert_close(
+        log_det, torch.tensor([math.log(1.2)], dtype=DTYPE), atol=1e-15, rtol=0
+    )
 
 
 def test_piecewise_linear_sends_bin_edges_to_cumulative_masses():
@@ -74,8 +76,9 @@ def test_piecewise_linear_bins_are_closed_on_the_left_in_both_directions():
     y, log_det = piecewise_linear(edges, logits)
     x_back, log_det_back = piecewise_linear(y, logits, inverse=True)
     torch.testing.assert_close(x_back, edges, atol=1e-14, rtol=0)
-    torch.testing.assert_close(log_det + log_det_back, torch.zeros(9, dtype=DTYPE),
-                               atol=1e-14, rtol=0)
+    torch.testing.assert_close(
+        log_det + log_det_back, torch.zeros(9, dtype=DTYPE), atol=1e-14, rtol=0
+    )
 
 
 def test_piecewise_linear_with_one_bin_is_the_identity():
@@ -120,10 +123,14 @@ def test_piecewise_linear_log_det_matches_autograd_with_per_sample_logits():
     logits = _logits(10, 2, 6, seed=5)
     x = _interior_points(10, 2, 6, seed=6)
     _, log_det = piecewise_linear(x, logits)
-    expected = torch.stack([
-        autograd_log_abs_det(lambda v, b=b: piecewise_linear(v, logits[b:b + 1])[0], x[b:b + 1])[0]
-        for b in range(10)
-    ])
+    expected = torch.stack(
+        [
+            autograd_log_abs_det(
+                lambda v, b=b: piecewise_linear(v, logits[b : b + 1])[0], x[b : b + 1]
+            )[0]
+            for b in range(10)
+        ]
+    )
     torch.testing.assert_close(log_det, expected, atol=1e-8, rtol=0)
 
 
@@ -155,8 +162,7 @@ def test_piecewise_linear_batch_shapes():
     check_batch_shapes(_layer(dim=3, num_bins=4), 3)
 
 
-@pytest.mark.parametrize("logit_shape", [(4, 5), (3, 4, 5), (1, 4, 5), (2, 3, 4, 5),
-                                         (2, 1, 4, 5)])
+@pytest.mark.parametrize("logit_shape", [(4, 5), (3, 4, 5), (1, 4, 5), (2, 3, 4, 5), (2, 1, 4, 5)])
 def test_piecewise_linear_accepts_extra_leading_dims(logit_shape):
     x = torch.rand(2, 3, 4, generator=_generator(13), dtype=DTYPE)
     logits = _logits(*logit_shape, seed=14)
@@ -166,7 +172,7 @@ def test_piecewise_linear_accepts_extra_leading_dims(logit_shape):
         full = logits.expand(2, 3, 4, 5)
         for i in range(2):
             for j in range(3):
-                yij, ldij = piecewise_linear(x[i, j:j + 1], full[i, j], inverse=inverse)
+                yij, ldij = piecewise_linear(x[i, j : j + 1], full[i, j], inverse=inverse)
                 torch.testing.assert_close(y[i, j], yij[0], atol=1e-15, rtol=0)
                 torch.testing.assert_close(log_det[i, j], ldij[0], atol=1e-15, rtol=0)
 
@@ -300,16 +306,20 @@ def test_piecewise_linear_strict_mode_rejects_points_outside_unit_interval():
         PiecewiseLinear(2, 4, strict=True).double()(torch.tensor([[0.5, 2.0]], dtype=DTYPE))
     with pytest.raises(ValueError, match=r"inputs \(y\) range over \[-0.5, 0.5\]"):
         PiecewiseLinear(2, 4, strict=True).double().inverse(
-            torch.tensor([[0.5, -0.5]], dtype=DTYPE))
+            torch.tensor([[0.5, -0.5]], dtype=DTYPE)
+        )
 
 
-@pytest.mark.parametrize("logit_shape, match", [
-    ((5,), r"\(\.\.\., D, K\)"),
-    ((3, 5), r"do not fit"),
-    ((4, 4, 5), r"do not fit"),
-    ((2, 3, 4, 2, 5), r"do not fit"),
-    ((2, 0), r"at least one bin"),
-])
+@pytest.mark.parametrize(
+    "logit_shape, match",
+    [
+        ((5,), r"\(\.\.\., D, K\)"),
+        ((3, 5), r"do not fit"),
+        ((4, 4, 5), r"do not fit"),
+        ((2, 3, 4, 2, 5), r"do not fit"),
+        ((2, 0), r"at least one bin"),
+    ],
+)
 def test_piecewise_linear_rejects_logits_of_the_wrong_shape(logit_shape, match):
     x = torch.rand(3, 2, generator=_generator(), dtype=DTYPE)
     with pytest.raises(ValueError, match=match):
@@ -439,8 +449,9 @@ def test_piecewise_widget_has_one_slider_per_free_bin_and_draws_map_and_density(
 
 
 def test_minimum_bin_mass_bounds_every_mass_and_keeps_the_map_exact():
-    layer = PiecewiseLinear(2, 5, init_scale=40.0, min_mass=0.01,
-                            generator=torch.Generator().manual_seed(0)).double()
+    layer = PiecewiseLinear(
+        2, 5, init_scale=40.0, min_mass=0.01, generator=torch.Generator().manual_seed(0)
+    ).double()
     q = layer.bin_masses().detach()
     assert float(q.min()) >= 0.01 - 1e-15 and float(q.min()) < 0.0101
     torch.testing.assert_close(q.sum(-1), torch.ones(2, dtype=DTYPE))

@@ -22,14 +22,16 @@ def _applicable(lines: list[str], package: str, python: str) -> list[str]:
     for line in lines:
         req = Requirement(line)
         if pins.name(req.name) == package and (
-                req.marker is None or req.marker.evaluate({"python_version": python})):
+            req.marker is None or req.marker.evaluate({"python_version": python})
+        ):
             versions.append(str(req.specifier))
     return versions
 
 
 def _requirement_lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")]
+    return [
+        line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def test_every_direct_dependency_has_exactly_one_exact_pin_under_every_tested_python():
@@ -52,11 +54,15 @@ def test_pins_share_one_line_when_every_python_agrees():
     assert pins.pins("tqdm", {(3, 10): "4.67.1", (3, 13): "4.67.1"}) == ["tqdm==4.67.1"]
 
 
-@pytest.mark.parametrize("by_python", [
-    {(3, 10): "2.2.6", (3, 11): "2.4.6", (3, 12): "2.4.6", (3, 13): "2.4.6"},
-    {(3, 10): "1.0", (3, 11): "1.1", (3, 12): "1.1", (3, 13): "1.2"},
-    {(3, 10): "1.0", (3, 11): "1.1", (3, 12): "1.0", (3, 13): "1.0"},
-], ids=["oldest-differs", "three-runs", "one-in-the-middle"])
+@pytest.mark.parametrize(
+    "by_python",
+    [
+        {(3, 10): "2.2.6", (3, 11): "2.4.6", (3, 12): "2.4.6", (3, 13): "2.4.6"},
+        {(3, 10): "1.0", (3, 11): "1.1", (3, 12): "1.1", (3, 13): "1.2"},
+        {(3, 10): "1.0", (3, 11): "1.1", (3, 12): "1.0", (3, 13): "1.0"},
+    ],
+    ids=["oldest-differs", "three-runs", "one-in-the-middle"],
+)
 def test_pins_give_each_python_its_own_version_through_markers(by_python):
     lines = pins.pins("numpy", by_python)
     for (major, minor), version in by_python.items():
@@ -74,8 +80,9 @@ def test_write_pins_the_frozen_versions_and_keeps_every_other_line(tmp_path, mon
     (tmp_path / "3.12.freeze").write_text("numpy==2.4.6\njupyterlab_myst==2.4.2\n")
 
     pins.main(["unpinned", str(constraints)])
-    pins.main(["write", str(constraints), str(tmp_path / "3.10.freeze"),
-               str(tmp_path / "3.12.freeze")])
+    pins.main(
+        ["write", str(constraints), str(tmp_path / "3.10.freeze"), str(tmp_path / "3.12.freeze")]
+    )
 
     assert constraints.read_text().splitlines() == [
         "# header",
@@ -94,8 +101,14 @@ def test_write_refuses_an_environment_that_lacks_a_direct_dependency(tmp_path, m
     (tmp_path / "3.11.freeze").write_text("numpy==2.4.6\n")
     (tmp_path / "3.12.freeze").write_text("numpy==2.5.5\ntqdm==4.70.1\n")
     with pytest.raises(SystemExit, match="no version of tqdm"):
-        pins.main(["write", str(constraints), str(tmp_path / "3.11.freeze"),
-                   str(tmp_path / "3.12.freeze")])
+        pins.main(
+            [
+                "write",
+                str(constraints),
+                str(tmp_path / "3.11.freeze"),
+                str(tmp_path / "3.12.freeze"),
+            ]
+        )
     assert constraints.read_text() == "torch==2.13.0\n"
 
 

@@ -90,8 +90,7 @@ def test_gradients_through_the_inverse_match_finite_differences():
         z, log_det = planar_inverse(x, constrained_u(u, w), w, b)
         return z, log_det
 
-    inputs = tuple(t.detach().clone().requires_grad_(True)
-                   for t in (flow.u, flow.w, flow.b, x))
+    inputs = tuple(t.detach().clone().requires_grad_(True) for t in (flow.u, flow.w, flow.b, x))
     assert torch.autograd.gradcheck(inverse_outputs, inputs, eps=1e-6, atol=1e-6)
 
 
@@ -176,8 +175,10 @@ def test_unconstrained_planar_map_folds_the_plane():
         flow.w.copy_(torch.tensor([1.0, 0.0]))
         flow.u.copy_(torch.tensor([-3.0, 0.5]))
         flow.b.zero_()
-    z = torch.stack([torch.linspace(-3, 3, 61, dtype=torch.float64),
-                     torch.zeros(61, dtype=torch.float64)], dim=1)
+    z = torch.stack(
+        [torch.linspace(-3, 3, 61, dtype=torch.float64), torch.zeros(61, dtype=torch.float64)],
+        dim=1,
+    )
     x = flow(z)[0]
     det = 1 + (1 - torch.tanh(z @ flow.w) ** 2) * float(flow.w.detach() @ flow.u.detach())
     assert det.min() < 0 < det.max()
@@ -297,8 +298,9 @@ def test_planar_and_radial_initialisation_follow_their_generator():
         c = make(3, generator=torch.Generator().manual_seed(2))
         for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
             assert torch.equal(p, q), name
-        assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters(),
-                                                         strict=True))
+        assert any(
+            not torch.equal(p, r) for p, r in zip(a.parameters(), c.parameters(), strict=True)
+        )
     layer = PlanarFlow(4, generator=torch.Generator().manual_seed(0)).double()
     # w^T u = log(e - 1) at the start: m(w^T u) = 0, so u_hat is small and f is near identity
     assert abs(float(layer.w @ layer.u) - math.log(math.e - 1)) < 1e-6

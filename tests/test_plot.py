@@ -70,8 +70,9 @@ def test_plot_density_adds_a_labelled_colour_bar_on_request():
     ring = nf.densities.GaussianRing()
     ax = plot.plot_density(ring.log_prob, ring.bounds, resolution=30)
     assert len(ax.figure.axes) == 1
-    ax = plot.plot_density(ring.log_prob, ring.bounds, resolution=30, colorbar=True,
-                           colorbar_label="q(x)", vmax=0.5)
+    ax = plot.plot_density(
+        ring.log_prob, ring.bounds, resolution=30, colorbar=True, colorbar_label="q(x)", vmax=0.5
+    )
     bars = [other for other in ax.figure.axes if other is not ax]
     assert len(bars) == 1 and bars[0].get_ylabel() == "q(x)"
     assert ax.images[0].get_clim() == (0.0, 0.5)
@@ -93,6 +94,7 @@ def test_density_grid_evaluates_in_the_dtype_of_the_model():
     for dtype in (torch.float32, torch.float64):
         flow = nf.Flow(nf.flows.ElementwiseAffine(2)).to(dtype)
         _, _, logp = nf.plot.density_grid(flow.log_prob, resolution=5)
-        expected = -np.log(2 * np.pi) - 0.5 * (np.linspace(-4, 4, 5)[:, None] ** 2
-                                                 + np.linspace(-4, 4, 5)[None, :] ** 2)
+        expected = -np.log(2 * np.pi) - 0.5 * (
+            np.linspace(-4, 4, 5)[:, None] ** 2 + np.linspace(-4, 4, 5)[None, :] ** 2
+        )
         assert np.allclose(logp, expected, atol=1e-5)

@@ -63,8 +63,16 @@ def test_weights_load_safely_into_the_builder():
 def test_pretrained_glow_log_probs_and_recorded_bits():
     flow, record = pretrained_glow()
     assert isinstance(flow, Flow) and flow.event_shape == (1, 28, 28) and not flow.training
-    for key in ("steps", "batch_size", "seed", "wall_seconds", "machine", "torch",
-                "train_bits_per_dim", "test_bits_per_dim"):
+    for key in (
+        "steps",
+        "batch_size",
+        "seed",
+        "wall_seconds",
+        "machine",
+        "torch",
+        "train_bits_per_dim",
+        "test_bits_per_dim",
+    ):
         assert key in record, f"the results file lacks {key!r}"
     _, test_grey = load_mnist()
     test = pixels_to_levels(test_grey).view(-1, 1, 28, 28)
@@ -74,16 +82,20 @@ def test_pretrained_glow_log_probs_and_recorded_bits():
         # The evaluation of tools/train_image_flows.py: uniform noise from one generator
         # seeded with the recorded evaluation seed, in chunks of 500 images.
         noise = torch.Generator().manual_seed(record["evaluation_seed"])
-        nll = torch.cat([dequantization_nll(flow, part, 256, generator=noise)
-                         for part in test.split(500)])
+        nll = torch.cat(
+            [dequantization_nll(flow, part, 256, generator=noise) for part in test.split(500)]
+        )
     bits = bits_per_dim(float(nll.mean()), 784, 256)
     assert math.isfinite(bits)
     assert abs(bits - record["test_bits_per_dim"]) < 1e-3, (bits, record)
 
 
 def test_missing_weights_give_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrained, "pretrained_glow_paths",
-                        lambda: (tmp_path / "glow_mnist.pt", tmp_path / "glow_mnist.json"))
+    monkeypatch.setattr(
+        pretrained,
+        "pretrained_glow_paths",
+        lambda: (tmp_path / "glow_mnist.pt", tmp_path / "glow_mnist.json"),
+    )
     with pytest.raises(FileNotFoundError, match="glow_mnist.pt.*train_image_flows.py"):
         pretrained_glow()
 

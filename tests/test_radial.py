@@ -21,8 +21,11 @@ def random_radial(dim: int, seed: int = 0, raw_beta: float | None = None) -> Rad
     with torch.no_grad():
         flow.z0.copy_(torch.randn(dim, generator=g, dtype=torch.float64))
         flow.raw_alpha.copy_(torch.randn((), generator=g, dtype=torch.float64))
-        flow.raw_beta.copy_(2 * torch.randn((), generator=g, dtype=torch.float64)
-                            if raw_beta is None else torch.tensor(raw_beta))
+        flow.raw_beta.copy_(
+            2 * torch.randn((), generator=g, dtype=torch.float64)
+            if raw_beta is None
+            else torch.tensor(raw_beta)
+        )
     return flow
 
 
@@ -80,8 +83,9 @@ def test_radial_gradients_reach_every_parameter_forward_and_inverse():
 def test_radial_inverse_gradients_match_finite_differences():
     flow = random_radial(2, seed=8)
     x = points(5, 2, seed=9)
-    inputs = tuple(t.detach().clone().requires_grad_(True)
-                   for t in (flow.z0, flow.alpha, flow.beta, x))
+    inputs = tuple(
+        t.detach().clone().requires_grad_(True) for t in (flow.z0, flow.alpha, flow.beta, x)
+    )
     assert torch.autograd.gradcheck(lambda z0, a, b, x: radial_inverse(x, z0, a, b), inputs)
 
 

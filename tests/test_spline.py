@@ -33,17 +33,17 @@ def gen(seed):
 
 def raw(n, scale=1.0, seed=0, bins=K):
     g = gen(seed)
-    return tuple(scale * torch.randn(n, k, generator=g, dtype=torch.float64)
-                 for k in (bins, bins, bins - 1))
+    return tuple(
+        scale * torch.randn(n, k, generator=g, dtype=torch.float64) for k in (bins, bins, bins - 1)
+    )
 
 
 def spline(x, params, inverse=False, **kw):
     return rational_quadratic_spline(x, *params, inverse=inverse, bound=B, **kw)
 
 
-
-
 # ------------------------------------------------------------------ the spline itself
+
 
 @pytest.mark.parametrize("scale", [0.0, 1.0, 5.0, 1e3, 1e8])
 def test_spline_derivative_matches_autograd_and_round_trips_both_ways(scale):
@@ -52,7 +52,7 @@ def test_spline_derivative_matches_autograd_and_round_trips_both_ways(scale):
     params = raw(n, scale)
     xx = x.clone().requires_grad_()
     y, log_d = spline(xx, params)
-    grad, = torch.autograd.grad(y.sum(), xx)
+    (grad,) = torch.autograd.grad(y.sum(), xx)
     # at scale 1e8 knot slopes reach 1e8 and autograd's own derivative loses digits
     atol = 1e-7 if scale <= 1e3 else 1e-3
     assert torch.isfinite(log_d).all()
@@ -72,7 +72,7 @@ def test_spline_derivative_matches_autograd_and_round_trips_both_ways(scale):
     # the other direction: inverse first, in float64 autograd too
     yy = x.clone().requires_grad_()
     z, log_d_inv = spline(yy, params, inverse=True)
-    grad, = torch.autograd.grad(z.sum(), yy)
+    (grad,) = torch.autograd.grad(z.sum(), yy)
     if scale <= 1e3:  # at 1e8 autograd through the root formula loses digits
         torch.testing.assert_close(log_d_inv, grad.log(), atol=atol, rtol=0)
     assert torch.isfinite(log_d_inv).all() and torch.isfinite(grad).all()
@@ -149,8 +149,9 @@ def test_zero_parameters_give_the_identity():
 
 def test_minimums_hold_for_extreme_parameters():
     params = raw(200, 1e6, seed=11)
-    knot_x, knot_y, deriv = spline_parameters(*params, bound=B, min_bin_width=1e-2,
-                                              min_bin_height=2e-2, min_derivative=0.1)
+    knot_x, knot_y, deriv = spline_parameters(
+        *params, bound=B, min_bin_width=1e-2, min_bin_height=2e-2, min_derivative=0.1
+    )
     assert float(knot_x.diff().min()) >= 2 * B * 1e-2 * (1 - 1e-9)
     assert float(knot_y.diff().min()) >= 2 * B * 2e-2 * (1 - 1e-9)
     assert float(deriv.min()) >= 0.1
@@ -160,8 +161,10 @@ def test_minimums_hold_for_extreme_parameters():
 def test_spline_keeps_any_batch_shape_and_gives_every_parameter_a_gradient():
     g = gen(2)
     x = torch.randn(3, 4, 5, generator=g, dtype=torch.float64)
-    params = [torch.randn(3, 4, 5, k, generator=g, dtype=torch.float64, requires_grad=True)
-              for k in (K, K, K - 1)]
+    params = [
+        torch.randn(3, 4, 5, k, generator=g, dtype=torch.float64, requires_grad=True)
+        for k in (K, K, K - 1)
+    ]
     for inverse in (False, True):
         y, log_d = rational_quadratic_spline(x, *params, inverse=inverse, bound=B)
         assert y.shape == x.shape and log_d.shape == x.shape
@@ -202,14 +205,20 @@ def test_spline_rejects_bad_arguments_with_clear_messages():
 
 # ------------------------------------------------------------------ the layers
 
+
 def layers():
     torch.manual_seed(0)
     return {
         "elementwise": perturb(RationalQuadraticSpline(3, bins=K, bound=B).double(), 1.0),
-        "coupling": perturb(RationalQuadraticCoupling(
-            half_mask(3), hidden=(8, 8), bins=K, bound=B).double(), 0.5),
-        "autoregressive": perturb(RationalQuadraticAutoregressive(
-            3, hidden=(8, 8), order=[2, 0, 1], bins=K, bound=B).double(), 0.5),
+        "coupling": perturb(
+            RationalQuadraticCoupling(half_mask(3), hidden=(8, 8), bins=K, bound=B).double(), 0.5
+        ),
+        "autoregressive": perturb(
+            RationalQuadraticAutoregressive(
+                3, hidden=(8, 8), order=[2, 0, 1], bins=K, bound=B
+            ).double(),
+            0.5,
+        ),
     }
 
 
@@ -217,9 +226,12 @@ def layers():
 def test_layer_log_det_round_trips_shapes_and_gradients(name):
     layer = layers()[name]
     g = gen(4)
-    z = torch.cat([torch.randn(20, 3, generator=g, dtype=torch.float64) * 1.5,
-                   torch.tensor([[B, -B, 0.0], [-B, B, 10.0], [1e6, -1e6, B]],
-                                dtype=torch.float64)])
+    z = torch.cat(
+        [
+            torch.randn(20, 3, generator=g, dtype=torch.float64) * 1.5,
+            torch.tensor([[B, -B, 0.0], [-B, B, 10.0], [1e6, -1e6, B]], dtype=torch.float64),
+        ]
+    )
     for direction in ("forward", "inverse"):
         testing.check_log_det(layer, z, atol=1e-8, direction=direction)
     testing.check_round_trip(layer, z, atol=1e-9)
@@ -231,8 +243,9 @@ def test_layer_log_det_round_trips_shapes_and_gradients(name):
 @pytest.mark.parametrize("scale", [5.0, 50.0])
 def test_coupling_layer_round_trips_at_extreme_conditioner_outputs(scale):
     torch.manual_seed(0)
-    layer = perturb(RationalQuadraticCoupling(half_mask(2), hidden=(8,), bins=K,
-                                              bound=B).double(), scale)
+    layer = perturb(
+        RationalQuadraticCoupling(half_mask(2), hidden=(8,), bins=K, bound=B).double(), scale
+    )
     z = torch.randn(400, 2, generator=gen(5), dtype=torch.float64) * 2
     for t in (layer, layer.inv()):
         x, log_d = t(z)
@@ -263,8 +276,10 @@ def test_coupling_parameter_count_and_repr():
 
 # ------------------------------------------------------------------ the builder
 
-@pytest.mark.parametrize("dim,layer", [(1, "coupling"), (2, "coupling"), (5, "coupling"),
-                                       (3, "autoregressive")])
+
+@pytest.mark.parametrize(
+    "dim,layer", [(1, "coupling"), (2, "coupling"), (5, "coupling"), (3, "autoregressive")]
+)
 def test_spline_flow_log_det_round_trips_and_gradients(dim, layer):
     flow = perturb(spline_flow(dim, hidden=(8, 8), n_layers=3, layer=layer).double(), 0.3)
     z = torch.randn(8, dim, generator=gen(7), dtype=torch.float64) * 2
@@ -281,14 +296,15 @@ def test_spline_flow_standardises_from_the_first_data_batch():
     flow = spline_flow(2).double()
     assert isinstance(flow.transform[-1], ActNorm)
     g = gen(8)
-    data = (torch.randn(500, 2, generator=g, dtype=torch.float64)
-            * torch.tensor([50.0, 0.01], dtype=torch.float64) + 1000.0)
+    data = (
+        torch.randn(500, 2, generator=g, dtype=torch.float64)
+        * torch.tensor([50.0, 0.01], dtype=torch.float64)
+        + 1000.0
+    )
     flow.log_prob(data)
     z, _ = flow.transform[-1].inverse(data)
-    torch.testing.assert_close(z.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-9,
-                               rtol=0)
-    torch.testing.assert_close(z.std(0), torch.ones(2, dtype=torch.float64), atol=1e-9,
-                               rtol=0)
+    torch.testing.assert_close(z.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(2, dtype=torch.float64), atol=1e-9, rtol=0)
     assert not isinstance(spline_flow(2, standardize=False).transform[-1], ActNorm)
 
 
@@ -348,8 +364,10 @@ def test_spline_flow_tails_layer_sits_next_to_the_standardisation():
 
 def test_autoregressive_layer_is_triangular_in_its_order_and_one_pass_for_the_density():
     order = [2, 0, 1]
-    layer = perturb(RationalQuadraticAutoregressive(3, hidden=(16,), order=order, bins=K,
-                                                    bound=B).double(), 0.5)
+    layer = perturb(
+        RationalQuadraticAutoregressive(3, hidden=(16,), order=order, bins=K, bound=B).double(),
+        0.5,
+    )
     x = torch.randn(3, dtype=torch.float64, generator=gen(9))
     jac = torch.autograd.functional.jacobian(lambda v: layer.inverse(v.unsqueeze(0))[0][0], x)
     rank = torch.tensor(order)
@@ -378,9 +396,9 @@ def test_spline_widget_draws_the_spline_through_its_knots_and_its_inverse():
     # the curve passes through the knots with the chosen slopes, and is 1 outside
     at = [int((x - k).abs().argmin()) for k in knot_x]
     torch.testing.assert_close(y[at], knot_y, atol=1e-12, rtol=0)
-    torch.testing.assert_close(slope[at], torch.tensor([1.0, 0.2, 5.0, 1.0],
-                                                       dtype=torch.float64),
-                               atol=1e-9, rtol=0)
+    torch.testing.assert_close(
+        slope[at], torch.tensor([1.0, 0.2, 5.0, 1.0], dtype=torch.float64), atol=1e-9, rtol=0
+    )
     assert bool((y.diff() > 0).all())
     fig = plt.figure()
     _draw_spline(fig, h2=2.5, d1=0.2, d2=5.0)
@@ -393,8 +411,12 @@ def test_spline_widget_draws_the_spline_through_its_knots_and_its_inverse():
 
 
 def test_conditional_spline_flow_round_trips_and_depends_on_its_context():
-    flow = perturb(spline_flow(3, n_layers=2, hidden=(16,), bins=K, layer="autoregressive",
-                               context_dim=2, seed=0).double(), 0.3)
+    flow = perturb(
+        spline_flow(
+            3, n_layers=2, hidden=(16,), bins=K, layer="autoregressive", context_dim=2, seed=0
+        ).double(),
+        0.3,
+    )
     assert flow.context_dim == 2
     x = torch.randn(20, 3, dtype=torch.float64, generator=gen(11))
     c1 = torch.randn(20, 2, dtype=torch.float64, generator=gen(12))
@@ -405,7 +427,8 @@ def test_conditional_spline_flow_round_trips_and_depends_on_its_context():
     torch.testing.assert_close(log_det_back, -log_det, atol=1e-10, rtol=0)
     assert float((flow.log_prob(x, c1) - flow.log_prob(x, c2)).abs().min()) > 0
     one_dim = spline_flow(1, n_layers=2, layer="autoregressive", context_dim=2)
-    assert all(isinstance(t, RationalQuadraticAutoregressive)
-               for t in one_dim.transform if t.context_dim)
+    assert all(
+        isinstance(t, RationalQuadraticAutoregressive) for t in one_dim.transform if t.context_dim
+    )
     with pytest.raises(ValueError, match="context_dim=2 needs layer='autoregressive'"):
         spline_flow(3, context_dim=2)

@@ -32,15 +32,20 @@ def test_energies_match_the_formulas_at_hand_computed_points():
     w1 = torch.sin(2 * math.pi * z[:, 0] / 4)
     # U1 at (2, 0): on the ring, at the centre of one bump
     assert float(energy_u1(z[:1])) == pytest.approx(
-        -math.log(1 + math.exp(-0.5 * (4 / 0.6) ** 2)), abs=1e-12)
+        -math.log(1 + math.exp(-0.5 * (4 / 0.6) ** 2)), abs=1e-12
+    )
     torch.testing.assert_close(energy_u2(z), 0.5 * ((z[:, 1] - w1) / 0.4) ** 2)
     w2 = 3 * torch.exp(-0.5 * ((z[:, 0] - 1) / 0.6) ** 2)
-    expected_u3 = -torch.log(torch.exp(-0.5 * ((z[:, 1] - w1) / 0.35) ** 2)
-                             + torch.exp(-0.5 * ((z[:, 1] - w1 + w2) / 0.35) ** 2))
+    expected_u3 = -torch.log(
+        torch.exp(-0.5 * ((z[:, 1] - w1) / 0.35) ** 2)
+        + torch.exp(-0.5 * ((z[:, 1] - w1 + w2) / 0.35) ** 2)
+    )
     torch.testing.assert_close(energy_u3(z), expected_u3)
     w3 = 3 * torch.sigmoid((z[:, 0] - 1) / 0.3)
-    expected_u4 = -torch.log(torch.exp(-0.5 * ((z[:, 1] - w1) / 0.4) ** 2)
-                             + torch.exp(-0.5 * ((z[:, 1] - w1 + w3) / 0.35) ** 2))
+    expected_u4 = -torch.log(
+        torch.exp(-0.5 * ((z[:, 1] - w1) / 0.4) ** 2)
+        + torch.exp(-0.5 * ((z[:, 1] - w1 + w3) / 0.35) ** 2)
+    )
     torch.testing.assert_close(energy_u4(z), expected_u4)
 
 
@@ -67,7 +72,8 @@ def test_energies_reject_points_that_are_not_two_dimensional():
 
 def test_log_partition_of_a_standard_gaussian_is_log_two_pi():
     assert log_partition(gaussian_energy, resolution=200) == pytest.approx(
-        math.log(2 * math.pi), abs=1e-12)
+        math.log(2 * math.pi), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("name, width", [("U2", 0.4), ("U3", 2 * 0.35), ("U4", 0.4 + 0.35)])
@@ -94,9 +100,12 @@ def test_log_partition_converges_as_the_grid_refines():
 
 def test_log_partition_of_u1_does_not_depend_on_the_box_once_it_is_large_enough():
     spacing = 0.04
-    values = {half: log_partition(energy_u1, ((-half, half), (-half, half)),
-                                  resolution=int(2 * half / spacing))
-              for half in (2.5, 6.0, 12.0)}
+    values = {
+        half: log_partition(
+            energy_u1, ((-half, half), (-half, half)), resolution=int(2 * half / spacing)
+        )
+        for half in (2.5, 6.0, 12.0)
+    }
     assert abs(values[6.0] - values[12.0]) < 1e-10
     assert abs(values[2.5] - values[12.0]) > 1e-3, "a box of half-width 2.5 cuts the ring"
 
@@ -141,7 +150,7 @@ def test_exact_reverse_kl_matches_the_gaussian_closed_form():
     def energy(z):
         return 0.5 * (z**2).sum(dim=1) / s**2
 
-    exact = (1 / s**2 - 1 + math.log(s**2))
+    exact = 1 / s**2 - 1 + math.log(s**2)
     kl, se = exact_reverse_kl(flow, energy, math.log(2 * math.pi * s**2), n=20_000, seed=3)
     assert 0 < se < 0.01
     assert abs(kl - exact) < 4 * se

@@ -9,8 +9,7 @@ import nfcourse as nf
 def _fit(seed):
     flow = nf.Flow(nf.ElementwiseAffine(1))
     data = nf.densities.GaussianMixture1D(means=(3.0,), stds=(0.5,)).sample(500)
-    history = nf.fit_maximum_likelihood(flow, data, steps=300, lr=0.05, seed=seed,
-                                        progress=False)
+    history = nf.fit_maximum_likelihood(flow, data, steps=300, lr=0.05, seed=seed, progress=False)
     return flow, history
 
 
@@ -47,8 +46,9 @@ def test_reverse_kl_fit_matches_a_shifted_gaussian():
     target.requires_grad_(False)
     nf.fit_reverse_kl(flow, target.log_prob, steps=400, lr=0.05, progress=False)
     torch.testing.assert_close(flow.transform.shift.detach(), target.loc, atol=0.1, rtol=0)
-    torch.testing.assert_close(flow.transform.log_scale.detach(), target.log_scale,
-                               atol=0.1, rtol=0)
+    torch.testing.assert_close(
+        flow.transform.log_scale.detach(), target.log_scale, atol=0.1, rtol=0
+    )
 
 
 def test_train_rejects_no_parameters():
@@ -72,8 +72,11 @@ def test_an_exploding_loss_raises_training_diverged():
     def loss_fn(step):
         return p * 10.0 ** (5 * step)
 
-    with pytest.raises(nf.TrainingDiverged, match=r"exploded to [\d.]+e\+1[45] .*step 3.*"
-                                                  r"clip_grad_norm"):
+    with pytest.raises(
+        nf.TrainingDiverged,
+        match=r"exploded to [\d.]+e\+1[45] .*step 3.*"
+        r"clip_grad_norm",
+    ):
         nf.train(loss_fn, [p], steps=10, progress=False)
     history = nf.train(lambda step: p * 1e12, [p], steps=2, max_loss=1e13, progress=False)
     assert len(history) == 2
@@ -96,30 +99,40 @@ def test_seed_none_draws_from_the_global_random_state():
     torch.manual_seed(0)
     f1 = nf.coupling_flow("affine", 2, 2, seed=None, zero_init=False)
     f2 = nf.coupling_flow("affine", 2, 2, seed=None, zero_init=False)
-    assert not torch.equal(f1.transform[0].conditioner[0].weight,
-                           f2.transform[0].conditioner[0].weight)
+    assert not torch.equal(
+        f1.transform[0].conditioner[0].weight, f2.transform[0].conditioner[0].weight
+    )
     f3 = nf.coupling_flow("affine", 2, 2, seed=4, zero_init=False)
     f4 = nf.coupling_flow("affine", 2, 2, seed=4, zero_init=False)
-    assert torch.equal(f3.transform[0].conditioner[0].weight,
-                       f4.transform[0].conditioner[0].weight)
+    assert torch.equal(
+        f3.transform[0].conditioner[0].weight, f4.transform[0].conditioner[0].weight
+    )
 
 
 def test_maximum_likelihood_without_batch_size_is_full_batch_gradient_descent():
     data = nf.densities.GaussianMixture1D(means=(3.0,), stds=(0.5,)).sample(200)
     flow, reference = nf.Flow(nf.ElementwiseAffine(1)), nf.Flow(nf.ElementwiseAffine(1))
-    history = nf.fit_maximum_likelihood(flow, data, 20, batch_size=None, lr=0.05,
-                                        progress=False)
-    expected = nf.train(lambda step: reference.forward_kl(data), reference, 20, lr=0.05,
-                        progress=False)
+    history = nf.fit_maximum_likelihood(flow, data, 20, batch_size=None, lr=0.05, progress=False)
+    expected = nf.train(
+        lambda step: reference.forward_kl(data), reference, 20, lr=0.05, progress=False
+    )
     assert history == expected
 
 
 def test_dequantized_fit_draws_indices_then_noise_from_one_generator():
     images = torch.randint(0, 17, (100, 4)).float()
     flow, reference = nf.Flow(nf.ElementwiseAffine(4)), nf.Flow(nf.ElementwiseAffine(4))
-    history = nf.fit_maximum_likelihood(flow, images, 10, batch_size=16, lr=3e-3, seed=1,
-                                        dequantize_levels=17, schedule="cosine",
-                                        progress=False)
+    history = nf.fit_maximum_likelihood(
+        flow,
+        images,
+        10,
+        batch_size=16,
+        lr=3e-3,
+        seed=1,
+        dequantize_levels=17,
+        schedule="cosine",
+        progress=False,
+    )
     draws = torch.Generator().manual_seed(1)
 
     def loss_fn(step):
@@ -128,6 +141,7 @@ def test_dequantized_fit_draws_indices_then_noise_from_one_generator():
 
     optimizer = torch.optim.Adam(reference.parameters(), lr=3e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 10)
-    expected = nf.train(loss_fn, reference, 10, seed=1, optimizer=optimizer,
-                        scheduler=schedule, progress=False)
+    expected = nf.train(
+        loss_fn, reference, 10, seed=1, optimizer=optimizer, scheduler=schedule, progress=False
+    )
     assert history == expected

@@ -40,8 +40,9 @@ def _jacobian_log_det(fn, z):
 
 def _images(batch, seed=0, dtype=torch.float32, data_dim=64):
     g = _generator(seed)
-    return torch.bernoulli(torch.rand(batch, data_dim, generator=g, dtype=dtype) * 0.6,
-                           generator=g)
+    return torch.bernoulli(
+        torch.rand(batch, data_dim, generator=g, dtype=dtype) * 0.6, generator=g
+    )
 
 
 def _model(latent_dim=3, n_flows=2, seed=0, hidden=32, data_dim=64):
@@ -57,13 +58,13 @@ def _model(latent_dim=3, n_flows=2, seed=0, hidden=32, data_dim=64):
 
 # --- chapter 3's planar layer with per-example parameters ------------------------------
 
+
 @pytest.mark.parametrize("dim", [1, 2, 5])
 def test_per_example_planar_log_det_matches_autograd_jacobian(dim):
     u_hat, w, b = _planar_parameters(6, dim, seed=dim)
     z = torch.randn(6, dim, generator=_generator(10 + dim), dtype=D64)
     _, log_det = planar_forward(z, u_hat, w, b)
-    expected = _jacobian_log_det(
-        lambda i, v: planar_forward(v, u_hat[i], w[i], b[i])[0], z)
+    expected = _jacobian_log_det(lambda i, v: planar_forward(v, u_hat[i], w[i], b[i])[0], z)
     assert torch.allclose(log_det, expected, atol=1e-8, rtol=0)
 
 
@@ -78,8 +79,9 @@ def test_per_example_planar_with_shared_parameters_is_the_chapter_3_planar_layer
     z = torch.randn(9, 4, generator=_generator(1), dtype=D64)
     x_ref, log_det_ref = layer(z)
     u_hat = layer.u_hat.detach().expand(9, -1)
-    x, log_det = planar_forward(z, u_hat, layer.w.detach().expand(9, -1),
-                                      layer.b.detach().expand(9))
+    x, log_det = planar_forward(
+        z, u_hat, layer.w.detach().expand(9, -1), layer.b.detach().expand(9)
+    )
     assert torch.allclose(x, x_ref, atol=1e-12)
     assert torch.allclose(log_det, log_det_ref, atol=1e-12)
 
@@ -128,13 +130,14 @@ def test_flow_log_det_sum_matches_autograd_jacobian_of_all_layers():
     _, sum_log_det = model.flow(z0, u_hat, w, b)
 
     def stack(i, v):
-        zk, _ = model.flow(v.unsqueeze(0), u_hat[i:i + 1], w[i:i + 1], b[i:i + 1])
+        zk, _ = model.flow(v.unsqueeze(0), u_hat[i : i + 1], w[i : i + 1], b[i : i + 1])
         return zk[0]
 
     assert torch.allclose(sum_log_det, _jacobian_log_det(stack, z0.detach()), atol=1e-8)
 
 
 # --- the ELBO and its terms ------------------------------------------------------------------
+
 
 def test_elbo_equals_the_hand_computed_sum_of_its_terms():
     model = _model(latent_dim=3, n_flows=3)
@@ -154,9 +157,14 @@ def test_elbo_equals_the_hand_computed_sum_of_its_terms():
     log_likelihood = Bernoulli(logits=model.decoder(z)).log_prob(x).sum(1)
     expected = log_likelihood + log_prior - log_q0 + sum_log_det
 
-    for got, want in [(terms.log_likelihood, log_likelihood), (terms.log_prior, log_prior),
-                      (terms.log_q0, log_q0), (terms.sum_log_abs_det, sum_log_det),
-                      (terms.elbo, expected), (model.elbo(x, eps=eps), expected)]:
+    for got, want in [
+        (terms.log_likelihood, log_likelihood),
+        (terms.log_prior, log_prior),
+        (terms.log_q0, log_q0),
+        (terms.sum_log_abs_det, sum_log_det),
+        (terms.elbo, expected),
+        (model.elbo(x, eps=eps), expected),
+    ]:
         assert torch.allclose(got, want, atol=1e-10)
     assert torch.allclose(terms.log_qK, log_q0 - sum_log_det, atol=1e-10)
     assert (terms.sum_log_abs_det.abs() > 1e-3).all(), "the flow should not be the identity here"
@@ -169,14 +177,17 @@ def test_with_no_flow_layers_the_elbo_is_the_plain_vae_bound():
     # With fixed noise: log p(x | z0) + log N(z0; 0, I) - log N(z0; mu, sigma^2).
     eps = torch.randn(5, 4, generator=_generator(1), dtype=D64)
     z0 = mu + log_sigma.exp() * eps
-    plain = (Bernoulli(logits=model.decoder(z0)).log_prob(x).sum(1)
-             + Normal(0.0, 1.0).log_prob(z0).sum(1)
-             - Normal(mu, log_sigma.exp()).log_prob(z0).sum(1))
+    plain = (
+        Bernoulli(logits=model.decoder(z0)).log_prob(x).sum(1)
+        + Normal(0.0, 1.0).log_prob(z0).sum(1)
+        - Normal(mu, log_sigma.exp()).log_prob(z0).sum(1)
+    )
     assert torch.allclose(model.elbo(x, eps=eps), plain, atol=1e-10)
     # In expectation, log p(z0) - log q0(z0 | x) is minus the closed-form KL.
     kl = vae.gaussian_kl(mu, log_sigma)
-    reference = torch.distributions.kl_divergence(Normal(mu, log_sigma.exp()),
-                                                  Normal(0.0, 1.0)).sum(1)
+    reference = torch.distributions.kl_divergence(
+        Normal(mu, log_sigma.exp()), Normal(0.0, 1.0)
+    ).sum(1)
     assert torch.allclose(kl, reference, atol=1e-10)
     torch.manual_seed(5)
     with torch.no_grad():
@@ -235,17 +246,19 @@ def test_gradients_reach_encoder_flow_and_decoder():
     assert any(n.startswith("decoder") for n in names)
 
 
-@pytest.mark.parametrize("bad, error, message", [
-    (torch.rand(4, 784) * 2, ValueError, r"\[0, 1\]"),
-    (torch.rand(4, 784) - 0.5, ValueError, r"\[0, 1\]"),
-    (torch.rand(4, 28, 28), ValueError, r"x.reshape\(len\(x\), -1\)"),
-    (torch.rand(4, 100), ValueError, r"shape \(B, 784\)"),
-    (torch.randint(0, 255, (4, 784)), TypeError, "divide integer pixels by 255"),
-    (np.zeros((4, 784)), TypeError, "torch.Tensor"),
-    (torch.full((4, 784), float("nan")), ValueError, "NaN"),
-])
-def test_images_outside_unit_interval_or_of_the_wrong_size_give_a_clear_error(bad, error,
-                                                                              message):
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.rand(4, 784) * 2, ValueError, r"\[0, 1\]"),
+        (torch.rand(4, 784) - 0.5, ValueError, r"\[0, 1\]"),
+        (torch.rand(4, 28, 28), ValueError, r"x.reshape\(len\(x\), -1\)"),
+        (torch.rand(4, 100), ValueError, r"shape \(B, 784\)"),
+        (torch.randint(0, 255, (4, 784)), TypeError, "divide integer pixels by 255"),
+        (np.zeros((4, 784)), TypeError, "torch.Tensor"),
+        (torch.full((4, 784), float("nan")), ValueError, "NaN"),
+    ],
+)
+def test_images_outside_unit_interval_or_of_the_wrong_size_give_a_clear_error(bad, error, message):
     model = vae.FlowPosteriorVAE(2, n_flows=1, hidden=8)
     with pytest.raises(error, match=message):
         model.elbo(bad)
@@ -276,6 +289,7 @@ def test_elbo_shapes_for_one_and_several_samples():
 
 # --- the posterior density ----------------------------------------------------------------------
 
+
 def test_posterior_log_prob_matches_the_log_density_of_posterior_samples():
     model = _model(latent_dim=3, n_flows=4)
     x = _images(6, dtype=D64)
@@ -301,8 +315,7 @@ def test_flow_posterior_density_integrates_to_one_in_2d():
 def test_grid_log_joint_agrees_with_log_joint_and_converges_with_resolution():
     model = _model(latent_dim=2, n_flows=0, hidden=16)
     x = _images(3, dtype=D64)
-    z, log_joint, log_px = vae.grid_log_joint(model, x, bounds=((-7, 7), (-7, 7)),
-                                              resolution=201)
+    z, log_joint, log_px = vae.grid_log_joint(model, x, bounds=((-7, 7), (-7, 7)), resolution=201)
     pick = torch.tensor([0, 777, 20_000, 40_400])
     direct = model.log_joint(x, z[pick].unsqueeze(1).expand(-1, 3, -1))  # (4, 3)
     assert torch.allclose(log_joint[:, pick].T, direct, atol=1e-9)
@@ -312,12 +325,14 @@ def test_grid_log_joint_agrees_with_log_joint_and_converges_with_resolution():
 
 # --- training ------------------------------------------------------------------------------------
 
+
 def test_parameter_groups_slow_the_flow_head_and_skip_frozen_parameters():
     model = vae.FlowPosteriorVAE(2, n_flows=2, hidden=8)
     groups = model.parameter_groups(1e-3)
     assert groups[1]["lr"] == pytest.approx(1e-4)
-    assert {id(p) for p in groups[1]["params"]} == \
-        {id(p) for p in model.encoder.flow_params.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == {
+        id(p) for p in model.encoder.flow_params.parameters()
+    }
     model.decoder.requires_grad_(False)
     kept = {id(p) for g in model.parameter_groups(1e-3, flow_lr=0.0) for p in g["params"]}
     assert not kept & {id(p) for p in model.decoder.parameters()}
@@ -382,6 +397,7 @@ def test_output_bias_starts_the_decoder_at_the_average_image():
 
 # --- MNIST ------------------------------------------------------------------------------------
 
+
 def test_load_mnist_splits_the_shipped_digits_reproducibly():
     train, test = data.load_mnist()
     assert train.shape == (4000, 784) and test.shape == (1000, 784)
@@ -394,11 +410,14 @@ def test_load_mnist_splits_the_shipped_digits_reproducibly():
 
     images, labels = mnist_data()
     everything = torch.cat([train, test])
-    assert torch.allclose(everything.sum(0), torch.from_numpy(images / 255.0).float().sum(0),
-                          atol=1e-2)
+    assert torch.allclose(
+        everything.sum(0), torch.from_numpy(images / 255.0).float().sum(0), atol=1e-2
+    )
     # the same share of every class in the test set: 100 of each digit
-    index = {tuple(row): y for row, y in zip((images / 255.0).astype(np.float32).tolist(),
-                                              labels, strict=True)}
+    index = {
+        tuple(row): y
+        for row, y in zip((images / 255.0).astype(np.float32).tolist(), labels, strict=True)
+    }
     test_labels = [index[tuple(row)] for row in test.numpy().tolist()]
     assert (np.bincount(test_labels, minlength=10) == 100).all()
     # in a random order: the first 50 test images already hold nearly every digit
@@ -407,7 +426,8 @@ def test_load_mnist_splits_the_shipped_digits_reproducibly():
 
 def _write_idx(path, images, compress):
     header = (0x00000803).to_bytes(4, "big") + b"".join(
-        int(n).to_bytes(4, "big") for n in images.shape)
+        int(n).to_bytes(4, "big") for n in images.shape
+    )
     payload = header + images.astype(np.uint8).tobytes()
     with (gzip.open if compress else open)(path, "wb") as file:
         file.write(payload)
@@ -417,8 +437,13 @@ def test_load_mnist_reads_an_npz_file_and_idx_files(tmp_path):
     rng = np.random.default_rng(0)
     x_train = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
     x_test = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=np.zeros(6), x_test=x_test,
-             y_test=np.zeros(4))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=x_train,
+        y_train=np.zeros(6),
+        x_test=x_test,
+        y_test=np.zeros(4),
+    )
     train, test = data.load_mnist(tmp_path / "mnist.npz")
     assert torch.allclose(train, torch.from_numpy(x_train.reshape(6, -1) / 255).float())
     assert torch.allclose(test, torch.from_numpy(x_test.reshape(4, -1) / 255).float())

@@ -25,17 +25,25 @@ def _generator(seed):
 
 def _images(batch, seed=0, dtype=D64, data_dim=64):
     g = _generator(seed)
-    return torch.bernoulli(torch.rand(batch, data_dim, generator=g, dtype=dtype) * 0.6,
-                           generator=g)
+    return torch.bernoulli(
+        torch.rand(batch, data_dim, generator=g, dtype=dtype) * 0.6, generator=g
+    )
 
 
-def _model(latent_dim=4, n_flows=3, seed=0, hidden=32, data_dim=64, context=5,
-           iaf_hidden=(16, 16)):
+def _model(
+    latent_dim=4, n_flows=3, seed=0, hidden=32, data_dim=64, context=5, iaf_hidden=(16, 16)
+):
     """A small IAF-posterior model whose steps are moved away from the identity."""
     torch.manual_seed(seed)
-    model = vae.FlowPosteriorVAE(latent_dim, n_flows, hidden=hidden, data_dim=data_dim,
-                                 posterior="iaf", iaf_hidden=iaf_hidden,
-                                 iaf_context=context).double()
+    model = vae.FlowPosteriorVAE(
+        latent_dim,
+        n_flows,
+        hidden=hidden,
+        data_dim=data_dim,
+        posterior="iaf",
+        iaf_hidden=iaf_hidden,
+        iaf_context=context,
+    ).double()
     g = _generator(seed + 100)
     with torch.no_grad():  # the MADEs' output layers start at zero: give them weights
         for step in model.iaf.transforms:
@@ -73,8 +81,9 @@ def test_log_q_matches_the_autograd_jacobian_of_eps_to_z(latent_dim, n_flows):
     assert (s.sum_log_abs_det.abs() > 1e-3).all()  # the steps are not the identity
     normal = torch.distributions.Normal(torch.zeros((), dtype=D64), 1.0)
     for i in range(4):
+
         def eps_to_z(e, i=i):
-            return model.sample_posterior(x[i:i + 1], eps=e.unsqueeze(0)).zK[0]
+            return model.sample_posterior(x[i : i + 1], eps=e.unsqueeze(0)).zK[0]
 
         jac = torch.autograd.functional.jacobian(eps_to_z, eps[i])
         # q(z | x) = N(eps) / |det dz/deps|, with z as a function of eps for fixed x
@@ -92,17 +101,23 @@ def test_each_step_output_depends_only_on_earlier_coordinates():
         expected = order[:, None] > order[None, :]  # row i may see column j
         for k in (0, 1):  # log sigma and mu
             # summed over a few points, so that a ReLU off at one point hides nothing
-            jac = sum(torch.autograd.functional.jacobian(
-                lambda v, made=made, k=k: _params(made, v.unsqueeze(0), h)[k][0],
-                zi).abs() for zi in z)
+            jac = sum(
+                torch.autograd.functional.jacobian(
+                    lambda v, made=made, k=k: _params(made, v.unsqueeze(0), h)[k][0], zi
+                ).abs()
+                for zi in z
+            )
             assert torch.all(jac[~expected] == 0), f"step {t} sees a later coordinate"
             assert torch.all(jac[expected] > 0), f"step {t} misses an earlier coordinate"
         # a diagonal Jacobian entry of the step itself is sigma_i: z_i scales only itself
         step = torch.autograd.functional.jacobian(
-            lambda v, made=made: _params(made, v.unsqueeze(0), h)[1][0]
-            + _params(made, v.unsqueeze(0), h)[0][0].exp() * v, z[0])
-        assert torch.allclose(torch.diag(step),
-                              _params(made, z[:1], h)[0][0].exp())
+            lambda v, made=made: (
+                _params(made, v.unsqueeze(0), h)[1][0]
+                + _params(made, v.unsqueeze(0), h)[0][0].exp() * v
+            ),
+            z[0],
+        )
+        assert torch.allclose(torch.diag(step), _params(made, z[:1], h)[0][0].exp())
         assert torch.all(step[order[None, :] > order[:, None]] == 0)
     orders = [made.order.tolist() for made in model.iaf.transforms]
     assert orders == [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0]]
@@ -113,9 +128,12 @@ def test_the_context_reaches_every_coordinate_of_every_step():
     z = torch.randn(1, 3, generator=_generator(4), dtype=D64)
     h = torch.randn(8, 5, generator=_generator(5), dtype=D64)
     for made in model.iaf.transforms:
-        jac = sum(torch.autograd.functional.jacobian(
-            lambda c, made=made: _params(made, z, c.unsqueeze(0))[1][0],
-            hi).abs() for hi in h)
+        jac = sum(
+            torch.autograd.functional.jacobian(
+                lambda c, made=made: _params(made, z, c.unsqueeze(0))[1][0], hi
+            ).abs()
+            for hi in h
+        )
         assert (jac.sum(dim=1) > 0).all()  # even the first coordinate sees h
 
 
@@ -164,14 +182,17 @@ def test_fit_vae_trains_an_iaf_posterior():
     assert sum(history[-10:]) < sum(history[:10])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(posterior="maf"), "posterior must be 'planar' or 'iaf', got 'maf'"),
-    (dict(iaf_hidden=(8,)), "posterior='iaf' only"),
-    (dict(iaf_context=4), "posterior='iaf' only"),
-    (dict(posterior="iaf", n_flows=0), "n_flows >= 1"),
-    (dict(posterior="iaf", iaf_context=0), "iaf_context must be a positive integer"),
-    (dict(posterior="iaf", iaf_hidden=()), "hidden must list at least one"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(posterior="maf"), "posterior must be 'planar' or 'iaf', got 'maf'"),
+        (dict(iaf_hidden=(8,)), "posterior='iaf' only"),
+        (dict(iaf_context=4), "posterior='iaf' only"),
+        (dict(posterior="iaf", n_flows=0), "n_flows >= 1"),
+        (dict(posterior="iaf", iaf_context=0), "iaf_context must be a positive integer"),
+        (dict(posterior="iaf", iaf_hidden=()), "hidden must list at least one"),
+    ],
+)
 def test_bad_options_give_a_clear_error(kwargs, message):
     args = dict(latent_dim=3, n_flows=2, hidden=8, data_dim=64) | kwargs
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -74,15 +74,26 @@ def _need(condition: bool, message: str):
 @pytest.fixture(scope="module")
 def site_url():
     _need((SITE / "index.html").exists(), f"no website at {SITE}: run `make book` first")
-    _need(_chromium() is not None,
-          "Chromium not found: install it (`apt-get install chromium`, as .ci/run does)")
+    _need(
+        _chromium() is not None,
+        "Chromium not found: install it (`apt-get install chromium`, as .ci/run does)",
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-         "--directory", str(SITE)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(SITE),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -130,13 +141,28 @@ class Chromium:
             os.dup2(from_chrome_w, 4)
 
         self.process = subprocess.Popen(
-            [_chromium(), "--headless", "--remote-debugging-pipe", "--no-sandbox",
-             "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--hide-scrollbars", "--mute-audio",
-             f"--user-data-dir={profile}", f"--window-size={WIDTH},{HEIGHT}", "about:blank"],
-            preexec_fn=child_fds, close_fds=False,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                _chromium(),
+                "--headless",
+                "--remote-debugging-pipe",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--user-data-dir={profile}",
+                f"--window-size={WIDTH},{HEIGHT}",
+                "about:blank",
+            ],
+            preexec_fn=child_fds,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         os.close(to_chrome_r)
         os.close(from_chrome_w)
@@ -144,14 +170,22 @@ class Chromium:
         self._buffer = b""
         self._next_id = 0
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = self.send("Target.attachToTarget",
-                                 {"targetId": target, "flatten": True})["sessionId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         self.page("Page.enable")
-        self.page("Emulation.setDeviceMetricsOverride",
-                  {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False})
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None,
-             timeout: float = 60) -> dict:
+    def send(
+        self,
+        method: str,
+        params: dict | None = None,
+        session: str | None = None,
+        timeout: float = 60,
+    ) -> dict:
         self._next_id += 1
         message = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -181,8 +215,11 @@ class Chromium:
         return self.send(method, params, session=self.session, timeout=timeout)
 
     def js(self, expression: str, timeout: float = 60):
-        result = self.page("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True}, timeout=timeout)
+        result = self.page(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            timeout=timeout,
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -195,10 +232,14 @@ class Chromium:
             if self.js("document.readyState") == "complete":
                 break
             time.sleep(0.1)
-        self.js("(async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise)"
-                " await MathJax.startup.promise; return true; })()")
-        expected = self.js("document.querySelectorAll("
-                           "'script[type=\"application/vnd.jupyter.widget-view+json\"]').length")
+        self.js(
+            "(async () => { if (window.MathJax && MathJax.startup && MathJax.startup.promise)"
+            " await MathJax.startup.promise; return true; })()"
+        )
+        expected = self.js(
+            "document.querySelectorAll("
+            "'script[type=\"application/vnd.jupyter.widget-view+json\"]').length"
+        )
         stable, last = 0, -1
         while expected and time.monotonic() < deadline and stable < 4:
             count = self.js("document.querySelectorAll('.jupyter-widgets').length")
@@ -219,13 +260,39 @@ class Chromium:
     def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
         mouse = "Input.dispatchMouseEvent"
         self.page(mouse, {"type": "mouseMoved", "x": x0, "y": y0})
-        self.page(mouse, {"type": "mousePressed", "x": x0, "y": y0, "button": "left",
-                          "buttons": 1, "clickCount": 1})
+        self.page(
+            mouse,
+            {
+                "type": "mousePressed",
+                "x": x0,
+                "y": y0,
+                "button": "left",
+                "buttons": 1,
+                "clickCount": 1,
+            },
+        )
         for t in (0.25, 0.5, 0.75, 1.0):
-            self.page(mouse, {"type": "mouseMoved", "x": x0 + t * (x1 - x0),
-                              "y": y0 + t * (y1 - y0), "button": "left", "buttons": 1})
-        self.page(mouse, {"type": "mouseReleased", "x": x1, "y": y1, "button": "left",
-                          "buttons": 0, "clickCount": 1})
+            self.page(
+                mouse,
+                {
+                    "type": "mouseMoved",
+                    "x": x0 + t * (x1 - x0),
+                    "y": y0 + t * (y1 - y0),
+                    "button": "left",
+                    "buttons": 1,
+                },
+            )
+        self.page(
+            mouse,
+            {
+                "type": "mouseReleased",
+                "x": x1,
+                "y": y1,
+                "button": "left",
+                "buttons": 0,
+                "clickCount": 1,
+            },
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -374,8 +441,11 @@ def _move_sliders(browser: Chromium, page: str) -> list[dict]:
         before = browser.js(call % "true")
         name = f"__slider{spot['cell']}-{spot['slider']}"
         browser.screenshot(_shot_name(page, name + "-before"), before["widget"])
-        shot_before = (browser.screenshot(_shot_name(page, "__figure"), before["figure"])
-                       if before["figure"] else b"")
+        shot_before = (
+            browser.screenshot(_shot_name(page, "__figure"), before["figure"])
+            if before["figure"]
+            else b""
+        )
         h, t = before["handle"], before["track"]
         x0, y0 = h["x"] + h["width"] / 2, h["y"] + h["height"] / 2
         if before["vertical"]:
@@ -388,14 +458,21 @@ def _move_sliders(browser: Chromium, page: str) -> list[dict]:
         time.sleep(0.4)
         after = browser.js(call % "false")
         browser.screenshot(_shot_name(page, name + "-after"), before["widget"])
-        shot_after = (browser.screenshot(_shot_name(page, "__figure"), before["figure"])
-                      if before["figure"] else b"")
-        results.append({
-            "slider": before["label"].strip() or name, "from": before["readout"],
-            "to": after["readout"], "moved": before["readout"] != after["readout"],
-            "changed": before["sources"] != after["sources"] or shot_before != shot_after,
-            "track_px": round(t["height"] if before["vertical"] else t["width"]),
-        })
+        shot_after = (
+            browser.screenshot(_shot_name(page, "__figure"), before["figure"])
+            if before["figure"]
+            else b""
+        )
+        results.append(
+            {
+                "slider": before["label"].strip() or name,
+                "from": before["readout"],
+                "to": after["readout"],
+                "moved": before["readout"] != after["readout"],
+                "changed": before["sources"] != after["sources"] or shot_before != shot_after,
+                "track_px": round(t["height"] if before["vertical"] else t["width"]),
+            }
+        )
     _shot_name(page, "__figure").unlink(missing_ok=True)
     return results
 
@@ -422,20 +499,29 @@ def visits(site_url):
         finally:
             browser.close()
     counts = {
-        page: {"equations": len(v["layout"].get("equations", [])),
-               "code": len(v["layout"].get("code", [])),
-               "outputs": len(v["layout"].get("outputs", [])),
-               "tables": len(v["layout"].get("tables", [])),
-               "shrunk figures": len(v["layout"].get("figures", [])),
-               "sliders": len(v["sliders"]),
-               "frozen sliders": sum(not s["changed"] for s in v["sliders"]),
-               "narrowest slider track px": min((s["track_px"] for s in v["sliders"]),
-                                                default=None)}
+        page: {
+            "equations": len(v["layout"].get("equations", [])),
+            "code": len(v["layout"].get("code", [])),
+            "outputs": len(v["layout"].get("outputs", [])),
+            "tables": len(v["layout"].get("tables", [])),
+            "shrunk figures": len(v["layout"].get("figures", [])),
+            "sliders": len(v["sliders"]),
+            "frozen sliders": sum(not s["changed"] for s in v["sliders"]),
+            "narrowest slider track px": min((s["track_px"] for s in v["sliders"]), default=None),
+        }
         for page, v in result.items()
     }
-    (SHOTS / "layout.json").write_text(json.dumps(
-        {"counts": counts, "details": {p: {"layout": v["layout"], "sliders": v["sliders"]}
-                                       for p, v in result.items()}}, indent=1))
+    (SHOTS / "layout.json").write_text(
+        json.dumps(
+            {
+                "counts": counts,
+                "details": {
+                    p: {"layout": v["layout"], "sliders": v["sliders"]} for p, v in result.items()
+                },
+            },
+            indent=1,
+        )
+    )
     return result
 
 
@@ -473,8 +559,11 @@ def _outputs(page: str, mime: str) -> int:
     if nb is None:
         return 0
     return sum(
-        1 for cell in nb.cells if cell.cell_type == "code"
-        for out in cell.get("outputs", []) if mime in out.get("data", {})
+        1
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if mime in out.get("data", {})
     )
 
 
@@ -486,7 +575,7 @@ def test_page_shows_no_raw_tex(rendered, page):
     hits = sorted({m.group(0) for m in RAW_TEX.finditer(text)})
     if hits:
         where = RAW_TEX.search(text).start()
-        pytest.fail(f"{page} shows raw TeX {hits}: ...{text[max(0, where - 80):where + 80]}...")
+        pytest.fail(f"{page} shows raw TeX {hits}: ...{text[max(0, where - 80) : where + 80]}...")
     static = (SITE / page).read_text(encoding="utf-8")
     if 'class="math' in static:
         assert "<mjx-container" in dom, f"{page} has math that MathJax did not render"
@@ -504,11 +593,13 @@ def test_page_images_load_and_figures_are_all_there(rendered, visits, page):
             payload = src.split(",", 1)[1]
             assert len(base64.b64decode(payload)) > 100, f"{page}: empty inline image"
             continue
-        assert not src.startswith(("http:", "https:")) or "127.0.0.1" in src, \
+        assert not src.startswith(("http:", "https:")) or "127.0.0.1" in src, (
             f"{page} loads an image from outside the site: {src}"
+        )
         target = (SITE / page).parent / urllib.parse.unquote(src.split("?")[0].split("#")[0])
-        assert target.resolve().is_file() and target.stat().st_size > 0, \
+        assert target.resolve().is_file() and target.stat().st_size > 0, (
             f"{page}: broken image {src}"
+        )
     broken = visits[page]["layout"].get("broken", [])
     assert not broken, f"{page}: images that did not load: {broken[:3]}"
     figures = _outputs(page, "image/png")
@@ -531,11 +622,13 @@ def test_widgets_render_without_network(rendered, page):
     static = (SITE / page).read_text(encoding="utf-8")
     assert "lm-Widget" not in static
     dom = rendered[page]
-    assert re.search(r'class="lm-Widget[^"]*\bjupyter-widgets\b', dom), \
+    assert re.search(r'class="lm-Widget[^"]*\bjupyter-widgets\b', dom), (
         f"{page} has a widget in its notebook that the widget JavaScript did not render"
+    )
     if "widget-slider" in _source_widgets(page):
-        assert re.search(r'class="[^"]*widget-(hslider|vslider|slider)', dom), \
+        assert re.search(r'class="[^"]*widget-(hslider|vslider|slider)', dom), (
             f"{page} has sliders in its notebook but none rendered"
+        )
 
 
 def _source_widgets(page: str) -> str:
@@ -565,44 +658,57 @@ def _notebook_pages() -> list[str]:
 
 
 def _chapters_with_exercises() -> list[str]:
-    return [p for p in _pages()
-            if p.startswith("chapters/") and (ROOT / "exercises" / Path(p).name).with_suffix(
-                ".md").exists()]
+    return [
+        p
+        for p in _pages()
+        if p.startswith("chapters/")
+        and (ROOT / "exercises" / Path(p).name).with_suffix(".md").exists()
+    ]
 
 
 @pytest.mark.parametrize("page", _pages())
 def test_equations_code_and_outputs_fit_the_column(visits, page):
     layout = visits[page]["layout"]
     assert layout, f"{page}: no article to measure"
-    wide = {kind: layout[kind] for kind in ("equations", "code", "outputs", "tables")
-            if layout[kind]}
-    assert not wide, (f"{page}: wider than the {layout['column']} px column at {WIDTH} px: "
-                      + "; ".join(f"{len(v)} {k}: {v[:3]}" for k, v in wide.items()))
+    wide = {
+        kind: layout[kind] for kind in ("equations", "code", "outputs", "tables") if layout[kind]
+    }
+    assert not wide, (
+        f"{page}: wider than the {layout['column']} px column at {WIDTH} px: "
+        + "; ".join(f"{len(v)} {k}: {v[:3]}" for k, v in wide.items())
+    )
 
 
 @pytest.mark.parametrize("page", _pages())
 def test_figures_are_shown_at_nearly_their_size(visits, page):
     shrunk = visits[page]["layout"]["figures"]
-    assert not shrunk, (f"{page}: {len(shrunk)} figures shown below "
-                        f"{MIN_FIGURE_SCALE:.0%} of their pixel width: {shrunk[:3]}")
+    assert not shrunk, (
+        f"{page}: {len(shrunk)} figures shown below "
+        f"{MIN_FIGURE_SCALE:.0%} of their pixel width: {shrunk[:3]}"
+    )
 
 
 @pytest.mark.parametrize("page", _pages())
 def test_every_slider_moves_its_figure_on_the_static_page(visits, page):
     for slider in visits[page]["sliders"]:
         assert slider["moved"], f"{page}: slider {slider['slider']} did not move when dragged"
-        assert slider["changed"], (f"{page}: slider {slider['slider']} moved from "
-                                   f"{slider['from']} to {slider['to']}, the figure did not")
-        assert slider["track_px"] >= 100, (f"{page}: slider {slider['slider']} has a "
-                                           f"{slider['track_px']} px track, too short to use")
+        assert slider["changed"], (
+            f"{page}: slider {slider['slider']} moved from "
+            f"{slider['from']} to {slider['to']}, the figure did not"
+        )
+        assert slider["track_px"] >= 100, (
+            f"{page}: slider {slider['slider']} has a "
+            f"{slider['track_px']} px track, too short to use"
+        )
 
 
 @pytest.mark.parametrize("page", _chapters_with_exercises())
 def test_chapter_links_to_its_exercises(visits, page):
     target = "exercises/" + Path(page).name
     links = [urllib.parse.urlparse(u).path for u in visits[page]["layout"]["links"]]
-    assert any(path.endswith(target) for path in links), \
+    assert any(path.endswith(target) for path in links), (
         f"{page} has no link to its exercises, {target}"
+    )
 
 
 @pytest.mark.parametrize("page", _notebook_pages())
@@ -634,7 +740,8 @@ def test_search_shows_no_tex_and_no_solutions(site_url):
                 results = browser.js(
                     "[...document.querySelectorAll('#search-results li')].map((li) => "
                     "({href: (li.querySelector('a') || {}).href || '', "
-                    "snippet: (li.querySelector('p.context') || {}).textContent || null}))")
+                    "snippet: (li.querySelector('p.context') || {}).textContent || null}))"
+                )
                 if results and all(r["snippet"] is not None for r in results):
                     break
                 time.sleep(0.3)
@@ -644,8 +751,9 @@ def test_search_shows_no_tex_and_no_solutions(site_url):
     assert results, "searching the website for 'log determinant' found nothing"
     pages = {urllib.parse.urlparse(r["href"]).path for r in results}
     assert any("/exercises/" in p for p in pages), f"no exercise page among {sorted(pages)}"
-    assert not any("/solutions/" in p for p in pages), \
+    assert not any("/solutions/" in p for p in pages), (
         f"search shows solutions pages: {sorted(p for p in pages if '/solutions/' in p)}"
+    )
     for result in results:
         tex = sorted({m.group(0) for m in RAW_TEX.finditer(result["snippet"] or "")})
         assert not tex, f"search snippet for {result['href']} shows TeX {tex}: {result['snippet']}"

@@ -75,8 +75,10 @@ def main() -> int:
     print("-" * len(header))
     print(f"{'total':<44}" + "".join(f"{v:>6}" for v in total))
     wrong, rejected, named, right, accepted = total
-    print(f"\nrejected {rejected}/{wrong}, named {named}/{wrong} "
-          f"({100 * named / max(wrong, 1):.0f} %), right answers accepted {accepted}/{right}")
+    print(
+        f"\nrejected {rejected}/{wrong}, named {named}/{wrong} "
+        f"({100 * named / max(wrong, 1):.0f} %), right answers accepted {accepted}/{right}"
+    )
     ok = rejected == wrong and named >= 0.9 * wrong and accepted == right
     return 0 if ok else 1
 

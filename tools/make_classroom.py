@@ -58,7 +58,7 @@ DEFAULT_HIDDEN_SEED = 2718
 STATEMENT = re.compile(r"^(`{3,}|:{3,})\{exercise\}[ \t]*(?P<title>[^\n]*)\n", re.MULTILINE)
 LABEL = re.compile(r"^:label:[ \t]*(?P<label>\S+)", re.MULTILINE)
 
-CONFIG = '''\
+CONFIG = """\
 # nbgrader configuration of the nfcourse classroom, written by tools/make_classroom.py.
 # Run every nbgrader command in this folder (it holds source/, release/, submitted/,
 # autograded/, feedback/ and the gradebook, gradebook.db).
@@ -87,7 +87,7 @@ c.Execute.timeout = 300
 # On JupyterHub, nbgrader's exchange folder (release, fetch, submit, collect) is
 # /srv/nbgrader/exchange by default; set another one here if your hub uses one:
 # c.Exchange.root = "/srv/nbgrader/exchange"
-'''
+"""
 
 
 @dataclass
@@ -114,11 +114,13 @@ def read_points(path: Path = POINTS) -> dict[tuple[str, str], tuple[str, float]]
             try:
                 points = float(row["points"])
             except ValueError:
-                raise ValueError(f"{path.name}: points of {key[1]} should be a number, got "
-                                 f"{row['points']!r}") from None
+                raise ValueError(
+                    f"{path.name}: points of {key[1]} should be a number, got {row['points']!r}"
+                ) from None
             if points <= 0:
-                raise ValueError(f"{path.name}: points of {key[1]} should be positive, got "
-                                 f"{points}")
+                raise ValueError(
+                    f"{path.name}: points of {key[1]} should be positive, got {points}"
+                )
             table[key] = (row["title"].strip(), points)
     return table
 
@@ -130,7 +132,7 @@ def statement(cell) -> tuple[str, str] | None:
     m = STATEMENT.search(cell.source)
     if m is None:
         return None
-    label = LABEL.search(cell.source[m.end():])
+    label = LABEL.search(cell.source[m.end() :])
     if label is None:
         raise ValueError(f"the exercise {m['title'].strip()!r} has no :label:")
     return label["label"], m["title"].strip()
@@ -149,13 +151,13 @@ def _check_imports(nb) -> dict[str, tuple[str, str | None]]:
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                    "nfcourse.checks"):
+                "nfcourse.checks"
+            ):
                 for alias in node.names:
                     if alias.name.startswith("check_"):
                         names[alias.asname or alias.name] = (node.module, alias.name)
                     elif alias.name.islower():  # a module: `from nfcourse.checks import vae`
-                        names[alias.asname or alias.name] = (
-                            f"{node.module}.{alias.name}", None)
+                        names[alias.asname or alias.name] = (f"{node.module}.{alias.name}", None)
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     if alias.name.startswith("nfcourse") and alias.asname:
@@ -189,8 +191,11 @@ def _check_calls(source: str, checks: dict) -> list[ast.Call]:
         tree = ast.parse(source)
     except SyntaxError:
         return []
-    return [node for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and _resolve(node.func, checks) is not None]
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and _resolve(node.func, checks) is not None
+    ]
 
 
 def _takes_seed(module: str, name: str) -> bool:
@@ -203,8 +208,9 @@ def _takes_seed(module: str, name: str) -> bool:
             for node in tree.body:
                 if isinstance(node, ast.FunctionDef) and node.name == name:
                     args = node.args
-                    return any(a.arg == "seed"
-                               for a in [*args.posonlyargs, *args.args, *args.kwonlyargs])
+                    return any(
+                        a.arg == "seed" for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]
+                    )
     fn = getattr(importlib.import_module(module), name)
     return "seed" in inspect.signature(fn).parameters
 
@@ -216,21 +222,31 @@ def _hidden_test(call: ast.Call, checks: dict, seed: int) -> str | None:
         return None
     if any(k.arg == "seed" for k in call.keywords):
         return None
-    hidden = ast.Call(func=call.func, args=call.args,
-                      keywords=[*call.keywords, ast.keyword(arg="seed", value=ast.Constant(seed))])
+    hidden = ast.Call(
+        func=call.func,
+        args=call.args,
+        keywords=[*call.keywords, ast.keyword(arg="seed", value=ast.Constant(seed))],
+    )
     return ast.unparse(hidden)
 
 
 def _meta(grade_id: str, *, solution=False, grade=False, locked=False, points=None) -> dict:
-    meta = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3,
-            "solution": solution, "task": False}
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": 3,
+        "solution": solution,
+        "task": False,
+    }
     if grade:
         meta["points"] = points
     return meta
 
 
-def classroom_notebook(solution_path: Path, points_table=None,
-                       hidden_seed: int = DEFAULT_HIDDEN_SEED, warn=print):
+def classroom_notebook(
+    solution_path: Path, points_table=None, hidden_seed: int = DEFAULT_HIDDEN_SEED, warn=print
+):
     """The nbgrader source notebook of one chapter and the exercises it grades."""
     assignment = solution_path.stem
     points_table = read_points() if points_table is None else points_table
@@ -245,8 +261,10 @@ def classroom_notebook(solution_path: Path, points_table=None,
             label, title = found
             title_points = points_table.get((assignment, label))
             if title_points is None:
-                warn(f"warning: {assignment} {label} is not in {POINTS.name}; it gets "
-                     f"{DEFAULT_POINTS:g} point(s)")
+                warn(
+                    f"warning: {assignment} {label} is not in {POINTS.name}; it gets "
+                    f"{DEFAULT_POINTS:g} point(s)"
+                )
                 points = DEFAULT_POINTS
             else:
                 points = title_points[1]
@@ -257,14 +275,19 @@ def classroom_notebook(solution_path: Path, points_table=None,
     graded = {}
     for i, (cell, owner) in enumerate(zip(nb.cells, owners, strict=False)):
         tags = cell.metadata.get("tags", [])
-        if (owner is not None and cell.cell_type == "code" and "check" in tags
-                and _check_calls(cell.source, checks)):
+        if (
+            owner is not None
+            and cell.cell_type == "code"
+            and "check" in tags
+            and _check_calls(cell.source, checks)
+        ):
             graded.setdefault(owner.label, []).append(i)
     for ex in exercises:
         if ex.label not in graded:
             raise ValueError(
                 f"{solution_path.name}: exercise {ex.label} has no graded check: a cell "
-                "tagged `check` that calls a check_* function imported from nfcourse.checks")
+                "tagged `check` that calls a check_* function imported from nfcourse.checks"
+            )
 
     used = set()
 
@@ -289,11 +312,18 @@ def classroom_notebook(solution_path: Path, points_table=None,
             share = owner.points / len(graded[owner.label])
             meta = _meta(unique(f"{prefix}-check"), grade=True, locked=True, points=share)
             owner.check_ids.append(meta["grade_id"])
-            hidden = [h for call in _check_calls(cell.source, checks)
-                      if (h := _hidden_test(call, checks, hidden_seed)) is not None]
+            hidden = [
+                h
+                for call in _check_calls(cell.source, checks)
+                if (h := _hidden_test(call, checks, hidden_seed)) is not None
+            ]
             if hidden:
-                cell.source = (cell.source.rstrip("\n") + "\n### BEGIN HIDDEN TESTS\n"
-                               + "\n".join(hidden) + "\n### END HIDDEN TESTS")
+                cell.source = (
+                    cell.source.rstrip("\n")
+                    + "\n### BEGIN HIDDEN TESTS\n"
+                    + "\n".join(hidden)
+                    + "\n### END HIDDEN TESTS"
+                )
                 owner.hidden_tests.extend(hidden)
         else:
             meta = _meta(unique(f"{prefix}-cell"), locked=True)
@@ -301,21 +331,29 @@ def classroom_notebook(solution_path: Path, points_table=None,
         cell.id = meta["grade_id"][:64]  # stable cell ids: the same notebook on every run
 
     nb.metadata.pop("jupytext", None)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python",
-                                 "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3",
+        "language": "python",
+        "name": "python3",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     return nbformat.from_dict(nb), exercises
 
 
-def write_course(out: Path = DEFAULT_OUT, hidden_seed: int = DEFAULT_HIDDEN_SEED,
-                 solutions: list[Path] | None = None, warn=print) -> dict[str, list[Exercise]]:
+def write_course(
+    out: Path = DEFAULT_OUT,
+    hidden_seed: int = DEFAULT_HIDDEN_SEED,
+    solutions: list[Path] | None = None,
+    warn=print,
+) -> dict[str, list[Exercise]]:
     """Write ``nbgrader_config.py`` and ``source/`` under ``out``; return the exercises of
     every assignment."""
     solutions = sorted(SOLUTIONS.glob("[0-9]*.md")) if solutions is None else solutions
     points_table = read_points()
     out.mkdir(parents=True, exist_ok=True)
     (out / "nbgrader_config.py").write_text(
-        CONFIG.format(stub=STUB, text_stub=TEXT_STUB), encoding="utf-8")
+        CONFIG.format(stub=STUB, text_stub=TEXT_STUB), encoding="utf-8"
+    )
     source = out / "source"
     if source.exists():
         shutil.rmtree(source)
@@ -331,21 +369,33 @@ def write_course(out: Path = DEFAULT_OUT, hidden_seed: int = DEFAULT_HIDDEN_SEED
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="the course folder (default: build/classroom)")
-    parser.add_argument("--hidden-seed", type=int, default=DEFAULT_HIDDEN_SEED,
-                        help="seed of the hidden tests' inputs (change it for each class)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="the course folder (default: build/classroom)",
+    )
+    parser.add_argument(
+        "--hidden-seed",
+        type=int,
+        default=DEFAULT_HIDDEN_SEED,
+        help="seed of the hidden tests' inputs (change it for each class)",
+    )
     args = parser.parse_args(argv)
     course = write_course(args.out.resolve(), args.hidden_seed)
     print(f"{'assignment':<24} {'exercise':<28} {'points':>6}  hidden test")
     for assignment, exercises in course.items():
         for ex in exercises:
-            print(f"{assignment:<24} {ex.label:<28} {ex.points:>6g}  "
-                  f"{'yes' if ex.hidden_tests else '-'}")
+            print(
+                f"{assignment:<24} {ex.label:<28} {ex.points:>6g}  "
+                f"{'yes' if ex.hidden_tests else '-'}"
+            )
         total = sum(ex.points for ex in exercises)
         print(f"{assignment:<24} {'total':<28} {total:>6g}")
-    print(f"wrote the nbgrader course folder {args.out}; release with "
-          f"`cd {args.out} && nbgrader generate_assignment <assignment>`")
+    print(
+        f"wrote the nbgrader course folder {args.out}; release with "
+        f"`cd {args.out} && nbgrader generate_assignment <assignment>`"
+    )
     return 0
 
 

@@ -32,8 +32,9 @@ SOLUTIONS = ROOT / "solutions"
 EXERCISES = ROOT / "exercises"
 STUB = "# YOUR CODE HERE\nraise NotImplementedError()"
 TEXT_STUB = "*Write your answer here.*"
-BOX = re.compile(r"^(```|:::)\{solution-(?:start|end)\}[^\n]*\n(?::[^\n]*\n)*\1[ \t]*(?:\n|$)",
-                 re.MULTILINE)
+BOX = re.compile(
+    r"^(```|:::)\{solution-(?:start|end)\}[^\n]*\n(?::[^\n]*\n)*\1[ \t]*(?:\n|$)", re.MULTILINE
+)
 
 
 def _tags(cell) -> list[str]:
@@ -76,8 +77,9 @@ def course_notebook(nb):
 def clear_solutions(nb, enforce_metadata: bool = False):
     """Replace every solution region by its stub (nbgrader's ``ClearSolutions``) and drop
     the outputs; the configuration that ``nbgrader generate_assignment`` uses too."""
-    clear = ClearSolutions(enforce_metadata=enforce_metadata, code_stub={"python": STUB},
-                           text_stub=TEXT_STUB)
+    clear = ClearSolutions(
+        enforce_metadata=enforce_metadata, code_stub={"python": STUB}, text_stub=TEXT_STUB
+    )
     nb, _ = clear.preprocess(copy.deepcopy(nb), {})
     nb, _ = ClearOutputPreprocessor().preprocess(nb, {})
     return nb
@@ -102,8 +104,9 @@ def make_exercise(solution_path: Path) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; fail if exercises/ is out of date")
+    parser.add_argument(
+        "--check", action="store_true", help="do not write; fail if exercises/ is out of date"
+    )
     args = parser.parse_args(argv)
     expected = {p.name: make_exercise(p) for p in sorted(SOLUTIONS.glob("[0-9]*.md"))}
     stale = []
@@ -118,8 +121,10 @@ def main(argv=None) -> int:
     orphans = sorted(p.name for p in EXERCISES.glob("[0-9]*.md") if p.name not in expected)
     if args.check:
         if stale or orphans:
-            print("exercises/ is out of date; run `make exercises`. Stale: "
-                  f"{stale or 'none'}; without a solution notebook: {orphans or 'none'}")
+            print(
+                "exercises/ is out of date; run `make exercises`. Stale: "
+                f"{stale or 'none'}; without a solution notebook: {orphans or 'none'}"
+            )
             return 1
         print(f"exercises/ is up to date ({len(expected)} notebooks)")
         return 0

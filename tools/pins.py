@@ -58,8 +58,10 @@ def split(path: Path) -> tuple[list[str], list[str]]:
 def python_version(freeze: Path) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+)\.(\d+)", freeze.stem)
     if not match:
-        raise SystemExit(f"{freeze}: expected a file named after its Python version, "
-                         "such as build/pythons/3.12.freeze")
+        raise SystemExit(
+            f"{freeze}: expected a file named after its Python version, "
+            "such as build/pythons/3.12.freeze"
+        )
     return int(match[1]), int(match[2])
 
 
@@ -127,13 +129,19 @@ def main(argv: list[str]) -> None:
     absent = sorted(p for p, versions in by_package.items() if not versions)
     partial = sorted(p for p, versions in by_package.items() if 0 < len(versions) < len(freezes))
     if partial:
-        raise SystemExit(f"no version of {', '.join(partial)} in some of {', '.join(argv[2:])}; "
-                         "was every environment installed?")
+        raise SystemExit(
+            f"no version of {', '.join(partial)} in some of {', '.join(argv[2:])}; "
+            "was every environment installed?"
+        )
     if absent:
         print(f"not installed by the tested environments, pins kept: {', '.join(absent)}")
     kept += [line for line in lines if name(line) in absent]
-    pinned = [line for package in direct if package not in absent
-              for line in pins(package, by_package[package])]
+    pinned = [
+        line
+        for package in direct
+        if package not in absent
+        for line in pins(package, by_package[package])
+    ]
     write(path, header, kept + pinned)
 
 

@@ -38,8 +38,9 @@ def evaluate(flow: torch.nn.Module, pixels: torch.Tensor, seed: int = EVAL_SEED)
     flow.eval()
     noise = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        nll = torch.cat([dequantization_nll(flow, part, LEVELS, generator=noise)
-                         for part in pixels.split(500)])
+        nll = torch.cat(
+            [dequantization_nll(flow, part, LEVELS, generator=noise) for part in pixels.split(500)]
+        )
     flow.train()
     return bits_per_dim(float(nll.mean()), pixels[0].numel(), LEVELS)
 
@@ -51,8 +52,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--measure", type=int, default=0,
-                        help="time this many steps and exit without saving")
+    parser.add_argument(
+        "--measure", type=int, default=0, help="time this many steps and exit without saving"
+    )
     parser.add_argument("--log-every", type=int, default=250)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,13 +83,18 @@ def main() -> None:
         running += bits_per_dim(float(loss.detach()), d, LEVELS)
         if step % args.log_every == 0 or step == steps:
             count = args.log_every if step % args.log_every == 0 else step % args.log_every
-            print(f"step {step:6d}: train batch {running / count:.3f} bits/dim, "
-                  f"{time.perf_counter() - train_start:7.1f} s", flush=True)
+            print(
+                f"step {step:6d}: train batch {running / count:.3f} bits/dim, "
+                f"{time.perf_counter() - train_start:7.1f} s",
+                flush=True,
+            )
             running = 0.0
     train_seconds = time.perf_counter() - train_start
     if args.measure:
-        print(f"{steps} steps in {train_seconds:.1f} s "
-              f"({train_seconds / steps:.3f} s per step, {args.threads} threads)")
+        print(
+            f"{steps} steps in {train_seconds:.1f} s "
+            f"({train_seconds / steps:.3f} s per step, {args.threads} threads)"
+        )
         return
 
     train_bits, test_bits = evaluate(model, train), evaluate(model, test)
@@ -97,8 +104,9 @@ def main() -> None:
     model.eval()
     torch.save(model.state_dict(), weights)
     record = {
-        "model": "glow((1, 28, 28), " + ", ".join(
-            f"{k}={v}" for k, v in PRETRAINED_GLOW_SETTINGS.items()) + ")",
+        "model": "glow((1, 28, 28), "
+        + ", ".join(f"{k}={v}" for k, v in PRETRAINED_GLOW_SETTINGS.items())
+        + ")",
         "data": "load_mnist(): 4,000 training and 1,000 test digits",
         "dequantization": "uniform",
         "steps": steps,
@@ -111,7 +119,7 @@ def main() -> None:
         "wall_seconds": round(time.perf_counter() - start, 1),
         "threads": args.threads,
         "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}, "
-                   f"{platform.system()}",
+        f"{platform.system()}",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "train_bits_per_dim": round(train_bits, 4),

@@ -45,23 +45,30 @@ __all__ = [
 def _scores(x: object, name: str) -> np.ndarray:
     if isinstance(x, Tensor):
         if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} must hold floating-point scores, got a {x.dtype} "
-                            "tensor; convert it with .double()")
+            raise TypeError(
+                f"{name} must hold floating-point scores, got a {x.dtype} "
+                "tensor; convert it with .double()"
+            )
         x = x.detach().cpu().numpy()
     elif not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a 1-D torch.Tensor or numpy array of scores, got "
-                        f"{type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a 1-D torch.Tensor or numpy array of scores, got {type(x).__name__}"
+        )
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of scores (one per input), got shape "
-                         f"{x.shape}; flatten it or pass one score per input")
+        raise ValueError(
+            f"{name} must be a 1-D array of scores (one per input), got shape "
+            f"{x.shape}; flatten it or pass one score per input"
+        )
     if x.size == 0:
         raise ValueError(f"{name} is empty; pass at least one score")
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x))
-        raise ValueError(f"{name} holds non-finite scores (NaN or inf) at {bad[:5].tolist()};"
-                         " a log-likelihood of -inf means the model gives the input zero "
-                         "density: clip it or use a model with full support")
+        raise ValueError(
+            f"{name} holds non-finite scores (NaN or inf) at {bad[:5].tolist()};"
+            " a log-likelihood of -inf means the model gives the input zero "
+            "density: clip it or use a model with full support"
+        )
     return x
 
 
@@ -89,8 +96,9 @@ def roc_auc(scores_in: Tensor | np.ndarray, scores_out: Tensor | np.ndarray) -> 
     return float((rank_sum - n_out * (n_out + 1) / 2) / (n_in * n_out))
 
 
-def roc_curve(scores_in: Tensor | np.ndarray, scores_out: Tensor | np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+def roc_curve(
+    scores_in: Tensor | np.ndarray, scores_out: Tensor | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The ROC curve: false-positive rates and true-positive rates of the rule
     "out-of-distribution when the score is at least t", for every threshold ``t`` from
     above the highest score down to the lowest. Both arrays start at 0 and end at 1."""
@@ -108,12 +116,16 @@ def likelihood_ratio_score(log_p: Tensor, log_p_background: Tensor) -> Tensor:
     inputs."""
     for name, value in (("log_p", log_p), ("log_p_background", log_p_background)):
         if not isinstance(value, Tensor) or value.dim() != 1:
-            raise TypeError(f"{name} must be a 1-D tensor of log-likelihoods, got "
-                            f"{type(value).__name__} of shape "
-                            f"{tuple(getattr(value, 'shape', ()))}")
+            raise TypeError(
+                f"{name} must be a 1-D tensor of log-likelihoods, got "
+                f"{type(value).__name__} of shape "
+                f"{tuple(getattr(value, 'shape', ()))}"
+            )
     if log_p.shape != log_p_background.shape:
-        raise ValueError(f"log_p and log_p_background must score the same inputs: got "
-                         f"{len(log_p)} and {len(log_p_background)} values")
+        raise ValueError(
+            f"log_p and log_p_background must score the same inputs: got "
+            f"{len(log_p)} and {len(log_p_background)} values"
+        )
     return log_p_background - log_p
 
 
@@ -122,13 +134,16 @@ def typicality_score(nll: Tensor, train_nll: Tensor) -> Tensor:
     the training data: the distance of each input's NLL from the typical one."""
     for name, value in (("nll", nll), ("train_nll", train_nll)):
         if not isinstance(value, Tensor) or value.dim() != 1 or value.numel() == 0:
-            raise TypeError(f"{name} must be a non-empty 1-D tensor of negative "
-                            f"log-likelihoods, got {type(value).__name__} of shape "
-                            f"{tuple(getattr(value, 'shape', ()))}")
+            raise TypeError(
+                f"{name} must be a non-empty 1-D tensor of negative "
+                f"log-likelihoods, got {type(value).__name__} of shape "
+                f"{tuple(getattr(value, 'shape', ()))}"
+            )
     return (nll - train_nll.mean()).abs()
 
 
 # --- out-of-distribution images on a small grid ---------------------------------------------
+
 
 def _check_grid(side: int, levels: int) -> None:
     if check_positive_int(side, "side") < 2:
@@ -137,8 +152,9 @@ def _check_grid(side: int, levels: int) -> None:
         raise ValueError(f"levels must be an integer >= 2 (pixels 0..levels-1), got {levels}")
 
 
-def noise_images(n: int, side: int = 8, levels: int = 17,
-                 generator: torch.Generator | None = None) -> Tensor:
+def noise_images(
+    n: int, side: int = 8, levels: int = 17, generator: torch.Generator | None = None
+) -> Tensor:
     """``n`` images of independent uniform pixels in ``{0, ..., levels - 1}``, shape
     ``(n, side * side)``, float32."""
     n = check_positive_int(n, "n")
@@ -146,8 +162,9 @@ def noise_images(n: int, side: int = 8, levels: int = 17,
     return torch.randint(levels, (n, side * side), generator=generator).float()
 
 
-def shape_images(n: int, side: int = 8, levels: int = 17,
-                 generator: torch.Generator | None = None) -> Tensor:
+def shape_images(
+    n: int, side: int = 8, levels: int = 17, generator: torch.Generator | None = None
+) -> Tensor:
     """``n`` images of one simple shape each, drawn at full intensity ``levels - 1`` on a
     black background at a random place and size: a filled rectangle, a ring (the outline
     of a rectangle) or a disc, in turn. Shape ``(n, side * side)``, float32."""
@@ -170,20 +187,24 @@ def shape_images(n: int, side: int = 8, levels: int = 17,
         else:
             cr, cc = (r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2
             radius = min(r1 - r0, c1 - c0) / 2
-            mask = (rows - cr) ** 2 + (cols - cc) ** 2 <= radius ** 2
+            mask = (rows - cr) ** 2 + (cols - cc) ** 2 <= radius**2
         images[k][mask] = levels - 1
     return images.view(n, side * side)
 
 
 def _as_images(x: Tensor, name: str) -> tuple[Tensor, int]:
     if not isinstance(x, Tensor) or x.dtype not in FLOAT_DTYPES or x.dim() != 2:
-        raise TypeError(f"{name} must be a float tensor of flattened square images, shape "
-                        f"(N, side * side), got {type(x).__name__} of shape "
-                        f"{tuple(getattr(x, 'shape', ()))}")
+        raise TypeError(
+            f"{name} must be a float tensor of flattened square images, shape "
+            f"(N, side * side), got {type(x).__name__} of shape "
+            f"{tuple(getattr(x, 'shape', ()))}"
+        )
     side = int(round(x.shape[1] ** 0.5))
     if side * side != x.shape[1]:
-        raise ValueError(f"{name} must hold square images, (N, side * side) pixels; "
-                         f"{x.shape[1]} is not a square")
+        raise ValueError(
+            f"{name} must hold square images, (N, side * side) pixels; "
+            f"{x.shape[1]} is not a square"
+        )
     return x.view(len(x), side, side), side
 
 
@@ -211,8 +232,9 @@ def constant_images(values: Tensor | list[int], side: int = 8, levels: int = 17)
     _check_grid(side, levels)
     v = torch.as_tensor(values, dtype=torch.float32).flatten()
     if v.numel() == 0 or bool(((v < 0) | (v > levels - 1) | (v != v.round())).any()):
-        raise ValueError(f"values must be integers in 0..{levels - 1}, at least one, got "
-                         f"{v.tolist()}")
+        raise ValueError(
+            f"values must be integers in 0..{levels - 1}, at least one, got {v.tolist()}"
+        )
     return v.view(-1, 1).expand(-1, side * side).clone()
 
 

@@ -41,12 +41,15 @@ def load_labelled_digits() -> tuple[Tensor, Tensor]:
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    return (torch.from_numpy(data.data).to(torch.float32),
-            torch.from_numpy(data.target).to(torch.long))
+    return (
+        torch.from_numpy(data.data).to(torch.float32),
+        torch.from_numpy(data.target).to(torch.long),
+    )
 
 
-def few_labels_split(labels: Tensor, per_class: int, n_test: int = 700,
-                     seed: int = 0, test_seed: int = 0) -> tuple[Tensor, Tensor]:
+def few_labels_split(
+    labels: Tensor, per_class: int, n_test: int = 700, seed: int = 0, test_seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """Indices ``(train, test)``: a fixed test set of ``n_test`` digits (``test_seed``)
     and ``per_class`` labelled training digits of each class drawn from the rest
     (``seed``, one draw per trial)."""
@@ -61,8 +64,10 @@ def few_labels_split(labels: Tensor, per_class: int, n_test: int = 700,
     for k in range(N_CLASSES):
         members = pool[labels[pool] == k]
         if len(members) < per_class:
-            raise ValueError(f"class {k} has only {len(members)} digits outside the test "
-                             f"set; ask for per_class <= {len(members)}")
+            raise ValueError(
+                f"class {k} has only {len(members)} digits outside the test "
+                f"set; ask for per_class <= {len(members)}"
+            )
         train.append(members[torch.randperm(len(members), generator=g)[:per_class]])
     return torch.cat(train), test
 
@@ -72,8 +77,10 @@ def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
         raise ValueError(f"labels must be a 1D integer tensor, got {labels!r}")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= N_CLASSES):
-        raise ValueError(f"labels must lie in 0..{N_CLASSES - 1}, got values in "
-                         f"{int(labels.min())}..{int(labels.max())}")
+        raise ValueError(
+            f"labels must lie in 0..{N_CLASSES - 1}, got values in "
+            f"{int(labels.min())}..{int(labels.max())}"
+        )
     return torch.nn.functional.one_hot(labels, N_CLASSES).to(dtype)
 
 
@@ -89,7 +96,7 @@ class PCACode:
             raise ValueError(f"dim must be at most min(N, D) = {min(x.shape)}, got {dim}")
         self.mean = x.mean(0)
         _, s, vh = torch.linalg.svd(x - self.mean, full_matrices=False)
-        self.components = vh[:dim].T                                   # (D, dim)
+        self.components = vh[:dim].T  # (D, dim)
         self.scale = s[:dim] / max(x.shape[0] - 1, 1) ** 0.5
         self.dim = dim
 
@@ -104,26 +111,43 @@ def _labels_for(per_class: int) -> Tensor:
     return torch.arange(N_CLASSES).repeat_interleave(per_class)
 
 
-def flow_samples(x: Tensor, y: Tensor, per_class: int, code_dim: int = 12,
-                 n_layers: int = 3, hidden: tuple[int, ...] = (64,), steps: int = 400,
-                 lr: float = 3e-3, seed: int = 0) -> tuple[Tensor, Tensor]:
+def flow_samples(
+    x: Tensor,
+    y: Tensor,
+    per_class: int,
+    code_dim: int = 12,
+    n_layers: int = 3,
+    hidden: tuple[int, ...] = (64,),
+    steps: int = 400,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
     """Fit a class-conditional MAF to the PCA codes of the labelled digits ``(x, y)`` and
     return ``per_class`` new digits of each class, pixels clipped to ``0..16``, with their
     labels."""
     code = PCACode(x, code_dim)
-    flow = maf_flow(code_dim, n_layers=n_layers, hidden=hidden, seed=seed,
-                    context_dim=N_CLASSES)
-    fit_maximum_likelihood(flow, code.encode(x), steps, batch_size=len(x), lr=lr, seed=seed,
-                           context=one_hot(y), progress=False)
+    flow = maf_flow(code_dim, n_layers=n_layers, hidden=hidden, seed=seed, context_dim=N_CLASSES)
+    fit_maximum_likelihood(
+        flow,
+        code.encode(x),
+        steps,
+        batch_size=len(x),
+        lr=lr,
+        seed=seed,
+        context=one_hot(y),
+        progress=False,
+    )
     labels = _labels_for(per_class)
     with torch.no_grad():
-        z = flow.sample(per_class, one_hot(torch.arange(N_CLASSES)),
-                        generator=make_generator(seed + 1))
+        z = flow.sample(
+            per_class, one_hot(torch.arange(N_CLASSES)), generator=make_generator(seed + 1)
+        )
     return code.decode(z).clamp(0, 16), labels
 
 
-def gaussian_samples(x: Tensor, y: Tensor, per_class: int, code_dim: int = 12,
-                     seed: int = 0) -> tuple[Tensor, Tensor]:
+def gaussian_samples(
+    x: Tensor, y: Tensor, per_class: int, code_dim: int = 12, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """The control: in the same PCA code, a Gaussian per class with the class mean and
     the covariance pooled over the classes; ``per_class`` new digits of each class."""
     code = PCACode(x, code_dim)
@@ -133,13 +157,13 @@ def gaussian_samples(x: Tensor, y: Tensor, per_class: int, code_dim: int = 12,
     cov = resid.T @ resid / max(len(c) - N_CLASSES, 1)
     chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(code_dim, dtype=torch.float64))
     labels = _labels_for(per_class)
-    eps = torch.randn(len(labels), code_dim, generator=make_generator(seed + 1),
-                      dtype=torch.float64)
+    eps = torch.randn(
+        len(labels), code_dim, generator=make_generator(seed + 1), dtype=torch.float64
+    )
     return code.decode(means[labels] + eps @ chol.T).clamp(0, 16), labels
 
 
-def classifier_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor,
-                        test_y: Tensor) -> float:
+def classifier_accuracy(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor) -> float:
     """Test accuracy of multinomial logistic regression trained on ``(train_x,
     train_y)``, pixels scaled to ``[0, 1]``."""
     from sklearn.linear_model import LogisticRegression

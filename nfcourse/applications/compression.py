@@ -43,8 +43,14 @@ from ..validation import (
     module_dtype,
 )
 
-__all__ = ["DiscretizedMAF", "quantize_probabilities", "encode", "decode", "ideal_bits",
-           "PRECISION"]
+__all__ = [
+    "DiscretizedMAF",
+    "quantize_probabilities",
+    "encode",
+    "decode",
+    "ideal_bits",
+    "PRECISION",
+]
 
 PRECISION = 24  # constriction's default ANS coder: probabilities in units of 2^-24
 
@@ -65,12 +71,19 @@ class DiscretizedMAF(nn.Module):
         seed: initial weights (see ``nfcourse.seeding``).
     """
 
-    def __init__(self, dim: int, levels: int, hidden: Sequence[int] = (64,),
-                 scale_bound: float = 6.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        levels: int,
+        hidden: Sequence[int] = (64,),
+        scale_bound: float = 6.0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-            raise ValueError(f"levels must be an integer >= 2 (pixels 0..levels-1), "
-                             f"got {levels!r}")
+            raise ValueError(
+                f"levels must be an integer >= 2 (pixels 0..levels-1), got {levels!r}"
+            )
         self.layer = MAF(dim, hidden, scale_bound=scale_bound, seed=seed)
         self.dim = dim
         self.levels = levels
@@ -81,9 +94,13 @@ class DiscretizedMAF(nn.Module):
         """Check that ``x`` is a ``(N, D)`` float tensor of integers ``0..L-1`` in the
         model's dtype."""
         check_batch(x, self.dim, name, dtype=module_dtype(self), owner="the model")
-        return check_pixel_values(x, name, self.levels - 1, integers=True,
-                                  fix="dequantized or rescaled images? pass the integer "
-                                      "pixel values")
+        return check_pixel_values(
+            x,
+            name,
+            self.levels - 1,
+            integers=True,
+            fix="dequantized or rescaled images? pass the integer pixel values",
+        )
 
     def _log_probabilities(self, known: Tensor, pixel: int | None = None) -> Tensor:
         """``(N, D, L)`` log-probability tables from ``known``, the pixels the conditioner
@@ -92,8 +109,7 @@ class DiscretizedMAF(nn.Module):
         s, t = self.layer._params(known)
         if pixel is not None:
             s, t = s[:, pixel], t[:, pixel]
-        inner = torch.arange(1, self.levels, dtype=known.dtype,
-                             device=known.device) / self.levels
+        inner = torch.arange(1, self.levels, dtype=known.dtype, device=known.device) / self.levels
         a = (inner - t.unsqueeze(-1)) * torch.exp(-s).unsqueeze(-1)  # (N, D, L - 1)
         # The outer edges at -+_FAR standard deviations: the Gaussian's mass beyond them is
         # below the smallest float64, and they keep every gradient finite.
@@ -117,14 +133,14 @@ class DiscretizedMAF(nn.Module):
         return self._log_probabilities(self.centres(self._check_pixels(x))).exp()
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """The exact discrete log-probability ``log P(x)`` of each image, in nats, ``(N,)``.
-        """
+        """The exact discrete log-probability ``log P(x)`` of each image, in nats, ``(N,)``."""
         log_p = self._log_probabilities(self.centres(self._check_pixels(x)))
         return log_p.gather(-1, x.long().unsqueeze(-1)).squeeze(-1).sum(dim=1)
 
 
-def quantize_probabilities(probabilities: Tensor | np.ndarray,
-                           precision: int = PRECISION) -> np.ndarray:
+def quantize_probabilities(
+    probabilities: Tensor | np.ndarray, precision: int = PRECISION
+) -> np.ndarray:
     """Round probability tables (last axis: the ``L`` values) to integers that sum to
     ``2^precision`` in every table, each at least 1.
 
@@ -135,25 +151,35 @@ def quantize_probabilities(probabilities: Tensor | np.ndarray,
     if isinstance(probabilities, Tensor):
         probabilities = probabilities.detach().cpu().double().numpy()
     if not isinstance(probabilities, np.ndarray):
-        raise TypeError(f"probabilities must be a tensor or numpy array of shape (..., L), "
-                        f"got {type(probabilities).__name__}")
+        raise TypeError(
+            f"probabilities must be a tensor or numpy array of shape (..., L), "
+            f"got {type(probabilities).__name__}"
+        )
     p = probabilities.astype(np.float64)
     if p.ndim < 1 or p.shape[-1] < 2:
-        raise ValueError(f"probabilities must have at least 2 values on the last axis, got "
-                         f"shape {p.shape}")
-    if isinstance(precision, bool) or not isinstance(precision, int) \
-            or not 2 ** precision >= 2 * p.shape[-1] or precision > 32:
-        raise ValueError(f"precision must be an integer with 2 * L <= 2^precision and at "
-                         f"most 32 (L = {p.shape[-1]} values), got {precision!r}")
+        raise ValueError(
+            f"probabilities must have at least 2 values on the last axis, got shape {p.shape}"
+        )
+    if (
+        isinstance(precision, bool)
+        or not isinstance(precision, int)
+        or not 2**precision >= 2 * p.shape[-1]
+        or precision > 32
+    ):
+        raise ValueError(
+            f"precision must be an integer with 2 * L <= 2^precision and at "
+            f"most 32 (L = {p.shape[-1]} values), got {precision!r}"
+        )
     if not np.isfinite(p).all() or (p < 0).any():
-        raise ValueError("probabilities must be finite and non-negative; got "
-                         f"values in [{np.nanmin(p):.3g}, {np.nanmax(p):.3g}]"
-                         + (" and NaN" if np.isnan(p).any() else ""))
+        raise ValueError(
+            "probabilities must be finite and non-negative; got "
+            f"values in [{np.nanmin(p):.3g}, {np.nanmax(p):.3g}]"
+            + (" and NaN" if np.isnan(p).any() else "")
+        )
     totals = p.sum(axis=-1, keepdims=True)
     if (totals <= 0).any():
-        raise ValueError("every probability table needs a positive total; got a table of "
-                         "zeros")
-    total = 2 ** precision
+        raise ValueError("every probability table needs a positive total; got a table of zeros")
+    total = 2**precision
     levels = p.shape[-1]
     q = 1 + np.floor(p / totals * (total - levels)).astype(np.int64)
     left = total - q.sum(axis=-1, keepdims=True)
@@ -204,7 +230,7 @@ def encode(model: DiscretizedMAF, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     coder = constriction.stream.stack.AnsCoder()
     family = constriction.stream.model.Categorical(perfect=False)
     symbols = x.long().cpu().numpy().astype(np.int32)
-    scale = 2.0 ** PRECISION
+    scale = 2.0**PRECISION
     for step in reversed(range(model.dim)):
         pixel = int(model.steps[step])
         coder.encode_reverse(symbols[:, pixel], family, frequencies[:, pixel] / scale)
@@ -218,9 +244,11 @@ def decode(model: DiscretizedMAF, words: np.ndarray, n: int) -> Tensor:
 
     model = _check_model(model)
     if not isinstance(words, np.ndarray) or words.dtype != np.uint32 or words.ndim != 1:
-        raise TypeError(f"words must be the 1-D uint32 numpy array that encode returned, "
-                        f"got {type(words).__name__} "
-                        f"{getattr(words, 'dtype', '')} {getattr(words, 'shape', '')}")
+        raise TypeError(
+            f"words must be the 1-D uint32 numpy array that encode returned, "
+            f"got {type(words).__name__} "
+            f"{getattr(words, 'dtype', '')} {getattr(words, 'shape', '')}"
+        )
     n = check_positive_int(n, "n", "the number of images encoded")
     dtype = module_dtype(model) or torch.float32
     if dtype not in FLOAT_DTYPES:
@@ -232,7 +260,7 @@ def decode(model: DiscretizedMAF, words: np.ndarray, n: int) -> Tensor:
     family = constriction.stream.model.Categorical(perfect=False)
     known = torch.zeros(n, model.dim, dtype=dtype, device=device)
     out = torch.zeros(n, model.dim, dtype=dtype, device=device)
-    scale = 2.0 ** PRECISION
+    scale = 2.0**PRECISION
     for step in range(model.dim):
         pixel = int(model.steps[step])
         table = _tables(model, step, known)
@@ -241,6 +269,8 @@ def decode(model: DiscretizedMAF, words: np.ndarray, n: int) -> Tensor:
         known[:, pixel] = model.centres(out[:, pixel])
     model.train(was_training)
     if not coder.is_empty():
-        raise ValueError(f"the bitstream holds more than {n} images of this model: words "
-                         "left over after decoding (wrong n, or another model's stream?)")
+        raise ValueError(
+            f"the bitstream holds more than {n} images of this model: words "
+            "left over after decoding (wrong n, or another model's stream?)"
+        )
     return out

@@ -38,29 +38,43 @@ __all__ = [
 
 
 def _check_log_weights(log_w: object) -> Tensor:
-    if not isinstance(log_w, Tensor) or log_w.dim() != 1 or log_w.numel() == 0 \
-            or not log_w.is_floating_point():
-        what = (f"shape {tuple(log_w.shape)} and dtype {log_w.dtype}"
-                if isinstance(log_w, Tensor) else type(log_w).__name__)
+    if (
+        not isinstance(log_w, Tensor)
+        or log_w.dim() != 1
+        or log_w.numel() == 0
+        or not log_w.is_floating_point()
+    ):
+        what = (
+            f"shape {tuple(log_w.shape)} and dtype {log_w.dtype}"
+            if isinstance(log_w, Tensor)
+            else type(log_w).__name__
+        )
         raise ValueError(
             f"log_w must be a non-empty 1D float tensor of log-weights, one per sample, "
             f"got {what}; flatten it with log_w.reshape(-1)"
         )
     if bool(torch.isnan(log_w).any()) or bool((log_w == math.inf).any()):
-        raise ValueError("log_w contains NaN or +inf; a log-weight is log p~(x) - log q(x) "
-                         "and must be finite or -inf (zero weight)")
+        raise ValueError(
+            "log_w contains NaN or +inf; a log-weight is log p~(x) - log q(x) "
+            "and must be finite or -inf (zero weight)"
+        )
     return log_w.double()
 
 
 @torch.no_grad()
-def importance_log_weights(flow: Flow, log_target: Callable[[Tensor], Tensor], n: int,
-                           generator: torch.Generator | None = None
-                           ) -> tuple[Tensor, Tensor]:
+def importance_log_weights(
+    flow: Flow,
+    log_target: Callable[[Tensor], Tensor],
+    n: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
     """Draw ``n`` samples ``x ~ q`` of ``flow`` and return them with their log-weights
     ``log w = log p~(x) - log q(x)``, shapes ``(n, D)`` and ``(n,)``."""
     if not callable(log_target):
-        raise TypeError(f"log_target must be a function from points (n, D) to "
-                        f"log-densities (n,), got {type(log_target).__name__}")
+        raise TypeError(
+            f"log_target must be a function from points (n, D) to "
+            f"log-densities (n,), got {type(log_target).__name__}"
+        )
     n = check_positive_int(n, "n")
     x, log_q = flow.sample_and_log_prob(n, generator=generator)
     return x, log_target(x) - log_q
@@ -81,7 +95,7 @@ def log_z_estimate(log_w: Tensor) -> tuple[float, float]:
     log_w = _check_log_weights(log_w)
     n = log_w.numel()
     log_z = float(torch.logsumexp(log_w, 0) - math.log(n))
-    w = torch.exp(log_w - log_z)                    # weights divided by their mean
+    w = torch.exp(log_w - log_z)  # weights divided by their mean
     se = float(w.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.inf
     return log_z, se
 
@@ -126,28 +140,32 @@ class LinearGaussianSimulator:
         if not isinstance(matrix, Tensor) or matrix.dim() != 2:
             raise ValueError(f"matrix must be a 2D tensor A of shape (m, k), got {matrix!r}")
         if not noise > 0 or not prior_scale > 0:
-            raise ValueError(f"noise and prior_scale must be positive, got noise={noise!r}, "
-                             f"prior_scale={prior_scale!r}")
+            raise ValueError(
+                f"noise and prior_scale must be positive, got noise={noise!r}, "
+                f"prior_scale={prior_scale!r}"
+            )
         self.matrix = matrix.double()
         self.noise, self.prior_scale = float(noise), float(prior_scale)
         self.obs_dim, self.param_dim = matrix.shape
         k = self.param_dim
-        precision = torch.eye(k, dtype=torch.float64) / self.prior_scale**2 \
+        precision = (
+            torch.eye(k, dtype=torch.float64) / self.prior_scale**2
             + self.matrix.T @ self.matrix / self.noise**2
+        )
         self.posterior_cov = torch.linalg.inv(precision)
         self._chol = torch.linalg.cholesky(self.posterior_cov)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` parameters from the prior, ``(n, k)`` in float64."""
         n = check_positive_int(n, "n")
-        return self.prior_scale * torch.randn(n, self.param_dim, generator=generator,
-                                              dtype=torch.float64)
+        return self.prior_scale * torch.randn(
+            n, self.param_dim, generator=generator, dtype=torch.float64
+        )
 
     def simulate(self, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One observation per parameter, ``(n, k) -> (n, m)``."""
         theta = check_batch(theta, self.param_dim, "theta").double()
-        eps = torch.randn(theta.shape[0], self.obs_dim, generator=generator,
-                          dtype=torch.float64)
+        eps = torch.randn(theta.shape[0], self.obs_dim, generator=generator, dtype=torch.float64)
         return theta @ self.matrix.T + self.noise * eps
 
     def posterior_mean(self, x: Tensor) -> Tensor:
@@ -161,11 +179,11 @@ class LinearGaussianSimulator:
         d = theta - self.posterior_mean(x)
         y = torch.linalg.solve_triangular(self._chol, d.T, upper=False).T
         log_det = 2 * torch.log(torch.diagonal(self._chol)).sum()
-        return -0.5 * (y**2).sum(1) - 0.5 * log_det \
-            - 0.5 * self.param_dim * math.log(2 * math.pi)
+        return -0.5 * (y**2).sum(1) - 0.5 * log_det - 0.5 * self.param_dim * math.log(2 * math.pi)
 
-    def posterior_sample(self, x: Tensor, n: int,
-                         generator: torch.Generator | None = None) -> Tensor:
+    def posterior_sample(
+        self, x: Tensor, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
         """``n`` samples of ``p(theta | x)`` for one observation ``x`` of shape ``(m,)``
         or ``(1, m)``; shape ``(n, k)``."""
         x = x.reshape(1, -1) if isinstance(x, Tensor) else x
@@ -176,14 +194,21 @@ class LinearGaussianSimulator:
 
 
 @torch.no_grad()
-def posterior_kl(flow: Flow, simulator: LinearGaussianSimulator, x: Tensor, n: int = 4000,
-                 generator: torch.Generator | None = None) -> tuple[float, float]:
+def posterior_kl(
+    flow: Flow,
+    simulator: LinearGaussianSimulator,
+    x: Tensor,
+    n: int = 4000,
+    generator: torch.Generator | None = None,
+) -> tuple[float, float]:
     """``KL(p(theta | x) || q(theta | x))`` for one observation ``x`` by Monte Carlo over
     ``n`` samples of the true posterior, ``E_p[log p - log q]``, with its standard error.
     Zero only when the flow's posterior is the true one."""
     theta = simulator.posterior_sample(x, n, generator=generator)
     dtype = next(flow.parameters()).dtype
     context = x.reshape(1, -1).to(dtype).expand(n, -1)
-    terms = simulator.posterior_log_prob(theta, context.double()) \
+    terms = (
+        simulator.posterior_log_prob(theta, context.double())
         - flow.log_prob(theta.to(dtype), context).double()
+    )
     return float(terms.mean()), float(terms.std() / math.sqrt(n))

@@ -56,6 +56,7 @@ class ExerciseError(AssertionError):
 
 # --- tolerances ---------------------------------------------------------------------------
 
+
 def tolerances(*values: object) -> tuple[float, float]:
     """``(atol, rtol)`` for the least precise floating dtype among ``values``: tight for
     float64, float32's resolution for float32, wide for half precision."""
@@ -87,6 +88,7 @@ def matches(got: Tensor, expected: Tensor, atol: float, rtol: float) -> bool:
 
 # --- calling the student's code -----------------------------------------------------------
 
+
 def _student_line(error: BaseException) -> str:
     """The last line of the traceback that is the student's code (not torch, not us)."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -100,47 +102,83 @@ def _student_line(error: BaseException) -> str:
 
 
 _ERROR_HINTS: list[tuple[type, str, str]] = [
-    (ValueError, r"math domain error",
-     "math.log or math.sqrt was given a negative number (or math.log a zero). A Python "
-     "math function works on one number; here the quantity can be negative, so take the "
-     "absolute value before the logarithm, and use torch functions on tensors"),
-    (ValueError, r"Expected parameter .* to satisfy the constraint",
-     "a torch.distributions parameter is outside its range: a scale must be positive, so "
-     "pass the absolute value (or the exponential of a log-scale)"),
-    (TypeError, r"must be real number, not Tensor|only (one|integer) element tensors",
-     "a math function (math.log, math.exp, ...) was given a tensor of several values: use "
-     "the torch function (torch.log, torch.exp, ...), which works elementwise"),
-    (RuntimeError, r"only one element tensors|a Tensor with \d+ elements cannot be converted",
-     "a tensor of several values was turned into one Python number (float(), .item() or a "
-     "math function): use torch functions, which work elementwise"),
-    (ValueError, r"too many values to unpack|not enough values to unpack",
-     "unpacking into two halves failed: torch.split(z, 2) cuts pieces of SIZE 2 (and along "
-     "dim 0, the batch, by default), not two pieces. Use z.chunk(2, dim=1), or "
-     "torch.split(z, d, dim=1) with d the size of a half, or index z[:, :d] and z[:, d:]"),
-    (RuntimeError, r"expected (scalar type|both vectors to have same dtype|m1 and m2 to "
-                   r"have the same dtype)|found dtype|dtype",
-     "float32 and float64 tensors were mixed: create new tensors with the input's dtype "
-     "(torch.zeros(n, dtype=x.dtype), torch.rand(shape, dtype=x.dtype))"),
-    (RuntimeError, r"leaf Variable that requires grad|modified by an inplace operation",
-     "an in-place operation (+=, [...] =, .add_, ...) changed a tensor that autograd needs: "
-     "build a new tensor instead (x = x + 1, torch.cat, torch.where)"),
-    (RuntimeError, r"size of tensor a|must match the size|shapes cannot be multiplied|"
-                   r"mat1 and mat2|inconsistent tensor size|size mismatch|"
-                   r"expected .*size|invalid for input of size|shape .* is invalid",
-     "two tensors with shapes that do not line up met in one operation. Points are "
-     "(B, D), batch first: reduce over the coordinates with dim=1 (or dim=-1), and "
-     "check which operand needs unsqueeze(1) or unsqueeze(0) to broadcast"),
-    (IndexError, r"out of (bounds|range)",
-     "an index is out of range: an index computed from the data reaches one past the end "
-     "(floor(K * x) = K at x = 1, for example)"),
-    (IndexError, r"too many indices|Dimension out of range",
-     "a tensor was indexed with more axes than it has: check whether it is (B,) or (B, D)"),
-    (TypeError, r"not subscriptable|not iterable|cannot unpack",
-     "something that is not a tensor or a tuple was indexed or unpacked: check what each "
-     "call returns (a Transform returns a pair (x, log_det))"),
-    (RecursionError, r"",
-     "a function calls itself without end: in a Transform, write _forward and _inverse "
-     "(forward and inverse call them)"),
+    (
+        ValueError,
+        r"math domain error",
+        "math.log or math.sqrt was given a negative number (or math.log a zero). A Python "
+        "math function works on one number; here the quantity can be negative, so take the "
+        "absolute value before the logarithm, and use torch functions on tensors",
+    ),
+    (
+        ValueError,
+        r"Expected parameter .* to satisfy the constraint",
+        "a torch.distributions parameter is outside its range: a scale must be positive, so "
+        "pass the absolute value (or the exponential of a log-scale)",
+    ),
+    (
+        TypeError,
+        r"must be real number, not Tensor|only (one|integer) element tensors",
+        "a math function (math.log, math.exp, ...) was given a tensor of several values: use "
+        "the torch function (torch.log, torch.exp, ...), which works elementwise",
+    ),
+    (
+        RuntimeError,
+        r"only one element tensors|a Tensor with \d+ elements cannot be converted",
+        "a tensor of several values was turned into one Python number (float(), .item() or a "
+        "math function): use torch functions, which work elementwise",
+    ),
+    (
+        ValueError,
+        r"too many values to unpack|not enough values to unpack",
+        "unpacking into two halves failed: torch.split(z, 2) cuts pieces of SIZE 2 (and along "
+        "dim 0, the batch, by default), not two pieces. Use z.chunk(2, dim=1), or "
+        "torch.split(z, d, dim=1) with d the size of a half, or index z[:, :d] and z[:, d:]",
+    ),
+    (
+        RuntimeError,
+        r"expected (scalar type|both vectors to have same dtype|m1 and m2 to "
+        r"have the same dtype)|found dtype|dtype",
+        "float32 and float64 tensors were mixed: create new tensors with the input's dtype "
+        "(torch.zeros(n, dtype=x.dtype), torch.rand(shape, dtype=x.dtype))",
+    ),
+    (
+        RuntimeError,
+        r"leaf Variable that requires grad|modified by an inplace operation",
+        "an in-place operation (+=, [...] =, .add_, ...) changed a tensor that autograd needs: "
+        "build a new tensor instead (x = x + 1, torch.cat, torch.where)",
+    ),
+    (
+        RuntimeError,
+        r"size of tensor a|must match the size|shapes cannot be multiplied|"
+        r"mat1 and mat2|inconsistent tensor size|size mismatch|"
+        r"expected .*size|invalid for input of size|shape .* is invalid",
+        "two tensors with shapes that do not line up met in one operation. Points are "
+        "(B, D), batch first: reduce over the coordinates with dim=1 (or dim=-1), and "
+        "check which operand needs unsqueeze(1) or unsqueeze(0) to broadcast",
+    ),
+    (
+        IndexError,
+        r"out of (bounds|range)",
+        "an index is out of range: an index computed from the data reaches one past the end "
+        "(floor(K * x) = K at x = 1, for example)",
+    ),
+    (
+        IndexError,
+        r"too many indices|Dimension out of range",
+        "a tensor was indexed with more axes than it has: check whether it is (B,) or (B, D)",
+    ),
+    (
+        TypeError,
+        r"not subscriptable|not iterable|cannot unpack",
+        "something that is not a tensor or a tuple was indexed or unpacked: check what each "
+        "call returns (a Transform returns a pair (x, log_det))",
+    ),
+    (
+        RecursionError,
+        r"",
+        "a function calls itself without end: in a Transform, write _forward and _inverse "
+        "(forward and inverse call them)",
+    ),
 ]
 
 
@@ -154,13 +192,21 @@ def explain_error(error: Exception, name: str, hint: str = "") -> str:
         if isinstance(error, kind) and re.search(pattern, str(error), re.IGNORECASE):
             explained = explanation
             break
-    return (f"{name} raised {text}{_student_line(error)}. "
-            + (explained or "read the line above and the shapes of the tensors it uses")
-            + (f". {hint}" if hint else ""))
+    return (
+        f"{name} raised {text}{_student_line(error)}. "
+        + (explained or "read the line above and the shapes of the tensors it uses")
+        + (f". {hint}" if hint else "")
+    )
 
 
-def run(fn: Callable[..., Any], *args: Any, name: str | None = None, hint: str = "",
-        passthrough: tuple[type[BaseException], ...] = (), **kwargs: Any) -> Any:
+def run(
+    fn: Callable[..., Any],
+    *args: Any,
+    name: str | None = None,
+    hint: str = "",
+    passthrough: tuple[type[BaseException], ...] = (),
+    **kwargs: Any,
+) -> Any:
     """Call the student's ``fn``; explain the errors it raises (except those of the types in
     ``passthrough``, which the caller diagnoses itself), and refuse an answer that modified
     one of its tensor inputs in place."""
@@ -182,11 +228,13 @@ def run(fn: Callable[..., Any], *args: Any, name: str | None = None, hint: str =
                 f"{name} modified its input in place (argument {i + 1}, shape "
                 f"{tuple(copy.shape)}): an operation such as x += ..., x[...] = ..., "
                 "x.mul_(...) or x.clamp_(...) changed the caller's tensor. Compute a new "
-                "tensor instead (x = x + ..., torch.clamp(x, ...))")
+                "tensor instead (x = x + ..., torch.clamp(x, ...))"
+            )
     return out
 
 
 # --- coercion -----------------------------------------------------------------------------
+
 
 def _kind(value: object) -> str:
     """What ``value`` is, in words, for a message about an answer of the wrong kind."""
@@ -207,34 +255,50 @@ def _shape_hint(got: tuple, expected: tuple, axes: Sequence[str] | None) -> str:
     """Why an answer of shape ``got`` may have come out instead of ``expected``."""
     if math.prod(got) == math.prod(expected) and len(got) != len(expected):
         if got == (*expected, 1) or got == (1, *expected):
-            return ("the same numbers with an extra axis of length 1: drop keepdim=True, "
-                    "or squeeze that axis")
+            return (
+                "the same numbers with an extra axis of length 1: drop keepdim=True, "
+                "or squeeze that axis"
+            )
         return "the same number of values with another shape: reshape or squeeze it"
     if len(got) == 2 and got == expected[::-1] and len(expected) == 2:
         return "it is transposed"
     if len(expected) == 1 and got == ():
-        return ("one number for the whole batch: the sum (or mean) also ran over the batch "
-                "axis; reduce over the coordinates only, with dim=1 or dim=-1")
+        return (
+            "one number for the whole batch: the sum (or mean) also ran over the batch "
+            "axis; reduce over the coordinates only, with dim=1 or dim=-1"
+        )
     if len(expected) == 1 and len(got) == 2 and got[0] == expected[0]:
-        return ("one value per coordinate: reduce over the coordinates, dim=1, to get one "
-                "value per sample")
+        return (
+            "one value per coordinate: reduce over the coordinates, dim=1, to get one "
+            "value per sample"
+        )
     if len(expected) == 1 and len(got) == 2 and got[1] == expected[0]:
         return "one value per coordinate of the wrong axis: reduce over dim=0 instead"
     if len(expected) == 1 and len(got) == 1:
-        return ("if a sum or mean made it, that reduction ran over the wrong axis: to keep "
-                "one value per sample, reduce over the coordinates (dim=1), not over the "
-                "batch (dim=0)")
+        return (
+            "if a sum or mean made it, that reduction ran over the wrong axis: to keep "
+            "one value per sample, reduce over the coordinates (dim=1), not over the "
+            "batch (dim=0)"
+        )
     if len(expected) == 1 and len(got) == 2 and got[0] == got[1] == expected[0]:
-        return ("a (B,) tensor was broadcast against a (B, 1) or (1, B) one, giving (B, B): "
-                "keep both operands of shape (B,)")
+        return (
+            "a (B,) tensor was broadcast against a (B, 1) or (1, B) one, giving (B, B): "
+            "keep both operands of shape (B,)"
+        )
     if len(got) == 2 and len(expected) == 2 and got[0] == expected[0]:
-        return ("the batch axis is right, the other is not: check how the halves are split "
-                "and joined")
+        return (
+            "the batch axis is right, the other is not: check how the halves are split and joined"
+        )
     return ""
 
 
-def as_tensor(got: object, what: str, shape: Sequence[int] | None = None,
-              axes: Sequence[str] | None = None, allow_number: bool = False) -> Tensor:
+def as_tensor(
+    got: object,
+    what: str,
+    shape: Sequence[int] | None = None,
+    axes: Sequence[str] | None = None,
+    allow_number: bool = False,
+) -> Tensor:
     """The answer as a tensor of ``shape``, or an ``ExerciseError`` that says what came back
     instead and, for a wrong shape, which reduction or axis it points to."""
     if isinstance(got, int | float) and not isinstance(got, bool) and allow_number:
@@ -243,12 +307,14 @@ def as_tensor(got: object, what: str, shape: Sequence[int] | None = None,
         if type(got).__module__.startswith("numpy"):
             raise ExerciseError(
                 f"{what} should be a torch.Tensor, got {_kind(got)}: .numpy() (or a numpy "
-                "function) left torch; stay with torch operations so that autograd follows")
+                "function) left torch; stay with torch operations so that autograd follows"
+            )
         if isinstance(got, int | float) and not isinstance(got, bool):
             raise ExerciseError(
                 f"{what} should be a torch.Tensor, got {_kind(got)}: .item(), float() or a "
                 "math function turned the result into a plain number; keep it a tensor "
-                "(torch.log instead of math.log on tensors, no .item())")
+                "(torch.log instead of math.log on tensors, no .item())"
+            )
         if isinstance(got, tuple | list) and got and all(isinstance(v, Tensor) for v in got):
             raise ExerciseError(f"{what} should be one tensor, got {_kind(got)}")
         raise ExerciseError(f"{what} should be a torch.Tensor, got {_kind(got)}")
@@ -260,7 +326,9 @@ def as_tensor(got: object, what: str, shape: Sequence[int] | None = None,
         hint = _shape_hint(tuple(got.shape), tuple(shape), axes)
         raise ExerciseError(
             f"{what} has shape {tuple(got.shape)}; expected {tuple(shape)}"
-            + (f" ({', '.join(axes)})" if axes else "") + (f": {hint}" if hint else ""))
+            + (f" ({', '.join(axes)})" if axes else "")
+            + (f": {hint}" if hint else "")
+        )
     return got
 
 
@@ -281,13 +349,15 @@ def as_number(got: object, what: str) -> Tensor:
     if got.numel() != 1:
         raise ExerciseError(
             f"{what} should be one number, got a tensor of shape {tuple(got.shape)}: a sum "
-            "over the coordinates is missing (.sum())")
+            "over the coordinates is missing (.sum())"
+        )
     if not got.is_floating_point():
         got = got.to(F64)
     return got.reshape(())
 
 
 # --- comparison and diagnosis -------------------------------------------------------------
+
 
 @dataclass
 class Slip:
@@ -317,13 +387,20 @@ def known_constants(dim: int | None = None) -> dict[float, str]:
         math.log(math.pi): "log(pi)",
     }
     if dim and dim > 1:
-        table[dim * half_log_2pi] = (f"(D/2) log(2 pi) with D = {dim}, the normalising "
-                                     "constant of a D-dimensional standard normal")
+        table[dim * half_log_2pi] = (
+            f"(D/2) log(2 pi) with D = {dim}, the normalising "
+            "constant of a D-dimensional standard normal"
+        )
     return table
 
 
-_FACTORS = {2.0: "2", 0.5: "1/2", 1 / math.log(2): "1/ln 2 (nats turned into bits)",
-            math.log(2): "ln 2 (bits turned into nats)", -1.0: "-1"}
+_FACTORS = {
+    2.0: "2",
+    0.5: "1/2",
+    1 / math.log(2): "1/ln 2 (nats turned into bits)",
+    math.log(2): "ln 2 (bits turned into nats)",
+    -1.0: "-1",
+}
 
 
 def _name_constant(value: float, constants: Mapping[float, str], tol: float) -> str | None:
@@ -378,13 +455,20 @@ def _fit_terms(diff: Tensor, terms: Mapping[str, Tensor], tol: float) -> str | N
     return " + ".join(parts)
 
 
-def describe_difference(got: Tensor, expected: Tensor, what: str, *,
-                        terms: Mapping[str, Tensor] | None = None,
-                        labels: Sequence[str] | None = None,
-                        groups: Mapping[str, Tensor] | None = None,
-                        large: Tensor | None = None,
-                        constants: Mapping[float, str] | None = None,
-                        nan_hint: str = "", atol: float = 1e-7, rtol: float = 1e-7) -> str:
+def describe_difference(
+    got: Tensor,
+    expected: Tensor,
+    what: str,
+    *,
+    terms: Mapping[str, Tensor] | None = None,
+    labels: Sequence[str] | None = None,
+    groups: Mapping[str, Tensor] | None = None,
+    large: Tensor | None = None,
+    constants: Mapping[float, str] | None = None,
+    nan_hint: str = "",
+    atol: float = 1e-7,
+    rtol: float = 1e-7,
+) -> str:
     """One sentence on the structure of the mismatch between ``got`` and ``expected``
     (same shape; the first axis indexes the samples)."""
     g, e = _f64(got), _f64(expected)
@@ -399,13 +483,21 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
         rows = bad_special.any(dim=1)
         k = int(rows.nonzero()[0])
         kind = "NaN" if bool(flat_g[k].isnan().any()) else "inf"
-        text = (f"{what} is {kind} at {where(k)} ({int(rows.sum())} of {n} samples), where "
-                f"the right value is finite")
-        if large is not None and bool(rows.any()) and bool(large[rows].all()) and \
-                not bool(large.all()):
-            return (text + ": only on the large inputs, so something overflows there "
-                    "(exp of a large number, or log of a product); use a stable form "
-                    "(torch.logsumexp, F.softplus, a sum of logs)")
+        text = (
+            f"{what} is {kind} at {where(k)} ({int(rows.sum())} of {n} samples), where "
+            f"the right value is finite"
+        )
+        if (
+            large is not None
+            and bool(rows.any())
+            and bool(large[rows].all())
+            and not bool(large.all())
+        ):
+            return (
+                text + ": only on the large inputs, so something overflows there "
+                "(exp of a large number, or log of a product); use a stable form "
+                "(torch.logsumexp, F.softplus, a sum of logs)"
+            )
         if groups:
             for group, mask in groups.items():
                 if torch.equal(rows, mask.to(torch.bool)):
@@ -419,41 +511,63 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
     tol = max(10 * atol, 10 * rtol * scale, 1e-9)
     varies = bool((flat_e - flat_e.flatten()[0]).abs().gt(tol).any())
     if bool(ok.all()) and not varies and bool(((flat_g - flat_g.flatten()[0]).abs() <= tol).all()):
-        return (f"{what} is {float(flat_g.flatten()[0]):.6g} at every point, where the right "
-                f"value is {float(flat_e.flatten()[0]):.6g} (the same at every point)")
+        return (
+            f"{what} is {float(flat_g.flatten()[0]):.6g} at every point, where the right "
+            f"value is {float(flat_e.flatten()[0]):.6g} (the same at every point)"
+        )
     if bool(ok.all()) and varies:
-        if bool((flat_e.abs() > 10 * tol).any()) and \
-                bool(((flat_g + flat_e).abs() <= tol).all()):
+        if bool((flat_e.abs() > 10 * tol).any()) and bool(((flat_g + flat_e).abs() <= tol).all()):
             return f"{what} has the wrong sign everywhere: it is minus the right value"
         nonzero = flat_e.abs() > 1e-3
         if int(nonzero.sum()) >= 2:
             ratio = flat_g[nonzero] / flat_e[nonzero]
             r = float(ratio.mean())
-            if abs(r - 1) > 1e-3 and bool(((ratio - r).abs() <= 1e-6 * max(1, abs(r))).all()) \
-                    and bool(((flat_g - r * flat_e).abs() <= tol).all()):
-                named = next((label for c, label in _FACTORS.items()
-                              if abs(r - c) <= 1e-6 * max(1, abs(c))), None)
-                return (f"{what} is {r:.6g} times the right value everywhere"
-                        + (f" (a factor {named})" if named else "")
-                        + ": a factor is applied twice, squared, or missing")
+            if (
+                abs(r - 1) > 1e-3
+                and bool(((ratio - r).abs() <= 1e-6 * max(1, abs(r))).all())
+                and bool(((flat_g - r * flat_e).abs() <= tol).all())
+            ):
+                named = next(
+                    (
+                        label
+                        for c, label in _FACTORS.items()
+                        if abs(r - c) <= 1e-6 * max(1, abs(c))
+                    ),
+                    None,
+                )
+                return (
+                    f"{what} is {r:.6g} times the right value everywhere"
+                    + (f" (a factor {named})" if named else "")
+                    + ": a factor is applied twice, squared, or missing"
+                )
         if diff.numel() >= 2:
             c = float(diff.mean())
             if abs(c) > tol and bool(((diff - c).abs() <= tol).all()):
-                named = _name_constant(c, {**known_constants(), **(constants or {})},
-                                       1e-6)
-                return (f"{what} is off by the same constant {c:+.6g} at every point"
-                        + (f": a {named}" if named and named.startswith("m") else
-                           f": an {named}" if named else
-                           ": a constant term is missing, extra or with the wrong sign")
-                        + (" (it is the right value minus that term)" if named and
-                           named.startswith("m") else ""))
+                named = _name_constant(c, {**known_constants(), **(constants or {})}, 1e-6)
+                return (
+                    f"{what} is off by the same constant {c:+.6g} at every point"
+                    + (
+                        f": a {named}"
+                        if named and named.startswith("m")
+                        else f": an {named}"
+                        if named
+                        else ": a constant term is missing, extra or with the wrong sign"
+                    )
+                    + (
+                        " (it is the right value minus that term)"
+                        if named and named.startswith("m")
+                        else ""
+                    )
+                )
         if terms:
             fit = _fit_terms(diff, terms, tol)
             if fit:
-                return (f"{what} equals the right value plus {fit}: a term of the formula "
-                        "is missing, extra, or has a wrong coefficient or sign (a coefficient "
-                        "-1 means the term is missing, +1 that it is counted twice, -2 that "
-                        "its sign is flipped)")
+                return (
+                    f"{what} equals the right value plus {fit}: a term of the formula "
+                    "is missing, extra, or has a wrong coefficient or sign (a coefficient "
+                    "-1 means the term is missing, +1 that it is counted twice, -2 that "
+                    "its sign is flipped)"
+                )
     if bool(wrong_rows.any()) and not bool(wrong_rows.all()):
         count = int(wrong_rows.sum())
         if groups:
@@ -461,45 +575,66 @@ def describe_difference(got: Tensor, expected: Tensor, what: str, *,
                 mask = mask.to(torch.bool)
                 if torch.equal(wrong_rows, mask):
                     k = int(wrong_rows.nonzero()[0])
-                    return (f"{what} is right except exactly for {group} ({count} of {n} "
-                            f"samples; e.g. at {where(k)}: got {float(flat_g[k, 0]):.6g}, "
-                            f"expected {float(flat_e[k, 0]):.6g})")
+                    return (
+                        f"{what} is right except exactly for {group} ({count} of {n} "
+                        f"samples; e.g. at {where(k)}: got {float(flat_g[k, 0]):.6g}, "
+                        f"expected {float(flat_e[k, 0]):.6g})"
+                    )
             for group, mask in groups.items():
                 mask = mask.to(torch.bool)
                 if count >= 2 and bool((wrong_rows <= mask).all()):
                     k = int(wrong_rows.nonzero()[0])
-                    return (f"{what} is wrong only for some of {group} ({count} of {n} "
-                            f"samples, e.g. at {where(k)}: got {float(flat_g[k, 0]):.6g}, "
-                            f"expected {float(flat_e[k, 0]):.6g}); the other samples are right")
+                    return (
+                        f"{what} is wrong only for some of {group} ({count} of {n} "
+                        f"samples, e.g. at {where(k)}: got {float(flat_g[k, 0]):.6g}, "
+                        f"expected {float(flat_e[k, 0]):.6g}); the other samples are right"
+                    )
         k = int(wrong_rows.nonzero()[0])
         if count > n / 2:
             right = (~wrong_rows).nonzero()[:, 0]
             shown = "; ".join(where(int(i)) for i in right[:4])
-            return (f"{what} is wrong for {count} of {n} samples and right only for "
-                    f"{shown}{'; ...' if len(right) > 4 else ''}: look for a term of the "
-                    "formula that vanishes at those points (e.g. at x = 0, at a bin's left "
-                    f"edge, at r = 1) and is wrong elsewhere. At {where(k)}: got "
-                    f"{float(flat_g[k, 0]):.8g}, expected {float(flat_e[k, 0]):.8g}")
+            return (
+                f"{what} is wrong for {count} of {n} samples and right only for "
+                f"{shown}{'; ...' if len(right) > 4 else ''}: look for a term of the "
+                "formula that vanishes at those points (e.g. at x = 0, at a bin's left "
+                f"edge, at r = 1) and is wrong elsewhere. At {where(k)}: got "
+                f"{float(flat_g[k, 0]):.8g}, expected {float(flat_e[k, 0]):.8g}"
+            )
         shown = ", ".join(where(int(i)) for i in wrong_rows.nonzero()[:4, 0])
-        return (f"{what} is right for {n - count} of {n} samples and wrong for {count} "
-                f"({shown}{', ...' if count > 4 else ''}): got {float(flat_g[k, 0]):.8g}, "
-                f"expected {float(flat_e[k, 0]):.8g} at {where(k)}. Look for a case your "
-                "code treats differently")
+        return (
+            f"{what} is right for {n - count} of {n} samples and wrong for {count} "
+            f"({shown}{', ...' if count > 4 else ''}): got {float(flat_g[k, 0]):.8g}, "
+            f"expected {float(flat_e[k, 0]):.8g} at {where(k)}. Look for a case your "
+            "code treats differently"
+        )
     err = diff.abs().where(ok, torch.full_like(diff, float("inf")))
     k = int(err.amax(dim=1).argmax())
     j = int(err[k].argmax())
     at = where(k) + (f", coordinate {j}" if flat_g.shape[1] > 1 else "")
-    return (f"{what} differs from the right value at every sample; the largest difference "
-            f"is {float(err[k, j]):.3g} at {at}: got {float(flat_g[k, j]):.6g}, expected "
-            f"{float(flat_e[k, j]):.6g}")
+    return (
+        f"{what} differs from the right value at every sample; the largest difference "
+        f"is {float(err[k, j]):.3g} at {at}: got {float(flat_g[k, j]):.6g}, expected "
+        f"{float(flat_e[k, j]):.6g}"
+    )
 
 
-def compare(got: Tensor, expected: Tensor, what: str, *, slips: Iterable[Slip] = (),
-            terms: Mapping[str, Tensor] | None = None,
-            labels: Sequence[str] | None = None, groups: Mapping[str, Tensor] | None = None,
-            large: Tensor | None = None, constants: Mapping[float, str] | None = None,
-            nan_hint: str = "", advice: str = "", atol: float | None = None,
-            rtol: float | None = None, like: Sequence[Tensor] = ()) -> float:
+def compare(
+    got: Tensor,
+    expected: Tensor,
+    what: str,
+    *,
+    slips: Iterable[Slip] = (),
+    terms: Mapping[str, Tensor] | None = None,
+    labels: Sequence[str] | None = None,
+    groups: Mapping[str, Tensor] | None = None,
+    large: Tensor | None = None,
+    constants: Mapping[float, str] | None = None,
+    nan_hint: str = "",
+    advice: str = "",
+    atol: float | None = None,
+    rtol: float | None = None,
+    like: Sequence[Tensor] = (),
+) -> float:
     """Raise an ``ExerciseError`` naming the mistake unless ``got`` matches ``expected``
     within the tolerance of ``got``'s dtype (and of the tensors in ``like``, the answers
     it was computed from); return the largest difference otherwise."""
@@ -513,16 +648,31 @@ def compare(got: Tensor, expected: Tensor, what: str, *, slips: Iterable[Slip] =
         return float((g - e)[finite].abs().max()) if bool(finite.any()) else 0.0
     for slip in slips:
         value = slip.evaluate()
-        if value is not None and value.shape == g.shape and not matches(value, e, atol, rtol) \
-                and matches(g, value, max(atol, 1e-6), max(rtol, 1e-6)):
+        if (
+            value is not None
+            and value.shape == g.shape
+            and not matches(value, e, atol, rtol)
+            and matches(g, value, max(atol, 1e-6), max(rtol, 1e-6))
+        ):
             raise ExerciseError(f"{what} is not right: {slip.message}")
-    text = describe_difference(g, e, what, terms=terms, labels=labels, groups=groups,
-                               large=large,
-                               constants=constants, nan_hint=nan_hint, atol=atol, rtol=rtol)
+    text = describe_difference(
+        g,
+        e,
+        what,
+        terms=terms,
+        labels=labels,
+        groups=groups,
+        large=large,
+        constants=constants,
+        nan_hint=nan_hint,
+        atol=atol,
+        rtol=rtol,
+    )
     raise ExerciseError(text + (f". {advice}" if advice else ""))
 
 
 # --- gradients ----------------------------------------------------------------------------
+
 
 def check_gradients(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> None:
     """Every tensor in ``inputs`` (which must require grad) receives a gradient from
@@ -532,13 +682,18 @@ def check_gradients(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> 
             f"{what} carries no gradient: it was computed under torch.no_grad(), detached "
             "(.detach(), .data, .item(), .numpy()), or rebuilt with torch.tensor(...); "
             "compute it with torch operations on the inputs so that training can "
-            "differentiate it")
+            "differentiate it"
+        )
     leaves = list(inputs.values())
     grads = torch.autograd.grad(output.sum(), leaves, allow_unused=True, retain_graph=True)
-    missing = [name for name, grad in zip(inputs, grads, strict=False)
-               if grad is None or not bool(grad.abs().gt(0).any())]
+    missing = [
+        name
+        for name, grad in zip(inputs, grads, strict=False)
+        if grad is None or not bool(grad.abs().gt(0).any())
+    ]
     if missing:
         raise ExerciseError(
             f"no gradient reaches {', '.join(missing)} through {what}: somewhere on the way "
             "it is detached (.detach(), .data, .item(), torch.no_grad(), torch.tensor(...) "
-            "of a computed value) or not used at all")
+            "of a computed value) or not used at all"
+        )

@@ -56,8 +56,7 @@ __all__ = [
 class Density(Protocol):
     """A target density: ``sample(n, seed=..., dtype=...)`` and an exact ``log_prob``."""
 
-    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32
-               ) -> Tensor:
+    def sample(self, n: int, seed: int | None = 0, dtype: torch.dtype = torch.float32) -> Tensor:
         """``n`` seeded samples of shape ``(n, D)`` in ``dtype``."""
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -68,20 +67,25 @@ class Density(Protocol):
 #: an unnormalised log-density ``log p~(x)`` of shape ``(B,)`` for ``x`` ``(B, D)``.
 Target = Density | Callable[[Tensor], Tensor]
 
-LR_HINT = ("the learning rate is probably too large (try a smaller one, for example a "
-           "tenth), or the data reach a region where the model is not defined")
+LR_HINT = (
+    "the learning rate is probably too large (try a smaller one, for example a "
+    "tenth), or the data reach a region where the model is not defined"
+)
 
 
 #: What a negative log-likelihood below the entropy of the data means, during training
 #: (``run_training``'s ``floor``) and in the loss the flow ends with (``describe_shortfall``).
-BELOW_ENTROPY = ("an honest negative log-likelihood cannot go below the entropy of the data; "
-                 "is the sign of your loss right?")
+BELOW_ENTROPY = (
+    "an honest negative log-likelihood cannot go below the entropy of the data; "
+    "is the sign of your loss right?"
+)
 #: The slip named when the loss equals minus the model's negative log-likelihood.
 SIGN_SLIP = "your loss is the mean log-likelihood, not its negative"
 
 
-def fresh_kl(target: Density, model: Any, seed: int, n: int = 20_000,
-             action: str = "evaluating your flow") -> tuple[float, float]:
+def fresh_kl(
+    target: Density, model: Any, seed: int, n: int = 20_000, action: str = "evaluating your flow"
+) -> tuple[float, float]:
     """``KL(p || q)`` and its standard error on ``n`` fresh points of ``target`` (as
     ``ToyDensity.kl_divergence``, for any density with ``sample`` and ``log_prob``), with a
     model that fails on them reported as the student's."""
@@ -91,8 +95,9 @@ def fresh_kl(target: Density, model: Any, seed: int, n: int = 20_000,
     try:
         return kl_divergence(model, n=n, seed=seed)
     except Exception as failure:  # the model cannot evaluate fresh points
-        raise ExerciseError(f"{action} on fresh points failed: "
-                            f"{type(failure).__name__}: {failure}") from None
+        raise ExerciseError(
+            f"{action} on fresh points failed: {type(failure).__name__}: {failure}"
+        ) from None
 
 
 def mean_nll(flow: nn.Module, data: Tensor) -> float:
@@ -114,14 +119,16 @@ def history_of(history: object, name: str, budget: int) -> list[float]:
     if not isinstance(history, (list, tuple)):
         raise ExerciseError(
             f"{name} should return (model, history) with history the list of losses of "
-            f"every step (what nfcourse.train returns); got {type(history).__name__}")
+            f"every step (what nfcourse.train returns); got {type(history).__name__}"
+        )
     values = []
     for v in history:
         if isinstance(v, Tensor):
             if v.numel() != 1:
                 raise ExerciseError(
                     f"every entry of the history should be one number, got a tensor of shape "
-                    f"{tuple(v.shape)}: record loss.item() at every step")
+                    f"{tuple(v.shape)}: record loss.item() at every step"
+                )
             v = v.item()
         values.append(float(v))
     if not values:
@@ -129,7 +136,8 @@ def history_of(history: object, name: str, budget: int) -> list[float]:
     if len(values) > budget:
         raise ExerciseError(
             f"{name} trained for {len(values)} steps; the budget is {budget}. Reach the goal "
-            "within the budget (a larger learning rate helps more than more steps)")
+            "within the budget (a larger learning rate helps more than more steps)"
+        )
     return values
 
 
@@ -140,25 +148,37 @@ def _diverged_message(text: str, floor: tuple[float, str] | None) -> str:
     summary = re.sub(r"^training diverged: ", "", text.split(". Likely causes")[0].split(";")[0])
     last = re.search(r"last finite loss: ([-+0-9.e]+|inf|nan)", text)
     value = float(last.group(1)) if last else math.nan
-    ran_off = "became -inf" in text or (floor is not None and math.isfinite(value)
-                                        and value < floor[0] - max(1.0, abs(floor[0])))
+    ran_off = "became -inf" in text or (
+        floor is not None and math.isfinite(value) and value < floor[0] - max(1.0, abs(floor[0]))
+    )
     if floor is not None and ran_off:
-        return (f"training diverged: {summary}. The loss ran off far below "
-                f"{floor[0]:.4g}, the lowest value the true loss can take: {floor[1]}. A "
-                "loss with the wrong overall sign (the mean log-likelihood, not its negative, "
-                "or a KL with its sign flipped) runs off the same way")
+        return (
+            f"training diverged: {summary}. The loss ran off far below "
+            f"{floor[0]:.4g}, the lowest value the true loss can take: {floor[1]}. A "
+            "loss with the wrong overall sign (the mean log-likelihood, not its negative, "
+            "or a KL with its sign flipped) runs off the same way"
+        )
     if math.isfinite(value) and value > 1e6:
-        return (f"training diverged: {summary}. The loss grew without bound instead of "
-                "falling: the optimiser is not descending the loss you meant. Check that "
-                "every term reaches the parameters through the flow (a sample that is "
-                "detached, or drawn without gradients, leaves a term the optimiser cannot "
-                f"see), and the signs of the terms; otherwise {LR_HINT}")
+        return (
+            f"training diverged: {summary}. The loss grew without bound instead of "
+            "falling: the optimiser is not descending the loss you meant. Check that "
+            "every term reaches the parameters through the flow (a sample that is "
+            "detached, or drawn without gradients, leaves a term the optimiser cannot "
+            f"see), and the signs of the terms; otherwise {LR_HINT}"
+        )
     return f"training diverged: {summary}. NaN during training: {LR_HINT}"
 
 
-def run_training(fn: Callable[..., object], *args: object, name: str, budget: int,
-                 model_type: type | tuple[type, ...], model_hint: str, seed: int = 0,
-                 floor: tuple[float, str] | None = None) -> tuple[Any, list[float]]:
+def run_training(
+    fn: Callable[..., object],
+    *args: object,
+    name: str,
+    budget: int,
+    model_type: type | tuple[type, ...],
+    model_hint: str,
+    seed: int = 0,
+    floor: tuple[float, str] | None = None,
+) -> tuple[Any, list[float]]:
     """Call ``fn(*args)`` with the random state forked and seeded; check that it returns
     ``(model, history)``; turn a diverged or crashed run into a message that says why
     (``floor``: the lowest value the true loss can take and what falling below it means)."""
@@ -176,19 +196,23 @@ def run_training(fn: Callable[..., object], *args: object, name: str, budget: in
                 raise ExerciseError(
                     f"{name} stopped with {type(error).__name__}: {message}. The loss has no "
                     "gradient: it was computed under torch.no_grad() or from detached "
-                    "values, or the model's tensors are not nn.Parameters") from None
+                    "values, or the model's tensors are not nn.Parameters"
+                ) from None
             if "non-finite" in message or "nan" in message.lower().split():
                 raise ExerciseError(
                     f"{name} stopped with {type(error).__name__}: {message}. Values became "
-                    f"NaN or inf during training: {LR_HINT}") from None
+                    f"NaN or inf during training: {LR_HINT}"
+                ) from None
             raise ExerciseError(explain_error(error, name)) from None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         raise ExerciseError(
-            f"{name} should return the pair (model, history), got {type(out).__name__}")
+            f"{name} should return the pair (model, history), got {type(out).__name__}"
+        )
     model, history = out
     if not isinstance(model, model_type):
         raise ExerciseError(
-            f"the model {name} returns should be {model_hint}, got {type(model).__name__}")
+            f"the model {name} returns should be {model_hint}, got {type(model).__name__}"
+        )
     return model, history_of(history, name, budget)
 
 
@@ -197,8 +221,12 @@ def _unregistered_tensors(model: nn.Module) -> list[str]:
     found = []
     for prefix, module in model.named_modules():
         for key, value in vars(module).items():
-            if (isinstance(value, Tensor) and not isinstance(value, nn.Parameter)
-                    and value.requires_grad and value.is_leaf):
+            if (
+                isinstance(value, Tensor)
+                and not isinstance(value, nn.Parameter)
+                and value.requires_grad
+                and value.is_leaf
+            ):
                 found.append(f"{prefix}.{key}" if prefix else key)
     return found
 
@@ -213,9 +241,11 @@ def require_registered(model: nn.Module) -> None:
 
 def _unregistered_message(plain: list[str]) -> str:
     """Why tensors that are not ``nn.Parameter``s never train."""
-    return (f"{', '.join(plain)} require gradients but are plain tensors, not "
-            "nn.Parameter: the module does not register them, so model.parameters() "
-            "and the optimiser never see them. Wrap them in nn.Parameter(...)")
+    return (
+        f"{', '.join(plain)} require gradients but are plain tensors, not "
+        "nn.Parameter: the module does not register them, so model.parameters() "
+        "and the optimiser never see them. Wrap them in nn.Parameter(...)"
+    )
 
 
 def _parameters_without_gradient(model: nn.Module) -> list[str]:
@@ -230,9 +260,13 @@ def _parameters_without_gradient(model: nn.Module) -> list[str]:
 def _parameters_left_at_zero(model: nn.Module) -> list[str]:
     """Parameters that start at zero in the package's layers, have a non-zero gradient,
     and are still exactly zero: the optimiser never updated them."""
-    return [n for n, p in model.named_parameters()
-            if p.grad is not None and bool((p.detach() == 0).all())
-            and float(p.grad.detach().abs().max()) > 0]
+    return [
+        n
+        for n, p in model.named_parameters()
+        if p.grad is not None
+        and bool((p.detach() == 0).all())
+        and float(p.grad.detach().abs().max()) > 0
+    ]
 
 
 def _close(a: float, b: float, rtol: float = 0.05, atol: float = 0.05) -> bool:
@@ -240,7 +274,8 @@ def _close(a: float, b: float, rtol: float = 0.05, atol: float = 0.05) -> bool:
 
 
 def describe_shortfall(
-    history: Sequence[float], model: nn.Module,
+    history: Sequence[float],
+    model: nn.Module,
     loss_value: float | None = None,
     slips: Iterable[tuple[float, str]] = (),
     floor: tuple[float, str] | None = None,
@@ -276,18 +311,24 @@ def describe_shortfall(
         return _unregistered_message(plain)
     unreached = _parameters_without_gradient(model)
     if unreached:
-        return (f"the loss never reaches the parameters {', '.join(unreached[:4])}: no "
-                "gradient arrives there (is a value detached, computed under "
-                "torch.no_grad(), or taken from another module than the one you return?)")
+        return (
+            f"the loss never reaches the parameters {', '.join(unreached[:4])}: no "
+            "gradient arrives there (is a value detached, computed under "
+            "torch.no_grad(), or taken from another module than the one you return?)"
+        )
     first, last = h[0], h[-1]
     if len(h) > 1 and abs(last - first) <= 1e-6 * (1 + abs(first)):
-        return (f"the loss did not move ({first:.4g} at the start, {last:.4g} at the end): "
-                "are the parameters registered with the optimiser (nn.Parameter, and "
-                "model.parameters() passed to it), and does the loss depend on them?")
+        return (
+            f"the loss did not move ({first:.4g} at the start, {last:.4g} at the end): "
+            "are the parameters registered with the optimiser (nn.Parameter, and "
+            "model.parameters() passed to it), and does the loss depend on them?"
+        )
     stuck = _parameters_left_at_zero(model)
     if stuck:
-        return (f"the parameters {', '.join(stuck[:4])} have gradients but never changed: "
-                "they are not in the optimiser. Pass all of model.parameters() to it")
+        return (
+            f"the parameters {', '.join(stuck[:4])} have gradients but never changed: "
+            "they are not in the optimiser. Pass all of model.parameters() to it"
+        )
     if last > first + max(0.05, 0.01 * abs(first)):
         return f"the loss went up, from {first:.4g} to {last:.4g}: {went_up}"
     if loss_value is not None and not _close(last, loss_value):
@@ -297,23 +338,31 @@ def describe_shortfall(
     if floor is not None:
         value, message = floor
         if min(h) < value - max(0.1, 0.02 * abs(value)):
-            return (f"your loss fell to {min(h):.4g}, below {value:.4g}, the lowest value "
-                    f"the true loss can take: {message}")
+            return (
+                f"your loss fell to {min(h):.4g}, below {value:.4g}, the lowest value "
+                f"the true loss can take: {message}"
+            )
     if model_hint:
         return model_hint
     n = len(h)
     if budget is not None and n <= budget // 2:
-        return (f"you trained for only {n} of the {budget} steps allowed, and the loss "
-                "had not settled: train for more steps, or with a larger learning rate")
+        return (
+            f"you trained for only {n} of the {budget} steps allowed, and the loss "
+            "had not settled: train for more steps, or with a larger learning rate"
+        )
     if n >= 20:
-        tail = sum(h[-n // 10:]) / len(h[-n // 10:])
-        before = sum(h[-2 * (n // 10):-(n // 10)]) / (n // 10)
+        tail = sum(h[-n // 10 :]) / len(h[-n // 10 :])
+        before = sum(h[-2 * (n // 10) : -(n // 10)]) / (n // 10)
         if before - tail > 0.005 * (1 + abs(tail)):
-            return (f"the loss was still falling when training stopped ({before:.4g} -> "
-                    f"{tail:.4g} over the last tenth of the run): train for more steps "
-                    "(within the budget) or with a larger learning rate")
-    return fallback or ("the loss settled above the goal: try a larger model, a different "
-                        "learning rate, or more steps within the budget")
+            return (
+                f"the loss was still falling when training stopped ({before:.4g} -> "
+                f"{tail:.4g} over the last tenth of the run): train for more steps "
+                "(within the budget) or with a larger learning rate"
+            )
+    return fallback or (
+        "the loss settled above the goal: try a larger model, a different "
+        "learning rate, or more steps within the budget"
+    )
 
 
 # --- one build-and-train check -------------------------------------------------------------
@@ -322,12 +371,15 @@ def describe_shortfall(
 WENT_UP = "is the sign of your loss right, and the learning rate not too large?"
 
 #: How ``Goal`` phrases a forward KL ``KL(p || q)`` on fresh points of the target.
-FORWARD_KL = ("{subject} KL(p || q) = {value:.{digits}f}{error} nats on {n:,} fresh points",
-              "{subject} KL(p || q) = {value:.4g} nats on fresh points")
+FORWARD_KL = (
+    "{subject} KL(p || q) = {value:.{digits}f}{error} nats on {n:,} fresh points",
+    "{subject} KL(p || q) = {value:.4g} nats on fresh points",
+)
 #: How ``Goal`` phrases the exact reverse KL ``KL(q || p)`` on samples of the flow.
-REVERSE_KL = ("{subject} KL(q || p) = {value:.{digits}f}{error} nats on {n:,} samples of "
-              "your flow",
-              "{subject} KL(q || p) = {value:.4g} nats{note}")
+REVERSE_KL = (
+    "{subject} KL(q || p) = {value:.{digits}f}{error} nats on {n:,} samples of your flow",
+    "{subject} KL(q || p) = {value:.4g} nats{note}",
+)
 
 
 @dataclass(frozen=True)
@@ -364,15 +416,24 @@ class Goal:
 
     def impossible(self, measured: Measurement) -> bool:
         """A measure that cannot be negative, estimated clearly below zero."""
-        return (self.nonnegative and math.isfinite(measured.value)
-                and measured.value < -3 * (measured.error or 0.0))
+        return (
+            self.nonnegative
+            and math.isfinite(measured.value)
+            and measured.value < -3 * (measured.error or 0.0)
+        )
 
     def phrase(self, measured: Measurement, subject: str, reached: bool) -> str:
         """The sentence that states the measured value (see the class docstring)."""
         template = self.phrases[0 if reached else 1]
         error = "" if measured.error is None else f" ± {measured.error:.{self.digits}f}"
-        return template.format(subject=subject, value=measured.value, error=error,
-                               digits=self.digits, n=self.n, note=measured.note)
+        return template.format(
+            subject=subject,
+            value=measured.value,
+            error=error,
+            digits=self.digits,
+            n=self.n,
+            note=measured.note,
+        )
 
 
 @dataclass(frozen=True)
@@ -386,8 +447,9 @@ class Measurement:
     note: str = ""
 
 
-def measure_fit(model: Any, target: Target, n: int = 20_000, seed: int = 0,
-                log_z: float | None = None) -> Measurement:
+def measure_fit(
+    model: Any, target: Target, n: int = 20_000, seed: int = 0, log_z: float | None = None
+) -> Measurement:
     """How close ``model`` is to ``target``, with its standard error.
 
     For a density with ``sample`` and ``log_prob``: ``KL(p || q)``, the mean of
@@ -400,13 +462,16 @@ def measure_fit(model: Any, target: Target, n: int = 20_000, seed: int = 0,
     if callable(getattr(target, "sample", None)):
         return Measurement(*fresh_kl(target, model, seed=seed, n=n))
     if log_z is None:
-        raise ValueError("log_z must be given for a target that is a log-density function: "
-                         "the reverse KL needs the normaliser log Z of exp(log p~)")
+        raise ValueError(
+            "log_z must be given for a target that is a log-density function: "
+            "the reverse KL needs the normaliser log Z of exp(log p~)"
+        )
     try:
         kl, error = exact_reverse_kl(model, lambda x: -target(x), log_z, n=n, seed=seed)
     except Exception as failure:  # a broken flow cannot even be sampled
-        return Measurement(math.nan, None,
-                           f" (sampling it failed: {type(failure).__name__}: {failure})")
+        return Measurement(
+            math.nan, None, f" (sampling it failed: {type(failure).__name__}: {failure})"
+        )
     return Measurement(kl, error)
 
 
@@ -421,8 +486,13 @@ def safe_value(fn: Callable[[], object]) -> float:
 
 
 def check_fit(
-    fit: Callable[..., object], *args: object, name: str, goal: Goal,
-    target: Target | None = None, log_z: float | None = None, seed: int = 0,
+    fit: Callable[..., object],
+    *args: object,
+    name: str,
+    goal: Goal,
+    target: Target | None = None,
+    log_z: float | None = None,
+    seed: int = 0,
     model_type: type | tuple[type, ...] = Flow,
     model_hint: str = "the nfcourse.Flow you trained",
     floor: tuple[float, str] | None = None,
@@ -470,9 +540,16 @@ def check_fit(
     Returns:
         ``(model, history, measurement)`` when the goal is met.
     """
-    model, history = run_training(fit, *args, name=name, budget=goal.steps,
-                                  model_type=model_type, model_hint=model_hint, seed=seed,
-                                  floor=floor)
+    model, history = run_training(
+        fit,
+        *args,
+        name=name,
+        budget=goal.steps,
+        model_type=model_type,
+        model_hint=model_hint,
+        seed=seed,
+        floor=floor,
+    )
     if inspect is not None:
         inspect(model)
     if measure is not None:
@@ -483,8 +560,10 @@ def check_fit(
         raise ValueError("check_fit needs a target or a measure")
     if goal.met_by(measured):
         side = "above" if goal.higher else "below"
-        print(f"Correct: {goal.phrase(measured, subject, reached=True)} (goal: {side} "
-              f"{goal.value}) after {len(history)} steps.")
+        print(
+            f"Correct: {goal.phrase(measured, subject, reached=True)} (goal: {side} "
+            f"{goal.value}) after {len(history)} steps."
+        )
         return model, history, measured
     reason = diagnose(model, history, measured) if diagnose is not None else None
     if reason is None:
@@ -497,13 +576,23 @@ def check_fit(
         else:
             known = [] if loss_value is None else [(-loss_value, SIGN_SLIP)]
         reason = describe_shortfall(
-            history, model, budget=goal.steps, loss_value=loss_value, slips=known,
-            floor=floor, went_up=went_up,
+            history,
+            model,
+            budget=goal.steps,
+            loss_value=loss_value,
+            slips=known,
+            floor=floor,
+            went_up=went_up,
             model_hint=limitation(model) if limitation is not None else None,
-            fallback=fallback)
+            fallback=fallback,
+        )
     if goal.impossible(measured):
-        reason = ("a KL divergence cannot be negative: your flow's log_prob does not "
-                  "integrate to one. " + reason)
+        reason = (
+            "a KL divergence cannot be negative: your flow's log_prob does not "
+            "integrate to one. " + reason
+        )
     side = "above" if goal.higher else "below"
-    raise ExerciseError(f"{goal.phrase(measured, subject, reached=False)}; the goal is "
-                        f"{side} {goal.value}. Likely cause: {reason}")
+    raise ExerciseError(
+        f"{goal.phrase(measured, subject, reached=False)}; the goal is "
+        f"{side} {goal.value}. Likely cause: {reason}"
+    )

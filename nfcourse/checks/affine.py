@@ -46,7 +46,8 @@ def _scalar_answer(got: object, name: str) -> Tensor:
         raise ExerciseError(
             f"{name} returned a Python number ({got!r}), not a tensor: .item(), float() or "
             "math.log turned it into a plain number, which no gradient can flow through; "
-            "keep torch operations (torch.log, .sum())")
+            "keep torch operations (torch.log, .sum())"
+        )
     return as_number(got, f"{name}'s answer")
 
 
@@ -57,9 +58,13 @@ class _CallRecorder(TorchFunctionMode):
         super().__init__()
         self.names: set[str] = set()
 
-    def __torch_function__(self, func: Callable[..., Any], types: Sequence[type],
-                           args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None
-                           ) -> Any:
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Sequence[type],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         self.names.add(getattr(func, "__name__", str(func)).removeprefix("linalg_"))
         return func(*args, **(kwargs or {}))
 
@@ -119,48 +124,88 @@ def check_affine_log_det(affine_log_det: Callable[[Tensor], Tensor]) -> None:
     odd = torch.tensor([bool((a < 0).sum() % 2) for a in cases])
     long = torch.tensor([len(a) > 100 for a in cases])
     with torch.no_grad():
-        compare(got, expected, f"{name}(a)", like=answers,
-                labels=[f"a = {_short(a)}" for a in cases],
-                groups={"the scale vectors with an odd number of negative entries": odd,
-                        "the long vectors, whose product under- or overflows": long},
-                large=long,
-                nan_hint="a scale can be negative (a reflection), and the log of a negative "
-                         "number is NaN; the change of variables uses |det J|, so take "
-                         "log |a_i|",
-                slips=_called_first(recorder, [
-                    Slip("the log of a negative scale is NaN: a scale can be negative (a "
-                         "reflection), and the change of variables uses |det J|, so sum "
-                         "log |a_i|", _per_case(lambda a: torch.log(a).sum(), cases)),
-                    Slip("log(prod(a)) fails twice: the product is negative when an odd number "
-                         "of scales is (log gives NaN; the change of variables needs "
-                         "|det J|), and it under- or overflows for many coordinates; sum "
-                         "log |a_i| instead", _per_case(lambda a: torch.log(a.prod()), cases)),
-                    Slip("log|prod(a)| is right in exact arithmetic, but the product of many "
-                         "scales under- or overflows in floating point: sum log |a_i| "
-                         "instead", _per_case(lambda a: torch.log(a.prod().abs()), cases)),
-                    Slip("torch.logdet gives NaN when the determinant is negative (an odd "
-                         "number of negative scales); |det J| is what counts: sum log |a_i| "
-                         "(a D x D matrix also costs O(D^2) memory and O(D^3) time)",
-                         _per_case(lambda a: torch.logdet(torch.diag(a)), cases)),
-                    Slip("you returned det(diag(a)) = prod(a); a flow needs the log of its "
-                         "absolute value, sum log |a_i|", _per_case(lambda a: a.prod(), cases)),
-                    Slip("you returned sum(a); the log-det is the sum of the logs of the "
-                         "scales' absolute values", _per_case(lambda a: a.sum(), cases)),
-                    Slip("you returned sum |a_i|; the log-det is the sum of log |a_i|",
-                         _per_case(lambda a: a.abs().sum(), cases)),
-                    Slip("you took |log a_i|, the absolute value of the log; the absolute value "
-                         "belongs inside: log |a_i| (negative for |a_i| < 1)",
-                         _per_case(lambda a: torch.log(a.abs()).abs().sum(), cases)),
-                    Slip("you averaged log |a_i| over the coordinates; the log-det sums them",
-                         _per_case(lambda a: torch.log(a.abs()).mean(), cases)),
-                    Slip("log(a_i^2) = 2 log |a_i|: with the square, halve it",
-                         _per_case(lambda a: torch.log(a**2).sum(), cases)),
-                ]))
+        compare(
+            got,
+            expected,
+            f"{name}(a)",
+            like=answers,
+            labels=[f"a = {_short(a)}" for a in cases],
+            groups={
+                "the scale vectors with an odd number of negative entries": odd,
+                "the long vectors, whose product under- or overflows": long,
+            },
+            large=long,
+            nan_hint="a scale can be negative (a reflection), and the log of a negative "
+            "number is NaN; the change of variables uses |det J|, so take "
+            "log |a_i|",
+            slips=_called_first(
+                recorder,
+                [
+                    Slip(
+                        "the log of a negative scale is NaN: a scale can be negative (a "
+                        "reflection), and the change of variables uses |det J|, so sum "
+                        "log |a_i|",
+                        _per_case(lambda a: torch.log(a).sum(), cases),
+                    ),
+                    Slip(
+                        "log(prod(a)) fails twice: the product is negative when an odd number "
+                        "of scales is (log gives NaN; the change of variables needs "
+                        "|det J|), and it under- or overflows for many coordinates; sum "
+                        "log |a_i| instead",
+                        _per_case(lambda a: torch.log(a.prod()), cases),
+                    ),
+                    Slip(
+                        "log|prod(a)| is right in exact arithmetic, but the product of many "
+                        "scales under- or overflows in floating point: sum log |a_i| "
+                        "instead",
+                        _per_case(lambda a: torch.log(a.prod().abs()), cases),
+                    ),
+                    Slip(
+                        "torch.logdet gives NaN when the determinant is negative (an odd "
+                        "number of negative scales); |det J| is what counts: sum log |a_i| "
+                        "(a D x D matrix also costs O(D^2) memory and O(D^3) time)",
+                        _per_case(lambda a: torch.logdet(torch.diag(a)), cases),
+                    ),
+                    Slip(
+                        "you returned det(diag(a)) = prod(a); a flow needs the log of its "
+                        "absolute value, sum log |a_i|",
+                        _per_case(lambda a: a.prod(), cases),
+                    ),
+                    Slip(
+                        "you returned sum(a); the log-det is the sum of the logs of the "
+                        "scales' absolute values",
+                        _per_case(lambda a: a.sum(), cases),
+                    ),
+                    Slip(
+                        "you returned sum |a_i|; the log-det is the sum of log |a_i|",
+                        _per_case(lambda a: a.abs().sum(), cases),
+                    ),
+                    Slip(
+                        "you took |log a_i|, the absolute value of the log; the absolute value "
+                        "belongs inside: log |a_i| (negative for |a_i| < 1)",
+                        _per_case(lambda a: torch.log(a.abs()).abs().sum(), cases),
+                    ),
+                    Slip(
+                        "you averaged log |a_i| over the coordinates; the log-det sums them",
+                        _per_case(lambda a: torch.log(a.abs()).mean(), cases),
+                    ),
+                    Slip(
+                        "log(a_i^2) = 2 log |a_i|: with the square, halve it",
+                        _per_case(lambda a: torch.log(a**2).sum(), cases),
+                    ),
+                ],
+            ),
+        )
     scale = cases[2].clone().requires_grad_()
-    check_gradients(_scalar_answer(run(affine_log_det, scale, name=name), name),
-                    {"the scales a": scale}, f"{name}(a)")
-    print("Correct: your log-det equals log|det| of the Jacobian diag(a): negative scales "
-          "(an odd number of them too), long vectors, and gradients reach a.")
+    check_gradients(
+        _scalar_answer(run(affine_log_det, scale, name=name), name),
+        {"the scales a": scale},
+        f"{name}(a)",
+    )
+    print(
+        "Correct: your log-det equals log|det| of the Jacobian diag(a): negative scales "
+        "(an odd number of them too), long vectors, and gradients reach a."
+    )
 
 
 def _construct(layer_class: type[Transform], dim: int) -> Transform:
@@ -175,8 +220,10 @@ def _construct(layer_class: type[Transform], dim: int) -> Transform:
         torch.utils.deterministic.fill_uninitialized_memory = True
         return layer_class(dim)
     except NotImplementedError:
-        raise ExerciseError(f"{name}.__init__ is not written yet: replace "
-                            "`raise NotImplementedError()` with your code") from None
+        raise ExerciseError(
+            f"{name}.__init__ is not written yet: replace "
+            "`raise NotImplementedError()` with your code"
+        ) from None
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.utils.deterministic.fill_uninitialized_memory = fill
@@ -185,8 +232,11 @@ def _construct(layer_class: type[Transform], dim: int) -> Transform:
 def _plain_tensors(layer: nn.Module) -> list[str]:
     """Tensor attributes of the layer that are not registered parameters or buffers."""
     registered = {id(t) for t in layer.parameters()} | {id(t) for t in layer.buffers()}
-    return [key for key, value in vars(layer).items()
-            if isinstance(value, Tensor) and id(value) not in registered]
+    return [
+        key
+        for key, value in vars(layer).items()
+        if isinstance(value, Tensor) and id(value) not in registered
+    ]
 
 
 def _set_parameters(layer: nn.Module, value: float | Callable[[Tensor], Tensor]) -> None:
@@ -206,38 +256,49 @@ def check_affine_layer(layer_class: type[Transform], dim: int = 3) -> None:
     name = getattr(layer_class, "__name__", "your layer")
     layer = _construct(layer_class, dim)
     if not isinstance(layer, Transform):
-        raise ExerciseError(f"{name} should subclass nfcourse.Transform (so that forward "
-                            f"returns (x, log_det) and checks its input); got a "
-                            f"{type(layer).__mro__[1].__name__} subclass")
+        raise ExerciseError(
+            f"{name} should subclass nfcourse.Transform (so that forward "
+            f"returns (x, log_det) and checks its input); got a "
+            f"{type(layer).__mro__[1].__name__} subclass"
+        )
     params = dict(layer.named_parameters())
     plain = _plain_tensors(layer)
     if plain:
         raise ExerciseError(
             f"{name} keeps {', '.join(plain)} as a plain tensor: an optimizer only trains "
-            "what layer.parameters() lists, so wrap it in nn.Parameter(...)")
+            "what layer.parameters() lists, so wrap it in nn.Parameter(...)"
+        )
     if not params:
-        raise ExerciseError(f"{name}({dim}) has no parameters: create the log-scale and the "
-                            "shift with nn.Parameter")
+        raise ExerciseError(
+            f"{name}({dim}) has no parameters: create the log-scale and the "
+            "shift with nn.Parameter"
+        )
     for pname, p in params.items():
         if not bool(torch.isfinite(p).all()):
             raise ExerciseError(
                 f"parameter '{pname}' holds values that were never set: torch.Tensor(n) and "
                 "torch.empty(n) allocate memory without initialising it; start from chosen "
-                "values, for example torch.zeros(dim)")
+                "values, for example torch.zeros(dim)"
+            )
         if p.shape != (dim,):
-            raise ExerciseError(f"parameter '{pname}' has shape {tuple(p.shape)}; each "
-                                f"parameter has one value per coordinate, shape ({dim},)")
+            raise ExerciseError(
+                f"parameter '{pname}' has shape {tuple(p.shape)}; each "
+                f"parameter has one value per coordinate, shape ({dim},)"
+            )
     layer = layer.double()
     z = torch.randn(6, dim, generator=_generator(0), dtype=F64)
     out = run(layer, z.clone(), name=f"{name}.forward")
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise ExerciseError(f"{name}._forward should return a pair (x, log_det), got a "
-                            f"{type(out).__name__}")
+        raise ExerciseError(
+            f"{name}._forward should return a pair (x, log_det), got a {type(out).__name__}"
+        )
     x = as_tensor(out[0], f"the x of {name}", (6, dim), ("batch", "coordinates"))
     log_det = as_tensor(out[1], f"the log-det of {name}", (6,), ("batch",))
     if not torch.allclose(x.detach().to(F64), z):
-        raise ExerciseError(f"a fresh {name} should be the identity map (scale 1, shift 0, "
-                            "log-det 0): initialise the log-scale and the shift to zeros")
+        raise ExerciseError(
+            f"a fresh {name} should be the identity map (scale 1, shift 0, "
+            "log-det 0): initialise the log-scale and the shift to zeros"
+        )
     # The scale must stay positive and nonzero whatever values training gives the
     # parameters: a raw scale goes negative (log gives NaN) and, behind abs(), through zero.
     for value in (-1.5, 0.0):
@@ -249,32 +310,44 @@ def check_affine_layer(layer_class: type[Transform], dim: int = 3) -> None:
                     "with every parameter set to -1.5 your log-det is not finite: a raw scale "
                     "parameter turns negative during training and its log is NaN. Store the "
                     "log of the scale and use scale = exp(log_scale), positive for any real "
-                    "parameter")
+                    "parameter"
+                )
             raise ExerciseError(
                 "with every parameter set to 0 your log-det is infinite: the scale is 0 and "
                 "the map is not invertible. A raw scale parameter with log|scale| (abs()) "
                 "fixes the NaN of a negative scale but not the zero that training crosses "
                 "on its way from positive to negative values. Store the log of the scale: "
-                "scale = exp(log_scale) is positive for any real parameter")
+                "scale = exp(log_scale) is positive for any real parameter"
+            )
     g = _generator(1)
     _set_parameters(layer, lambda p: 0.7 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
     def log_det_slips(points: Tensor, expected: Tensor) -> list[Slip]:
-        slips = [Slip("the log-det averages the log-scales over the coordinates; sum them",
-                      expected / dim)]
+        slips = [
+            Slip(
+                "the log-det averages the log-scales over the coordinates; sum them",
+                expected / dim,
+            )
+        ]
         for pname, p in layer.named_parameters():
             p = p.detach()
             slips += [
-                Slip(f"the log-det sums exp({pname}), the scales; it is the sum of the "
-                     "log-scales", torch.full_like(expected, float(torch.exp(p).sum()))),
-                Slip(f"the log-det sums {pname}, but only the log-scale enters it",
-                     torch.full_like(expected, float(p.sum())) if float(
-                         (p.sum() - expected[0]).abs()) > 1e-6 else None),
+                Slip(
+                    f"the log-det sums exp({pname}), the scales; it is the sum of the log-scales",
+                    torch.full_like(expected, float(torch.exp(p).sum())),
+                ),
+                Slip(
+                    f"the log-det sums {pname}, but only the log-scale enters it",
+                    torch.full_like(expected, float(p.sum()))
+                    if float((p.sum() - expected[0]).abs()) > 1e-6
+                    else None,
+                ),
             ]
         return slips
 
-    check_transform(layer, dim=dim, n=8, atol=1e-8, seed=3, quiet=True,
-                    log_det_slips=log_det_slips)
+    check_transform(
+        layer, dim=dim, n=8, atol=1e-8, seed=3, quiet=True, log_det_slips=log_det_slips
+    )
     z = torch.randn(8, dim, generator=g, dtype=F64)
     x, log_det = layer(z)
     named = dict(layer.named_parameters())
@@ -289,13 +362,15 @@ def check_affine_layer(layer_class: type[Transform], dim: int = 3) -> None:
         testing.check_log_det(stack, z, atol=1e-6)
     except AssertionError as error:
         raise ExerciseError(f"a stack of your layers in nfcourse.Compose fails: {error}") from None
-    print(f"Correct: {name} starts at the identity, keeps its scale positive for any "
-          "parameter value, has the right log-det and inverse, passes gradients to every "
-          "parameter, and composes with nfcourse.Compose.")
+    print(
+        f"Correct: {name} starts at the identity, keeps its scale positive for any "
+        "parameter value, has the right log-det and inverse, passes gradients to every "
+        "parameter, and composes with nfcourse.Compose."
+    )
 
 
 def check_combine_affine(
-        combine_affine: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    combine_affine: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]],
 ) -> None:
     """``combine_affine(a1, b1, a2, b2) -> (a, b)`` with
     ``a * z + b = a2 * (a1 * z + b1) + b2`` for every ``z`` (scales of both signs)."""
@@ -310,26 +385,48 @@ def check_combine_affine(
     b = as_tensor(out[1], "the combined shift b", (5,))
     both = torch.cat([a.detach().to(F64), b.detach().to(F64)])
     pair = torch.cat
-    compare(both, pair([a2 * a1, a2 * b1 + b2]), "your (a, b)", like=(a, b),
-            labels=[f"a[{i}]" for i in range(5)] + [f"b[{i}]" for i in range(5)],
-            groups={"the scale a": torch.arange(10) < 5, "the shift b": torch.arange(10) >= 5},
-            slips=[
-                Slip("your scale is a1 + a2: applying the second map multiplies by a2 "
-                     "whatever the first produced, so the scales multiply, a = a2 * a1",
-                     pair([a1 + a2, a2 * b1 + b2])),
-                Slip("your shift is b1 + b2: the second map also scales the first map's "
-                     "shift, so b = a2 * b1 + b2", pair([a2 * a1, b1 + b2])),
-                Slip("your scale is a1 + a2 and your shift b1 + b2: affine maps compose by "
-                     "substitution, a2 (a1 z + b1) + b2", pair([a1 + a2, b1 + b2])),
-                Slip("you composed in the wrong order (map 2 first): x = a2 (a1 z + b1) + b2, "
-                     "so b = a2 * b1 + b2, not a1 * b2 + b1", pair([a2 * a1, a1 * b2 + b1])),
-                Slip("b = a2 * b1 + b2: the shift b2 is added after scaling, not scaled",
-                     pair([a2 * a1, a2 * (b1 + b2)])),
-                Slip("b = a2 * b1 + b2: it is b1 that the second map scales, not b2",
-                     pair([a2 * a1, b1 + a2 * b2])),
-                Slip("b = a2 * b1 + b2: the scale of map 2 multiplies b1, not a1's",
-                     pair([a2 * a1, a1 * b1 + b2])),
-            ])
+    compare(
+        both,
+        pair([a2 * a1, a2 * b1 + b2]),
+        "your (a, b)",
+        like=(a, b),
+        labels=[f"a[{i}]" for i in range(5)] + [f"b[{i}]" for i in range(5)],
+        groups={"the scale a": torch.arange(10) < 5, "the shift b": torch.arange(10) >= 5},
+        slips=[
+            Slip(
+                "your scale is a1 + a2: applying the second map multiplies by a2 "
+                "whatever the first produced, so the scales multiply, a = a2 * a1",
+                pair([a1 + a2, a2 * b1 + b2]),
+            ),
+            Slip(
+                "your shift is b1 + b2: the second map also scales the first map's "
+                "shift, so b = a2 * b1 + b2",
+                pair([a2 * a1, b1 + b2]),
+            ),
+            Slip(
+                "your scale is a1 + a2 and your shift b1 + b2: affine maps compose by "
+                "substitution, a2 (a1 z + b1) + b2",
+                pair([a1 + a2, b1 + b2]),
+            ),
+            Slip(
+                "you composed in the wrong order (map 2 first): x = a2 (a1 z + b1) + b2, "
+                "so b = a2 * b1 + b2, not a1 * b2 + b1",
+                pair([a2 * a1, a1 * b2 + b1]),
+            ),
+            Slip(
+                "b = a2 * b1 + b2: the shift b2 is added after scaling, not scaled",
+                pair([a2 * a1, a2 * (b1 + b2)]),
+            ),
+            Slip(
+                "b = a2 * b1 + b2: it is b1 that the second map scales, not b2",
+                pair([a2 * a1, b1 + a2 * b2]),
+            ),
+            Slip(
+                "b = a2 * b1 + b2: the scale of map 2 multiplies b1, not a1's",
+                pair([a2 * a1, a1 * b1 + b2]),
+            ),
+        ],
+    )
     # Fold a stack of five layers with the student's function and compare with Compose.
     layers = [ElementwiseAffine(3).double() for _ in range(5)]
     with torch.no_grad():
@@ -339,17 +436,32 @@ def check_combine_affine(
         a = torch.ones(3, dtype=F64)
         b = torch.zeros(3, dtype=F64)
         for layer in layers:
-            a, b = run(combine_affine, a, b, torch.exp(layer.log_scale), layer.shift,
-                       name=name)
+            a, b = run(combine_affine, a, b, torch.exp(layer.log_scale), layer.shift, name=name)
         z = torch.randn(10, 3, generator=g, dtype=F64)
         x, _ = Compose(layers)(z)
     compare(a * z + b, x, "a * z + b, with (a, b) folded from five layers,", like=(a, b))
-    print("Correct: your (a, b) is the composed map, and folding five layers with it gives "
-          "the same points as nfcourse.Compose.")
+    print(
+        "Correct: your (a, b) is the composed map, and folding five layers with it gives "
+        "the same points as nfcourse.Compose."
+    )
 
 
-_CUBIC = {"det", "slogdet", "logdet", "lu", "lu_factor", "lu_factor_ex", "inv", "solve",
-          "eig", "eigvals", "svd", "svdvals", "qr", "cholesky"}
+_CUBIC = {
+    "det",
+    "slogdet",
+    "logdet",
+    "lu",
+    "lu_factor",
+    "lu_factor_ex",
+    "inv",
+    "solve",
+    "eig",
+    "eigvals",
+    "svd",
+    "svdvals",
+    "qr",
+    "cholesky",
+}
 
 
 def _triangular_cases() -> list[Tensor]:
@@ -388,48 +500,87 @@ def check_triangular_log_det(triangular_log_det: Callable[[Tensor], Tensor]) -> 
     def each(fn: Callable[[Tensor], Tensor]) -> Tensor | None:
         return _per_case(fn, cases)
 
-    compare(got, expected, f"{name}(T)", like=answers,
-            labels=[f"the {len(t)} x {len(t)} matrix" for t in cases],
-            groups={"the matrices with an odd number of negative diagonal entries": odd,
-                    "the 200 x 200 matrix, whose diagonal product underflows": big},
-            large=big,
-            nan_hint="a diagonal entry can be negative: take the log of |T_ii|",
-            slips=_called_first(recorder, [
-                Slip("the log of a negative diagonal entry is NaN: sum log |T_ii|",
-                     each(lambda t: torch.log(t.diagonal()).sum())),
-                Slip("log(prod(diag T)) fails twice: the product is negative when an odd "
-                     "number of diagonal entries is (NaN), and the product of many entries "
-                     "underflows; sum log |T_ii|",
-                     each(lambda t: torch.log(t.diagonal().prod()))),
-                Slip("log|prod(diag T)| is right in exact arithmetic, but the product of many "
-                     "entries underflows: sum log |T_ii| instead",
-                     each(lambda t: torch.log(t.diagonal().prod().abs()))),
-                Slip("torch.logdet is NaN for a negative determinant (and costs O(D^3)): "
-                     "sum log |T_ii| over the diagonal", each(torch.logdet)),
-                Slip("you returned the sum of the diagonal entries (the trace); the log-det "
-                     "is the sum of their logs, log |T_ii|", each(lambda t: t.diagonal().sum())),
-                Slip("you returned the sum of |T_ii|; the log-det is the sum of log |T_ii|",
-                     each(lambda t: t.diagonal().abs().sum())),
-                Slip("you summed log|T_ij| over the whole triangle; only the diagonal enters "
-                     "the determinant of a triangular matrix",
-                     each(lambda t: torch.log(t.abs() + (t == 0)).sum())),
-                Slip("you took |log T_ii|: the absolute value belongs inside the log, "
-                     "log |T_ii| (negative for |T_ii| < 1)",
-                     each(lambda t: torch.log(t.diagonal().abs()).abs().sum())),
-                Slip("you averaged log |T_ii|; the log-det sums them",
-                     each(lambda t: torch.log(t.diagonal().abs()).mean())),
-                Slip("you returned det T itself; the log-det is log |det T| = sum log |T_ii|",
-                     each(lambda t: t.diagonal().prod())),
-            ]))
+    compare(
+        got,
+        expected,
+        f"{name}(T)",
+        like=answers,
+        labels=[f"the {len(t)} x {len(t)} matrix" for t in cases],
+        groups={
+            "the matrices with an odd number of negative diagonal entries": odd,
+            "the 200 x 200 matrix, whose diagonal product underflows": big,
+        },
+        large=big,
+        nan_hint="a diagonal entry can be negative: take the log of |T_ii|",
+        slips=_called_first(
+            recorder,
+            [
+                Slip(
+                    "the log of a negative diagonal entry is NaN: sum log |T_ii|",
+                    each(lambda t: torch.log(t.diagonal()).sum()),
+                ),
+                Slip(
+                    "log(prod(diag T)) fails twice: the product is negative when an odd "
+                    "number of diagonal entries is (NaN), and the product of many entries "
+                    "underflows; sum log |T_ii|",
+                    each(lambda t: torch.log(t.diagonal().prod())),
+                ),
+                Slip(
+                    "log|prod(diag T)| is right in exact arithmetic, but the product of many "
+                    "entries underflows: sum log |T_ii| instead",
+                    each(lambda t: torch.log(t.diagonal().prod().abs())),
+                ),
+                Slip(
+                    "torch.logdet is NaN for a negative determinant (and costs O(D^3)): "
+                    "sum log |T_ii| over the diagonal",
+                    each(torch.logdet),
+                ),
+                Slip(
+                    "you returned the sum of the diagonal entries (the trace); the log-det "
+                    "is the sum of their logs, log |T_ii|",
+                    each(lambda t: t.diagonal().sum()),
+                ),
+                Slip(
+                    "you returned the sum of |T_ii|; the log-det is the sum of log |T_ii|",
+                    each(lambda t: t.diagonal().abs().sum()),
+                ),
+                Slip(
+                    "you summed log|T_ij| over the whole triangle; only the diagonal enters "
+                    "the determinant of a triangular matrix",
+                    each(lambda t: torch.log(t.abs() + (t == 0)).sum()),
+                ),
+                Slip(
+                    "you took |log T_ii|: the absolute value belongs inside the log, "
+                    "log |T_ii| (negative for |T_ii| < 1)",
+                    each(lambda t: torch.log(t.diagonal().abs()).abs().sum()),
+                ),
+                Slip(
+                    "you averaged log |T_ii|; the log-det sums them",
+                    each(lambda t: torch.log(t.diagonal().abs()).mean()),
+                ),
+                Slip(
+                    "you returned det T itself; the log-det is log |det T| = sum log |T_ii|",
+                    each(lambda t: t.diagonal().prod()),
+                ),
+            ],
+        ),
+    )
     cubic = sorted(recorder.names & _CUBIC)
     if cubic:
-        raise ExerciseError(f"the value is right, but {name} calls {', '.join(cubic)}, which "
-                            "costs O(D^3) for a D x D matrix; read the diagonal instead (O(D))")
+        raise ExerciseError(
+            f"the value is right, but {name} calls {', '.join(cubic)}, which "
+            "costs O(D^3) for a D x D matrix; read the diagonal instead (O(D))"
+        )
     t = cases[0].clone().requires_grad_()
-    check_gradients(_scalar_answer(run(triangular_log_det, t, name=name), name),
-                    {"the diagonal of T": t}, f"{name}(T)")
-    print("Correct: your log-det matches torch.linalg.slogdet (negative entries, an odd "
-          "number of them, a 200 x 200 matrix) and reads only the diagonal.")
+    check_gradients(
+        _scalar_answer(run(triangular_log_det, t, name=name), name),
+        {"the diagonal of T": t},
+        f"{name}(T)",
+    )
+    print(
+        "Correct: your log-det matches torch.linalg.slogdet (negative entries, an odd "
+        "number of them, a 200 x 200 matrix) and reads only the diagonal."
+    )
 
 
 # --- Exercise: fit a correlated Gaussian with an LU flow, with your own training loop -------
@@ -449,17 +600,33 @@ def check_fit_lu(fit_lu: Callable[[Tensor], tuple[Flow, list[float]]], seed: int
     def limitation(flow: Flow) -> str | None:
         if any(isinstance(m, LUAffine | TriangularAffine) for m in flow.modules()):
             return None
-        return ("no layer of your flow mixes the coordinates: an elementwise affine map only "
-                "scales and shifts each axis, so it cannot make correlated data; LUAffine "
-                "(W = P L U) can")
+        return (
+            "no layer of your flow mixes the coordinates: an elementwise affine map only "
+            "scales and shifts each axis, so it cannot make correlated data; LUAffine "
+            "(W = P L U) can"
+        )
 
     check_fit(
-        fit_lu, data.clone(), name="fit_lu", goal=LU_GOAL, target=target, seed=seed,
-        subject="your LU flow reaches", loss=lambda flow: mean_nll(flow, data),
-        slips=lambda flow, loss: [(-loss, "your loss is the mean log-likelihood, not its "
-                                          "negative: the optimiser minimises, so the loss is "
-                                          "-flow.log_prob(x).mean()")],
-        went_up=("did you call optimizer.zero_grad() before every backward()? Without it "
-                 "the gradients of all past steps pile up. (A learning rate that is too "
-                 "large, or a step along the gradient instead of against it, does the same.)"),
-        limitation=limitation)
+        fit_lu,
+        data.clone(),
+        name="fit_lu",
+        goal=LU_GOAL,
+        target=target,
+        seed=seed,
+        subject="your LU flow reaches",
+        loss=lambda flow: mean_nll(flow, data),
+        slips=lambda flow, loss: [
+            (
+                -loss,
+                "your loss is the mean log-likelihood, not its "
+                "negative: the optimiser minimises, so the loss is "
+                "-flow.log_prob(x).mean()",
+            )
+        ],
+        went_up=(
+            "did you call optimizer.zero_grad() before every backward()? Without it "
+            "the gradients of all past steps pile up. (A learning rate that is too "
+            "large, or a step along the gradient instead of against it, does the same.)"
+        ),
+        limitation=limitation,
+    )

@@ -41,6 +41,7 @@ __all__ = [
 # ROC AUC
 # --------------------------------------------------------------------------------------
 
+
 def _pairs(s_in: Tensor, s_out: Tensor, above: float, tie: float) -> Tensor:
     ordered = (s_out[:, None] > s_in[None, :]).double()
     ties = (s_out[:, None] == s_in[None, :]).double()
@@ -52,10 +53,14 @@ def _auc_cases() -> list[tuple[Tensor, Tensor]]:
     g = torch.Generator().manual_seed(11)
     return [
         (torch.tensor([0.0, 1.0, 2.0, 2.0]), torch.tensor([2.0, 3.0, 1.0])),
-        (torch.randint(0, 4, (30,), generator=g).double(),
-         torch.randint(1, 6, (20,), generator=g).double()),
-        (torch.randn(40, generator=g, dtype=torch.float64),
-         torch.randn(25, generator=g, dtype=torch.float64) - 0.5),
+        (
+            torch.randint(0, 4, (30,), generator=g).double(),
+            torch.randint(1, 6, (20,), generator=g).double(),
+        ),
+        (
+            torch.randn(40, generator=g, dtype=torch.float64),
+            torch.randn(25, generator=g, dtype=torch.float64) - 0.5,
+        ),
     ]
 
 
@@ -64,29 +69,39 @@ def check_auc_from_pairs(fn: Callable) -> None:
     out-of-distribution score above the in-distribution one, ties counting one half."""
     name = getattr(fn, "__name__", "your function")
     for s_in, s_out in _auc_cases():
-        got = as_number(run(fn, s_in.clone(), s_out.clone(), name=name),
-                        f"{name}'s AUC")
+        got = as_number(run(fn, s_in.clone(), s_out.clone(), name=name), f"{name}'s AUC")
         expected = _pairs(s_in, s_out, 1.0, 0.5)
         slips = [
-            Slip("ties count as 0; a tie is a coin flip for the threshold, so it counts "
-                 "one half", _pairs(s_in, s_out, 1.0, 0.0)),
-            Slip("ties count as 1 (>= instead of >); they count one half",
-                 _pairs(s_in, s_out, 1.0, 1.0)),
-            Slip("the order is reversed: count the pairs where the *out-of-distribution* "
-                 "score is the higher one", _pairs(s_in, s_out, 0.0, 0.5)),
-            Slip("this counts ordered pairs but divides by the number of inputs, not by the "
-                 "number of pairs n_in * n_out",
-                 _pairs(s_in, s_out, 1.0, 0.5) * len(s_in) * len(s_out)
-                 / (len(s_in) + len(s_out))),
+            Slip(
+                "ties count as 0; a tie is a coin flip for the threshold, so it counts one half",
+                _pairs(s_in, s_out, 1.0, 0.0),
+            ),
+            Slip(
+                "ties count as 1 (>= instead of >); they count one half",
+                _pairs(s_in, s_out, 1.0, 1.0),
+            ),
+            Slip(
+                "the order is reversed: count the pairs where the *out-of-distribution* "
+                "score is the higher one",
+                _pairs(s_in, s_out, 0.0, 0.5),
+            ),
+            Slip(
+                "this counts ordered pairs but divides by the number of inputs, not by the "
+                "number of pairs n_in * n_out",
+                _pairs(s_in, s_out, 1.0, 0.5) * len(s_in) * len(s_out) / (len(s_in) + len(s_out)),
+            ),
         ]
         compare(got, expected, f"{name}({len(s_in)} in, {len(s_out)} out)", slips=slips)
-    print("Correct: your AUC counts the pairs in order and half of the ties (checked on "
-          "three sets of scores, two with many ties).")
+    print(
+        "Correct: your AUC counts the pairs in order and half of the ties (checked on "
+        "three sets of scores, two with many ties)."
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Quantising probability tables
 # --------------------------------------------------------------------------------------
+
 
 def _tables() -> list[tuple[Tensor, int]]:
     g = torch.Generator().manual_seed(12)
@@ -102,16 +117,20 @@ def _as_integers(got: object, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if isinstance(got, Tensor):
         got = got.detach().cpu().numpy()
     if not isinstance(got, np.ndarray):
-        raise ExerciseError(f"{name} should return a tensor or numpy array of integers, got "
-                            f"{type(got).__name__}")
+        raise ExerciseError(
+            f"{name} should return a tensor or numpy array of integers, got {type(got).__name__}"
+        )
     if got.shape != shape:
-        raise ExerciseError(f"{name} returned shape {got.shape}; expected {shape}, one "
-                            "integer per probability")
+        raise ExerciseError(
+            f"{name} returned shape {got.shape}; expected {shape}, one integer per probability"
+        )
     values = got.astype(np.float64)
     if not np.isfinite(values).all() or (values != np.round(values)).any():
-        raise ExerciseError(f"{name} returned values that are not whole numbers (e.g. "
-                            f"{values.ravel()[np.flatnonzero(values != np.round(values))[:1]]}"
-                            "): the coder needs integers; round down with floor")
+        raise ExerciseError(
+            f"{name} returned values that are not whole numbers (e.g. "
+            f"{values.ravel()[np.flatnonzero(values != np.round(values))[:1]]}"
+            "): the coder needs integers; round down with floor"
+        )
     return np.round(values).astype(np.int64)
 
 
@@ -121,7 +140,7 @@ def check_quantize(fn: Callable) -> None:
     of ``p * 2^precision`` (any such rounding is accepted)."""
     name = getattr(fn, "__name__", "your function")
     for p, precision in _tables():
-        total, levels = 2 ** precision, p.shape[-1]
+        total, levels = 2**precision, p.shape[-1]
         q = _as_integers(run(fn, p.clone(), precision, name=name), name, tuple(p.shape))
         where = f"for precision {precision} and tables of {levels} values"
         if (q < 1).any():
@@ -130,25 +149,32 @@ def check_quantize(fn: Callable) -> None:
                 f"{name} gives value {k} of table {row} the integer {q[row, k]} {where} "
                 f"(its probability is {float(p[row, k]):.3g}): the coder could never encode "
                 "that value, and a model's zero is never certain. Give every value 1 first "
-                "and share the rest, 2^precision - L, in proportion")
+                "and share the rest, 2^precision - L, in proportion"
+            )
         sums = q.sum(axis=-1)
         if (sums != total).any():
             row = int(np.flatnonzero(sums != total)[0])
-            hint = ("rounding to nearest can overshoot; round down and hand the leftover to "
-                    "one value" if sums[row] > total else
-                    "rounding down leaves units over; hand them to one value (the most "
-                    "likely, say)")
-            raise ExerciseError(f"table {row} sums to {sums[row]}, not 2^{precision} = "
-                                f"{total} {where}: {hint}")
+            hint = (
+                "rounding to nearest can overshoot; round down and hand the leftover to one value"
+                if sums[row] > total
+                else "rounding down leaves units over; hand them to one value (the most "
+                "likely, say)"
+            )
+            raise ExerciseError(
+                f"table {row} sums to {sums[row]}, not 2^{precision} = {total} {where}: {hint}"
+            )
         gap = np.abs(q - p.numpy() * total)
         if gap.max() > levels:
             row, k = np.unravel_index(int(gap.argmax()), gap.shape)
             raise ExerciseError(
                 f"value {k} of table {row} gets {q[row, k]} units {where}, but its share "
                 f"is p * 2^precision = {float(p[row, k]) * total:.1f}: the integers must "
-                "follow the probabilities (share 2^precision - L in proportion to p)")
-    print("Correct: every table sums to 2^precision, no value gets zero, and the integers "
-          "follow the probabilities (checked on sharp, one-hot and awkward tables).")
+                "follow the probabilities (share 2^precision - L in proportion to p)"
+            )
+    print(
+        "Correct: every table sums to 2^precision, no value gets zero, and the integers "
+        "follow the probabilities (checked on sharp, one-hot and awkward tables)."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -157,28 +183,39 @@ def check_quantize(fn: Callable) -> None:
 
 CODER_STEPS = 300
 CODER_GOAL = 2.6  # bits per pixel on the test digits; bz2 -9 needs about 2.81
-CODER_FLOOR = (0.0, "a discrete negative log-likelihood cannot be negative: is the sign of "
-                    "your loss right?")
+CODER_FLOOR = (
+    0.0,
+    "a discrete negative log-likelihood cannot be negative: is the sign of your loss right?",
+)
 
 
-def check_fit_coder(fit_coder: Callable[[Tensor, torch.Generator],
-                                        tuple[DiscretizedMAF, list[float]]],
-                    seed: int = 0) -> None:
+def check_fit_coder(
+    fit_coder: Callable[[Tensor, torch.Generator], tuple[DiscretizedMAF, list[float]]],
+    seed: int = 0,
+) -> None:
     """Exercise: ``fit_coder(train_images, generator)`` builds a ``DiscretizedMAF`` for the
     8 x 8 digits (64 pixels, 17 levels), trains it on the exact discrete log-likelihood for
     at most 300 steps and returns ``(model, history)``. The model's bitstream must code the
     359 test digits in fewer than 2.6 bits per pixel and decode them exactly."""
     train, test = load_digits()
     x = test.double()
-    goal = Goal(CODER_GOAL, steps=CODER_STEPS, n=len(x), phrases=(
-        "{subject} the {n} test digits in {value:.3f} bits per pixel, and every decoded "
-        "image equals the original; bz2 needs about 2.81",
-        "{subject} the test digits in {value:.3f} bits per pixel"))
+    goal = Goal(
+        CODER_GOAL,
+        steps=CODER_STEPS,
+        n=len(x),
+        phrases=(
+            "{subject} the {n} test digits in {value:.3f} bits per pixel, and every decoded "
+            "image equals the original; bz2 needs about 2.81",
+            "{subject} the test digits in {value:.3f} bits per pixel",
+        ),
+    )
 
     def inspect(model: DiscretizedMAF) -> None:
         if model.dim != 64 or model.levels != 17:
-            raise ExerciseError(f"the model must describe 64 pixels with 17 levels, got "
-                                f"dim={model.dim}, levels={model.levels}")
+            raise ExerciseError(
+                f"the model must describe 64 pixels with 17 levels, got "
+                f"dim={model.dim}, levels={model.levels}"
+            )
 
     def measure(model: DiscretizedMAF) -> Measurement:
         coder = model.double().eval()
@@ -186,17 +223,29 @@ def check_fit_coder(fit_coder: Callable[[Tensor, torch.Generator],
             words, _ = encode(coder, x)
             decoded = decode(coder, words, len(x))
         except Exception as failure:
-            raise ExerciseError(f"coding the test digits with your model failed: "
-                                f"{type(failure).__name__}: {failure}") from None
+            raise ExerciseError(
+                f"coding the test digits with your model failed: "
+                f"{type(failure).__name__}: {failure}"
+            ) from None
         if not torch.equal(decoded, x):
-            raise ExerciseError("the decoded images differ from the originals: the model's "
-                                "tables changed between encoding and decoding")
+            raise ExerciseError(
+                "the decoded images differ from the originals: the model's "
+                "tables changed between encoding and decoding"
+            )
         return Measurement(32 * len(words) / x.numel())
 
     check_fit(
-        fit_coder, train.clone(), torch.Generator().manual_seed(seed), name="fit_coder",
-        goal=goal, seed=seed, model_type=DiscretizedMAF,
-        model_hint="the DiscretizedMAF you trained", floor=CODER_FLOOR, inspect=inspect,
-        measure=measure, subject="your model codes",
-        fallback="train longer (up to 300 steps), with a larger learning rate or a wider "
-                 "MADE")
+        fit_coder,
+        train.clone(),
+        torch.Generator().manual_seed(seed),
+        name="fit_coder",
+        goal=goal,
+        seed=seed,
+        model_type=DiscretizedMAF,
+        model_hint="the DiscretizedMAF you trained",
+        floor=CODER_FLOOR,
+        inspect=inspect,
+        measure=measure,
+        subject="your model codes",
+        fallback="train longer (up to 300 steps), with a larger learning rate or a wider MADE",
+    )

@@ -79,6 +79,7 @@ def make_conditioner(dim: int, seed: int = 0, dtype: torch.dtype = torch.float64
 # MADE masks
 # --------------------------------------------------------------------------------------
 
+
 def _reference_masks(in_degrees: Tensor, hidden_degrees: Tensor) -> tuple[Tensor, Tensor]:
     hidden = (hidden_degrees[:, None] >= in_degrees[None, :]).double()
     out = (in_degrees[:, None] > hidden_degrees[None, :]).double()
@@ -101,50 +102,72 @@ def check_made_masks(fn: Callable) -> None:
         d, h = len(in_deg), len(hid_deg)
         out = run(fn, in_deg.clone(), hid_deg.clone(), name=name)
         if not (isinstance(out, tuple | list) and len(out) == 2):
-            raise ExerciseError(f"{name} should return a pair (hidden_mask, out_mask), got "
-                                f"{type(out).__name__}")
+            raise ExerciseError(
+                f"{name} should return a pair (hidden_mask, out_mask), got {type(out).__name__}"
+            )
         ref_hidden, ref_out = _reference_masks(in_deg, hid_deg)
-        for got, ref, what, shape in ((out[0], ref_hidden, "hidden_mask", (h, d)),
-                                      (out[1], ref_out, "out_mask", (d, h))):
+        for got, ref, what, shape in (
+            (out[0], ref_hidden, "hidden_mask", (h, d)),
+            (out[1], ref_out, "out_mask", (d, h)),
+        ):
             if isinstance(got, Tensor) and tuple(got.shape) == shape[::-1] and h != d:
                 raise ExerciseError(
                     f"{what} has shape {tuple(got.shape)}; expected {shape}: it is "
                     "transposed. Masks follow nn.Linear.weight, (units of this layer, units "
-                    "of the layer below)")
+                    "of the layer below)"
+                )
             if isinstance(got, Tensor) and got.dtype == torch.bool:
                 got = got.double()  # a boolean mask is a right answer too
             got = as_tensor(got, f"{name}'s {what}", shape)
             got = got.to(torch.float64)
             if what == "hidden_mask":
                 slips = [
-                    Slip("a hidden unit may see inputs of degree up to *and including* its "
-                         "own: use >=, not >",
-                         (hid_deg[:, None] > in_deg[None, :]).double()),
-                    Slip("the inequality is reversed: a hidden unit of degree k sees the "
-                         "inputs of degree at most k", (hid_deg[:, None] <= in_deg[None, :])
-                         .double()),
+                    Slip(
+                        "a hidden unit may see inputs of degree up to *and including* its "
+                        "own: use >=, not >",
+                        (hid_deg[:, None] > in_deg[None, :]).double(),
+                    ),
+                    Slip(
+                        "the inequality is reversed: a hidden unit of degree k sees the "
+                        "inputs of degree at most k",
+                        (hid_deg[:, None] <= in_deg[None, :]).double(),
+                    ),
                 ]
             else:
                 slips = [
-                    Slip("this mask lets x_i see itself: output i may only use hidden units "
-                         "of degree strictly below m(i) (use >, not >=); with >= the "
-                         "Jacobian is no longer triangular with exp(s_i) on its diagonal",
-                         (in_deg[:, None] >= hid_deg[None, :]).double()),
-                    Slip("the inequality is reversed: output i sees the hidden units of "
-                         "degree below m(i)", (in_deg[:, None] < hid_deg[None, :]).double()),
+                    Slip(
+                        "this mask lets x_i see itself: output i may only use hidden units "
+                        "of degree strictly below m(i) (use >, not >=); with >= the "
+                        "Jacobian is no longer triangular with exp(s_i) on its diagonal",
+                        (in_deg[:, None] >= hid_deg[None, :]).double(),
+                    ),
+                    Slip(
+                        "the inequality is reversed: output i sees the hidden units of "
+                        "degree below m(i)",
+                        (in_deg[:, None] < hid_deg[None, :]).double(),
+                    ),
                 ]
-            compare(got, ref, f"{what} for input degrees {in_deg.tolist()} and hidden "
-                    f"degrees {hid_deg.tolist()}", slips=slips)
-    print("Correct: both masks follow the degrees, and the strict inequality of the output "
-          "mask keeps every x_i from seeing itself (checked for D = 3, 4, 5).")
+            compare(
+                got,
+                ref,
+                f"{what} for input degrees {in_deg.tolist()} and hidden "
+                f"degrees {hid_deg.tolist()}",
+                slips=slips,
+            )
+    print(
+        "Correct: both masks follow the degrees, and the strict inequality of the output "
+        "mask keeps every x_i from seeing itself (checked for D = 3, 4, 5)."
+    )
 
 
 # --------------------------------------------------------------------------------------
 # MAF sampling: D passes
 # --------------------------------------------------------------------------------------
 
-def _reference_maf_sample(z: Tensor, conditioner: nn.Module, passes: int | None = None
-                          ) -> tuple[Tensor, Tensor]:
+
+def _reference_maf_sample(
+    z: Tensor, conditioner: nn.Module, passes: int | None = None
+) -> tuple[Tensor, Tensor]:
     x = torch.zeros_like(z)
     s = torch.zeros_like(z)
     for _ in range(z.shape[1] if passes is None else passes):
@@ -155,8 +178,9 @@ def _reference_maf_sample(z: Tensor, conditioner: nn.Module, passes: int | None 
 
 def _pair(out: object, name: str, what: str, n: int, dim: int) -> tuple[Tensor, Tensor]:
     if not (isinstance(out, tuple | list) and len(out) == 2):
-        raise ExerciseError(f"{name} should return a pair ({what}, log_det), got "
-                            f"{type(out).__name__}")
+        raise ExerciseError(
+            f"{name} should return a pair ({what}, log_det), got {type(out).__name__}"
+        )
     first = as_tensor(out[0], f"the {what} of {name}", (n, dim), ("batch", "coordinates"))
     second = as_tensor(out[1], f"the second output of {name}", (n,), ("batch",))
     return first, second
@@ -169,51 +193,83 @@ def check_maf_sample(fn: Callable) -> None:
     name = getattr(fn, "__name__", "your function")
     for dim, n, seed in ((3, 5, 0), (5, 7, 1)):
         conditioner = make_conditioner(dim, seed)
-        z = 1.3 * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 10),
-                              dtype=torch.float64)
+        z = 1.3 * torch.randn(
+            n, dim, generator=torch.Generator().manual_seed(seed + 10), dtype=torch.float64
+        )
         x, log_det = _pair(run(fn, z.clone(), conditioner, name=name), name, "x", n, dim)
         with torch.no_grad():
             x_ref, log_det_ref = _reference_maf_sample(z, conditioner)
             s_z, t_z = conditioner(z)
             s0, t0 = conditioner(torch.zeros_like(z))
             slips = [
-                Slip("this is one pass with the parameters computed from z: that is IAF, "
-                     "x_i = exp(s_i(z_<i)) z_i + t_i(z_<i). In MAF the parameters come "
-                     "from x_<i, which is not known yet: build x over D passes",
-                     z * torch.exp(s_z) + t_z),
-                Slip("only the first coordinate is right: one pass from x = 0 computes x_1, "
-                     "the next pass x_2, and so on; sampling needs D passes",
-                     _reference_maf_sample(z, conditioner, 1)[0]),
-                Slip(f"{dim - 1} passes are one too few: pass k makes coordinate k exact, "
-                     f"so D = {dim} passes are needed",
-                     _reference_maf_sample(z, conditioner, dim - 1)[0]),
-                Slip("the inverse formula is applied: sampling maps z to x with "
-                     "x = exp(s) z + t", (z - t0) * torch.exp(-s0)),
+                Slip(
+                    "this is one pass with the parameters computed from z: that is IAF, "
+                    "x_i = exp(s_i(z_<i)) z_i + t_i(z_<i). In MAF the parameters come "
+                    "from x_<i, which is not known yet: build x over D passes",
+                    z * torch.exp(s_z) + t_z,
+                ),
+                Slip(
+                    "only the first coordinate is right: one pass from x = 0 computes x_1, "
+                    "the next pass x_2, and so on; sampling needs D passes",
+                    _reference_maf_sample(z, conditioner, 1)[0],
+                ),
+                Slip(
+                    f"{dim - 1} passes are one too few: pass k makes coordinate k exact, "
+                    f"so D = {dim} passes are needed",
+                    _reference_maf_sample(z, conditioner, dim - 1)[0],
+                ),
+                Slip(
+                    "the inverse formula is applied: sampling maps z to x with x = exp(s) z + t",
+                    (z - t0) * torch.exp(-s0),
+                ),
             ]
-            compare(x, x_ref, f"x for D = {dim}", slips=slips,
-                    labels=[f"sample {k}" for k in range(n)],
-                    advice="start from x = 0 and repeat x = exp(s(x)) z + t(x) D times")
+            compare(
+                x,
+                x_ref,
+                f"x for D = {dim}",
+                slips=slips,
+                labels=[f"sample {k}" for k in range(n)],
+                advice="start from x = 0 and repeat x = exp(s(x)) z + t(x) D times",
+            )
             s_ref = torch.log((x_ref - conditioner(x_ref)[1]) / z)
-            compare(log_det, log_det_ref, f"log_det for D = {dim}", slips=[
-                Slip("this is the log-det of the normalizing direction, -sum(s); sampling "
-                     "stretches by exp(s), so its log-det is +sum(s)", -log_det_ref),
-                Slip("the log-det uses the s of the first pass, from x = 0; use the s of "
-                     "the last pass, computed from the finished x", s0.sum(dim=1)),
-                Slip("the log-det sums s computed from z; in MAF s comes from x",
-                     s_z.sum(dim=1)),
-                Slip("log |det J| is the sum of s, not of exp(s)",
-                     torch.exp(s_ref).sum(dim=1)),
-            ])
-        check_gradients(x.sum() + log_det.sum(),
-                        {f"the conditioner's {k}": v
-                         for k, v in conditioner.named_parameters()}, f"{name}'s output")
-    print("Correct: x is built over D passes, each making one more coordinate exact, and "
-          "the log-det is +sum(s) (checked for D = 3 and D = 5).")
+            compare(
+                log_det,
+                log_det_ref,
+                f"log_det for D = {dim}",
+                slips=[
+                    Slip(
+                        "this is the log-det of the normalizing direction, -sum(s); sampling "
+                        "stretches by exp(s), so its log-det is +sum(s)",
+                        -log_det_ref,
+                    ),
+                    Slip(
+                        "the log-det uses the s of the first pass, from x = 0; use the s of "
+                        "the last pass, computed from the finished x",
+                        s0.sum(dim=1),
+                    ),
+                    Slip(
+                        "the log-det sums s computed from z; in MAF s comes from x", s_z.sum(dim=1)
+                    ),
+                    Slip(
+                        "log |det J| is the sum of s, not of exp(s)", torch.exp(s_ref).sum(dim=1)
+                    ),
+                ],
+            )
+        check_gradients(
+            x.sum() + log_det.sum(),
+            {f"the conditioner's {k}": v for k, v in conditioner.named_parameters()},
+            f"{name}'s output",
+        )
+    print(
+        "Correct: x is built over D passes, each making one more coordinate exact, and "
+        "the log-det is +sum(s) (checked for D = 3 and D = 5)."
+    )
 
 
 # --------------------------------------------------------------------------------------
 # IAF: samples and their density
 # --------------------------------------------------------------------------------------
+
 
 def _standard_normal_log_prob(z: Tensor) -> Tensor:
     return -0.5 * (z**2).sum(dim=1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
@@ -226,35 +282,59 @@ def check_iaf_sample_and_log_prob(fn: Callable) -> None:
     name = getattr(fn, "__name__", "your function")
     for dim, n, seed in ((3, 6, 2), (4, 5, 3)):
         conditioner = make_conditioner(dim, seed)
-        z = 1.2 * torch.randn(n, dim, generator=torch.Generator().manual_seed(seed + 20),
-                              dtype=torch.float64)
+        z = 1.2 * torch.randn(
+            n, dim, generator=torch.Generator().manual_seed(seed + 20), dtype=torch.float64
+        )
         x, log_q = _pair(run(fn, z.clone(), conditioner, name=name), name, "x", n, dim)
         with torch.no_grad():
             s, t = conditioner(z)
             x_ref = z * torch.exp(s) + t
             log_p = _standard_normal_log_prob(z)
             log_q_ref = log_p - s.sum(dim=1)
-            compare(x, x_ref, f"x for D = {dim}", slips=[
-                Slip("the scale is exp(s): x = exp(s) z + t", z * s + t),
-                Slip("exp(-s) belongs to the inverse: x = exp(s) z + t",
-                     z * torch.exp(-s) + t),
-                Slip("x = exp(s) z + t: shift after scaling", (z + t) * torch.exp(s)),
-            ])
-            compare(log_q, log_q_ref, f"log_q for D = {dim}", slips=[
-                Slip("the sign of the log-det is flipped: the layer stretches by exp(s), "
-                     "which spreads probability thin, so log q(x) = log p_Z(z) - sum(s), "
-                     "not + sum(s)", log_p + s.sum(dim=1)),
-                Slip("log q(x) needs the base log-density log N(z; 0, I), not N(x; 0, I)",
-                     _standard_normal_log_prob(x_ref) - s.sum(dim=1)),
-                Slip("the base log-density's constant -D/2 log(2 pi) is missing",
-                     log_q_ref + 0.5 * dim * math.log(2 * math.pi)),
-                Slip("the log-det term -sum(s) is missing", log_p),
-            ], terms={"sum(s)": s.sum(1), "log N(z)": log_p})
-        check_gradients(x.sum() + log_q.sum(),
-                        {f"the conditioner's {k}": v
-                         for k, v in conditioner.named_parameters()}, f"{name}'s output")
-    print("Correct: one pass gives the IAF sample, and log q(x) = log p_Z(z) - sum(s) "
-          "(checked for D = 3 and D = 4).")
+            compare(
+                x,
+                x_ref,
+                f"x for D = {dim}",
+                slips=[
+                    Slip("the scale is exp(s): x = exp(s) z + t", z * s + t),
+                    Slip(
+                        "exp(-s) belongs to the inverse: x = exp(s) z + t", z * torch.exp(-s) + t
+                    ),
+                    Slip("x = exp(s) z + t: shift after scaling", (z + t) * torch.exp(s)),
+                ],
+            )
+            compare(
+                log_q,
+                log_q_ref,
+                f"log_q for D = {dim}",
+                slips=[
+                    Slip(
+                        "the sign of the log-det is flipped: the layer stretches by exp(s), "
+                        "which spreads probability thin, so log q(x) = log p_Z(z) - sum(s), "
+                        "not + sum(s)",
+                        log_p + s.sum(dim=1),
+                    ),
+                    Slip(
+                        "log q(x) needs the base log-density log N(z; 0, I), not N(x; 0, I)",
+                        _standard_normal_log_prob(x_ref) - s.sum(dim=1),
+                    ),
+                    Slip(
+                        "the base log-density's constant -D/2 log(2 pi) is missing",
+                        log_q_ref + 0.5 * dim * math.log(2 * math.pi),
+                    ),
+                    Slip("the log-det term -sum(s) is missing", log_p),
+                ],
+                terms={"sum(s)": s.sum(1), "log N(z)": log_p},
+            )
+        check_gradients(
+            x.sum() + log_q.sum(),
+            {f"the conditioner's {k}": v for k, v in conditioner.named_parameters()},
+            f"{name}'s output",
+        )
+    print(
+        "Correct: one pass gives the IAF sample, and log q(x) = log p_Z(z) - sum(s) "
+        "(checked for D = 3 and D = 4)."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -264,8 +344,9 @@ def check_iaf_sample_and_log_prob(fn: Callable) -> None:
 RING_GOAL = Goal(1.2, steps=400)
 
 
-def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]],
-                   seed: int = 0) -> None:
+def check_fit_ring(
+    fit_ring: Callable[[Tensor, torch.Generator], tuple[Flow, list[float]]], seed: int = 0
+) -> None:
     """Exercise: the student's ``fit_ring(data, generator)`` trains an autoregressive flow
     on 10,000 samples of ``nfcourse.densities.GaussianRing`` and returns
     ``(flow, history)``; the flow must reach ``KL(p || q) < 1.2`` nats on 20,000 fresh
@@ -276,19 +357,31 @@ def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator], tuple[Flow, lis
 
     def inspect(flow: Flow) -> None:
         if not any(isinstance(m, AffineAutoregressive) for m in flow.modules()):
-            raise ExerciseError("the exercise asks for an autoregressive flow: build it with "
-                                "nfcourse.flows.maf_flow (or MAF / IAF layers)")
+            raise ExerciseError(
+                "the exercise asks for an autoregressive flow: build it with "
+                "nfcourse.flows.maf_flow (or MAF / IAF layers)"
+            )
 
     def diagnose(flow: Flow, history: list[float], measured: Measurement) -> str | None:
-        orders = [m.order.tolist() for m in flow.modules()
-                  if isinstance(m, AffineAutoregressive)]
+        orders = [m.order.tolist() for m in flow.modules() if isinstance(m, AffineAutoregressive)]
         if len(orders) > 1 and all(o == orders[0] for o in orders):
-            return ("every layer uses the same ordering, so x_1 is an affine function of z_1 "
-                    "alone and the flow cannot split the ring's columns; alternate the "
-                    "ordering (maf_flow's default, order='reverse')")
+            return (
+                "every layer uses the same ordering, so x_1 is an affine function of z_1 "
+                "alone and the flow cannot split the ring's columns; alternate the "
+                "ordering (maf_flow's default, order='reverse')"
+            )
         return None
 
     check_fit(
-        fit_ring, data.clone(), torch.Generator().manual_seed(seed), name="fit_ring",
-        goal=RING_GOAL, target=target, seed=seed, floor=(target.entropy(), BELOW_ENTROPY),
-        inspect=inspect, diagnose=diagnose, loss=lambda flow: mean_nll(flow, data))
+        fit_ring,
+        data.clone(),
+        torch.Generator().manual_seed(seed),
+        name="fit_ring",
+        goal=RING_GOAL,
+        target=target,
+        seed=seed,
+        floor=(target.entropy(), BELOW_ENTROPY),
+        inspect=inspect,
+        diagnose=diagnose,
+        loss=lambda flow: mean_nll(flow, data),
+    )

@@ -70,14 +70,17 @@ def _jacobians(field: nn.Module, t: float, z: Tensor) -> Tensor:
     field = copy.deepcopy(field).double()
     rows = []
     for point in z.detach().to(F64):
-        rows.append(torch.autograd.functional.jacobian(
-            lambda p: field(t, p.unsqueeze(0))[0], point))
+        rows.append(
+            torch.autograd.functional.jacobian(lambda p: field(t, p.unsqueeze(0))[0], point)
+        )
     return torch.stack(rows)
 
 
-_GRAD_HINT = ("the divergence differentiates the field with respect to z: make z a leaf "
-              "that requires gradients (z = z.detach().requires_grad_(True)) and compute v "
-              "from it, then torch.autograd.grad(..., create_graph=True)")
+_GRAD_HINT = (
+    "the divergence differentiates the field with respect to z: make z a leaf "
+    "that requires gradients (z = z.detach().requires_grad_(True)) and compute v "
+    "from it, then torch.autograd.grad(..., create_graph=True)"
+)
 
 
 def check_divergence(fn: Callable) -> None:
@@ -93,37 +96,56 @@ def check_divergence(fn: Callable) -> None:
         dim = field.dim
         g = torch.Generator().manual_seed(dim + n)
         z = 1.5 * torch.randn(n, dim, generator=g, dtype=F64)
-        got = as_tensor(run(fn, field, t, z.clone(), name=name, hint=_GRAD_HINT),
-                        f"the divergence returned by {name}", (n,), ("batch",))
+        got = as_tensor(
+            run(fn, field, t, z.clone(), name=name, hint=_GRAD_HINT),
+            f"the divergence returned by {name}",
+            (n,),
+            ("batch",),
+        )
         jac = _jacobians(field, t, z)
         trace = torch.diagonal(jac, dim1=1, dim2=2).sum(1)
         kind = type(field).__name__ + f" in {dim} dimensions"
-        compare(got.detach(), trace, f"the divergence of the {kind}", labels=[
-            f"point {k}" for k in range(n)], slips=[
-            Slip("this is the sum of ALL entries of the Jacobian, the gradient of v.sum() "
-                 "summed over the coordinates; the divergence keeps only the diagonal "
-                 "dv_i/dz_i: take the gradient of v[:, i].sum() and keep its column i",
-                 jac.sum(dim=(1, 2))),
-            Slip("the divergence is +tr(dv/dz); the minus sign belongs to d log p / dt",
-                 -trace),
-            Slip("you kept only dv_0/dz_0: sum dv_i/dz_i over every coordinate i",
-                 jac[:, 0, 0]),
-            Slip("you summed dv_0/dz_j over j (the gradient of v[:, 0] alone): the "
-                 "divergence keeps the diagonal, dv_i/dz_i, one coordinate i at a time",
-                 jac[:, 0, :].sum(1)),
-        ])
+        compare(
+            got.detach(),
+            trace,
+            f"the divergence of the {kind}",
+            labels=[f"point {k}" for k in range(n)],
+            slips=[
+                Slip(
+                    "this is the sum of ALL entries of the Jacobian, the gradient of v.sum() "
+                    "summed over the coordinates; the divergence keeps only the diagonal "
+                    "dv_i/dz_i: take the gradient of v[:, i].sum() and keep its column i",
+                    jac.sum(dim=(1, 2)),
+                ),
+                Slip(
+                    "the divergence is +tr(dv/dz); the minus sign belongs to d log p / dt", -trace
+                ),
+                Slip(
+                    "you kept only dv_0/dz_0: sum dv_i/dz_i over every coordinate i", jac[:, 0, 0]
+                ),
+                Slip(
+                    "you summed dv_0/dz_j over j (the gradient of v[:, 0] alone): the "
+                    "divergence keeps the diagonal, dv_i/dz_i, one coordinate i at a time",
+                    jac[:, 0, :].sum(1),
+                ),
+            ],
+        )
         if dim > 2:
-            params = {f"the field's {k}": p for k, p in field.named_parameters()
-                      if k.endswith("weight")}
+            params = {
+                f"the field's {k}": p for k, p in field.named_parameters() if k.endswith("weight")
+            }
             if not got.requires_grad:
                 raise ExerciseError(
                     f"the divergence returned by {name} carries no gradient to the field's "
                     "parameters: pass create_graph=True to torch.autograd.grad, so that a "
-                    "loss built on the divergence (the log-likelihood) can be trained")
+                    "loss built on the divergence (the log-likelihood) can be trained"
+                )
             check_gradients(got, params, f"the divergence returned by {name}")
-    print("Correct: your divergence is the trace of the autograd Jacobian for two neural "
-          "fields and a linear one (where it is tr A at every point), and gradients reach "
-          "the field's weights.")
+    print(
+        "Correct: your divergence is the trace of the autograd Jacobian for two neural "
+        "fields and a linear one (where it is tr A at every point), and gradients reach "
+        "the field's weights."
+    )
 
 
 def check_hutchinson(fn: Callable) -> None:
@@ -138,13 +160,28 @@ def check_hutchinson(fn: Callable) -> None:
     z = point.expand(n, dim).clone()
     jac = _jacobians(field, t, point)[0]
     trace = float(torch.trace(jac))
-    fro2, cross = float((jac ** 2).sum()), float(torch.trace(jac @ jac))
+    fro2, cross = float((jac**2).sum()), float(torch.trace(jac @ jac))
     diag2 = float((torch.diagonal(jac) ** 2).sum())
     var_gauss, var_rad = fro2 + cross, fro2 + cross - 2 * diag2
 
-    got = as_tensor(run(fn, field, t, z.clone(), torch.Generator().manual_seed(0), name=name,
-                        hint=_GRAD_HINT), f"the estimates returned by {name}", (n,),
-                    ("batch",)).detach().to(F64)
+    got = (
+        as_tensor(
+            run(
+                fn,
+                field,
+                t,
+                z.clone(),
+                torch.Generator().manual_seed(0),
+                name=name,
+                hint=_GRAD_HINT,
+            ),
+            f"the estimates returned by {name}",
+            (n,),
+            ("batch",),
+        )
+        .detach()
+        .to(F64)
+    )
     if not bool(torch.isfinite(got).all()):
         raise ExerciseError(f"{name} returned NaN or inf")
     mean, std = float(got.mean()), float(got.std())
@@ -153,51 +190,75 @@ def check_hutchinson(fn: Callable) -> None:
             raise ExerciseError(
                 "every estimate equals the exact trace: this is the exact divergence, not "
                 "Hutchinson's estimator. Draw a random probe eps for each point and return "
-                "eps^T (dv/dz) eps, from one vector-Jacobian product")
+                "eps^T (dv/dz) eps, from one vector-Jacobian product"
+            )
         raise ExerciseError(
             "all 20,000 points (the same point repeated) got the same estimate: every point "
             "got the same probe. Draw one independent probe per point, of shape (B, D): "
-            "torch.randint(0, 2, z.shape, generator=generator) * 2 - 1, or torch.randn")
+            "torch.randint(0, 2, z.shape, generator=generator) * 2 - 1, or torch.randn"
+        )
     se = std / math.sqrt(n)
     if abs(mean - trace) > 5 * se:
         shrink = (mean / trace) if abs(trace) > 1e-9 else math.nan
         # E[eps_i eps_j] is 1/3 on the diagonal and 1/4 off it for eps ~ U[0, 1)
         uniform01 = trace / 12 + float(jac.sum()) / 4
         if abs(mean - uniform01) < 5 * se:
-            why = ("your probes look uniform on [0, 1) (torch.rand): their mean is not zero "
-                   "and E[eps eps^T] is not the identity. Use random signs or torch.randn")
+            why = (
+                "your probes look uniform on [0, 1) (torch.rand): their mean is not zero "
+                "and E[eps eps^T] is not the identity. Use random signs or torch.randn"
+            )
         elif abs(shrink - 1 / 3) < 0.1:
-            why = ("the estimates average a third of the trace: probes uniform on [-1, 1] "
-                   "have variance 1/3, not 1. Use random signs (+-1) or torch.randn")
+            why = (
+                "the estimates average a third of the trace: probes uniform on [-1, 1] "
+                "have variance 1/3, not 1. Use random signs (+-1) or torch.randn"
+            )
         elif abs(mean + trace) < 5 * se:
             why = "the estimates average minus the trace: drop the minus sign"
         else:
-            why = ("the probes must satisfy E[eps eps^T] = I (random signs or standard "
-                   "normal), and the estimate is the sum over i of eps_i (eps^T J)_i")
+            why = (
+                "the probes must satisfy E[eps eps^T] = I (random signs or standard "
+                "normal), and the estimate is the sum over i of eps_i (eps^T J)_i"
+            )
         raise ExerciseError(
             f"your estimator is biased: the mean of 20,000 estimates at one point is "
-            f"{mean:.4f} ± {se:.4f}, the exact trace is {trace:.4f}. {why}")
-    var = std ** 2
+            f"{mean:.4f} ± {se:.4f}, the exact trace is {trace:.4f}. {why}"
+        )
+    var = std**2
     if not (abs(var - var_rad) < 0.1 * var_rad or abs(var - var_gauss) < 0.1 * var_gauss):
         raise ExerciseError(
             f"the estimates average the trace but their variance is {var:.3f}; one probe "
             f"per point gives {var_rad:.3f} with random signs and {var_gauss:.3f} with "
             "standard normal probes. Use one probe per point (not an average of several, "
-            "and not a probe scaled by anything)")
-    again = as_tensor(run(fn, field, t, z.clone(), torch.Generator().manual_seed(0), name=name),
-                      f"the estimates returned by {name}", (n,)).detach().to(F64)
+            "and not a probe scaled by anything)"
+        )
+    again = (
+        as_tensor(
+            run(fn, field, t, z.clone(), torch.Generator().manual_seed(0), name=name),
+            f"the estimates returned by {name}",
+            (n,),
+        )
+        .detach()
+        .to(F64)
+    )
     if not torch.equal(again, got):
-        raise ExerciseError("two calls with generators seeded alike gave different probes: "
-                            "draw them from the generator argument (generator=generator), "
-                            "not from torch's global random state")
+        raise ExerciseError(
+            "two calls with generators seeded alike gave different probes: "
+            "draw them from the generator argument (generator=generator), "
+            "not from torch's global random state"
+        )
     small = z[:6].clone()
     out = run(fn, field, t, small, torch.Generator().manual_seed(1), name=name)
-    check_gradients(out, {f"the field's {k}": p for k, p in field.named_parameters()
-                          if k.endswith("weight")}, f"the estimates returned by {name}")
+    check_gradients(
+        out,
+        {f"the field's {k}": p for k, p in field.named_parameters() if k.endswith("weight")},
+        f"the estimates returned by {name}",
+    )
     probes = "of random signs" if abs(var - var_rad) < 0.1 * var_rad else "standard normal"
-    print(f"Correct: the mean of your 20,000 estimates is {mean:.4f} ± {se:.4f}, the exact "
-          f"trace is {trace:.4f}, and their variance {var:.3f} is that of one probe "
-          f"{probes} per point.")
+    print(
+        f"Correct: the mean of your 20,000 estimates is {mean:.4f} ± {se:.4f}, the exact "
+        f"trace is {trace:.4f}, and their variance {var:.3f} is that of one probe "
+        f"{probes} per point."
+    )
 
 
 def check_straight_path(fn: Callable) -> None:
@@ -210,37 +271,70 @@ def check_straight_path(fn: Callable) -> None:
         x1 = 2.0 + torch.randn(n, dim, generator=g, dtype=F64)
         t = torch.rand(n, generator=g, dtype=F64)
         t[0], t[1] = 0.0, 1.0
-        out = run(fn, x0.clone(), x1.clone(), t.clone(), name=name,
-                  hint="t has shape (B,): use t[:, None] (or t.unsqueeze(1)) to multiply "
-                       "the rows of x0 and x1")
+        out = run(
+            fn,
+            x0.clone(),
+            x1.clone(),
+            t.clone(),
+            name=name,
+            hint="t has shape (B,): use t[:, None] (or t.unsqueeze(1)) to multiply "
+            "the rows of x0 and x1",
+        )
         if not (isinstance(out, tuple | list) and len(out) == 2):
-            raise ExerciseError(f"{name} should return the pair (x_t, velocity), got "
-                                f"{type(out).__name__}")
+            raise ExerciseError(
+                f"{name} should return the pair (x_t, velocity), got {type(out).__name__}"
+            )
         xt = as_tensor(out[0], f"x_t of {name}", (n, dim), ("batch", "coordinates"))
         u = as_tensor(out[1], f"the velocity of {name}", (n, dim), ("batch", "coordinates"))
         tc = t[:, None]
         expected = (1 - tc) * x0 + tc * x1
         labels = [f"point {k} (t = {float(t[k]):.2f})" for k in range(n)]
-        compare(xt, expected, "x_t", labels=labels, slips=[
-            Slip("time runs the other way: x_t is the base point x_0 at t = 0 and the data "
-                 "point x_1 at t = 1, so x_t = (1 - t) x_0 + t x_1", tc * x0 + (1 - tc) * x1),
-            Slip("x_t = (1 - t) x_0 + t x_1: the weight of x_0 is 1 - t, not 1",
-                 x0 + tc * x1),
-            Slip("x_t = (1 - t) x_0 + t x_1: you added t x_0 instead of t x_1",
-                 (1 - tc) * x0 + tc * x0),
-        ])
-        compare(u, x1 - x0, "the velocity", labels=labels, slips=[
-            Slip("the velocity points from the base to the data: x_1 - x_0, not x_0 - x_1",
-                 x0 - x1),
-            Slip("the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_1",
-                 x1),
-            Slip("the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_t",
-                 expected),
-            Slip("the velocity of a straight path at constant speed does not depend on t: "
-                 "x_1 - x_0, not t (x_1 - x_0)", tc * (x1 - x0)),
-        ])
-    print("Correct: x_t runs straight from x_0 at t = 0 to x_1 at t = 1, with the "
-          "constant velocity x_1 - x_0.")
+        compare(
+            xt,
+            expected,
+            "x_t",
+            labels=labels,
+            slips=[
+                Slip(
+                    "time runs the other way: x_t is the base point x_0 at t = 0 and the data "
+                    "point x_1 at t = 1, so x_t = (1 - t) x_0 + t x_1",
+                    tc * x0 + (1 - tc) * x1,
+                ),
+                Slip("x_t = (1 - t) x_0 + t x_1: the weight of x_0 is 1 - t, not 1", x0 + tc * x1),
+                Slip(
+                    "x_t = (1 - t) x_0 + t x_1: you added t x_0 instead of t x_1",
+                    (1 - tc) * x0 + tc * x0,
+                ),
+            ],
+        )
+        compare(
+            u,
+            x1 - x0,
+            "the velocity",
+            labels=labels,
+            slips=[
+                Slip(
+                    "the velocity points from the base to the data: x_1 - x_0, not x_0 - x_1",
+                    x0 - x1,
+                ),
+                Slip(
+                    "the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_1", x1
+                ),
+                Slip(
+                    "the velocity is the derivative of x_t in t, x_1 - x_0; you returned x_t",
+                    expected,
+                ),
+                Slip(
+                    "the velocity of a straight path at constant speed does not depend on t: "
+                    "x_1 - x_0, not t (x_1 - x_0)",
+                    tc * (x1 - x0),
+                ),
+            ],
+        )
+    print(
+        "Correct: x_t runs straight from x_0 at t = 0 to x_1 at t = 1, with the "
+        "constant velocity x_1 - x_0."
+    )
 
 
 def check_gaussian_target(fn: Callable) -> None:
@@ -255,30 +349,57 @@ def check_gaussian_target(fn: Callable) -> None:
     x = 1.5 * torch.randn(n, 3, generator=g, dtype=F64)
     t = torch.rand(n, 1, generator=g, dtype=F64)
     t[0, 0], t[1, 0] = 0.0, 1.0
-    got = as_tensor(run(fn, x.clone(), t.clone(), mean.clone(), std.clone(), name=name),
-                    f"the target velocity of {name}", (n, 3), ("batch", "coordinates"))
+    got = as_tensor(
+        run(fn, x.clone(), t.clone(), mean.clone(), std.clone(), name=name),
+        f"the target velocity of {name}",
+        (n, 3),
+        ("batch", "coordinates"),
+    )
     field = GaussianPathField(mean, std)
     expected = field(t, x)
-    var = (1 - t) ** 2 + t ** 2 * std ** 2
-    cov = t * std ** 2 - (1 - t)
+    var = (1 - t) ** 2 + t**2 * std**2
+    cov = t * std**2 - (1 - t)
     labels = [f"point {k} (t = {float(t[k, 0]):.2f})" for k in range(n)]
-    compare(got, expected, "the target velocity", labels=labels, slips=[
-        Slip("divide by the variance of x_t, sigma_t^2 = (1 - t)^2 + t^2 s^2, not by its "
-             "standard deviation", mean + cov / var.sqrt() * (x - t * mean)),
-        Slip("the regression is on x - E[x_t] = x - t m, not on x - m",
-             mean + cov / var * (x - mean)),
-        Slip("E[x_1 - x_0] = m must be added: the target is m + Cov / Var (x - t m)",
-             cov / var * (x - t * mean)),
-        Slip("Cov(x_1 - x_0, x_t) = t s^2 - (1 - t): the base point enters with a minus "
-             "sign", mean + (t * std ** 2 + (1 - t)) / var * (x - t * mean)),
-        Slip("the variance of x_t is (1 - t)^2 + t^2 s^2: both terms are squared",
-             mean + cov / ((1 - t) + t * std ** 2) * (x - t * mean)),
-        Slip("that is the target of x_1 alone, E[x_1 | x_t]; the velocity is "
-             "E[x_1 - x_0 | x_t]", mean + t * std ** 2 / var * (x - t * mean)),
-    ], advice="u(x, t) = m + (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2) (x - t m)")
-    print("Correct: your target velocity is the conditional mean of x_1 - x_0 given x_t, "
-          "linear in x_t: m - x at t = 0 (every particle heads for the mean of the data) "
-          "and x at t = 1.")
+    compare(
+        got,
+        expected,
+        "the target velocity",
+        labels=labels,
+        slips=[
+            Slip(
+                "divide by the variance of x_t, sigma_t^2 = (1 - t)^2 + t^2 s^2, not by its "
+                "standard deviation",
+                mean + cov / var.sqrt() * (x - t * mean),
+            ),
+            Slip(
+                "the regression is on x - E[x_t] = x - t m, not on x - m",
+                mean + cov / var * (x - mean),
+            ),
+            Slip(
+                "E[x_1 - x_0] = m must be added: the target is m + Cov / Var (x - t m)",
+                cov / var * (x - t * mean),
+            ),
+            Slip(
+                "Cov(x_1 - x_0, x_t) = t s^2 - (1 - t): the base point enters with a minus sign",
+                mean + (t * std**2 + (1 - t)) / var * (x - t * mean),
+            ),
+            Slip(
+                "the variance of x_t is (1 - t)^2 + t^2 s^2: both terms are squared",
+                mean + cov / ((1 - t) + t * std**2) * (x - t * mean),
+            ),
+            Slip(
+                "that is the target of x_1 alone, E[x_1 | x_t]; the velocity is "
+                "E[x_1 - x_0 | x_t]",
+                mean + t * std**2 / var * (x - t * mean),
+            ),
+        ],
+        advice="u(x, t) = m + (t s^2 - (1 - t)) / ((1 - t)^2 + t^2 s^2) (x - t m)",
+    )
+    print(
+        "Correct: your target velocity is the conditional mean of x_1 - x_0 given x_t, "
+        "linear in x_t: m - x at t = 0 (every particle heads for the mean of the data) "
+        "and x at t = 1."
+    )
 
 
 # --- Exercise: train a field by flow matching to a KL goal ------------------------------------
@@ -286,9 +407,9 @@ def check_gaussian_target(fn: Callable) -> None:
 RING_GOAL = Goal(0.3, steps=2000, n=5000, digits=3)
 
 
-def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator],
-                                      tuple[VelocityField, list[float]]],
-                   seed: int = 0) -> None:
+def check_fit_ring(
+    fit_ring: Callable[[Tensor, torch.Generator], tuple[VelocityField, list[float]]], seed: int = 0
+) -> None:
     """Exercise: ``fit_ring(data, generator)`` trains a ``VelocityField`` by flow matching
     on 20,000 samples of ``nfcourse.densities.GaussianRing`` within 2,000 steps and returns
     ``(field, history)``. The check integrates the field (dopri5, tolerance 1e-5) and asks
@@ -298,11 +419,13 @@ def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator],
 
     def measure(field: VelocityField) -> Measurement:
         model = Flow(ContinuousFlow(field, rtol=1e-5, atol=1e-5))
-        return Measurement(*fresh_kl(target, model, seed=20_000 + seed, n=RING_GOAL.n,
-                                     action="integrating your field"))
+        return Measurement(
+            *fresh_kl(
+                target, model, seed=20_000 + seed, n=RING_GOAL.n, action="integrating your field"
+            )
+        )
 
-    def diagnose(field: VelocityField, history: list[float],
-                 measured: Measurement) -> str | None:
+    def diagnose(field: VelocityField, history: list[float], measured: Measurement) -> str | None:
         # Which target did the field learn: the velocity x_1 - x_0, or its opposite?
         dtype = next(field.parameters()).dtype
         g = torch.Generator().manual_seed(1)
@@ -314,15 +437,25 @@ def check_fit_ring(fit_ring: Callable[[Tensor, torch.Generator],
         forward_loss = float(((v - (x1 - x0)) ** 2).sum(1).mean())
         backward_loss = float(((v + (x1 - x0)) ** 2).sum(1).mean())
         if backward_loss < forward_loss:
-            return ("your field points from the data to the base: it matches x_0 - x_1 "
-                    "better than x_1 - x_0. The target velocity is x_1 - x_0, with x_0 the "
-                    "base point (t = 0) and x_1 the data point (t = 1)")
+            return (
+                "your field points from the data to the base: it matches x_0 - x_1 "
+                "better than x_1 - x_0. The target velocity is x_1 - x_0, with x_0 the "
+                "base point (t = 0) and x_1 the data point (t = 1)"
+            )
         return None
 
     check_fit(
-        fit_ring, data.clone(), torch.Generator().manual_seed(seed), name="fit_ring",
-        goal=RING_GOAL, seed=seed, model_type=VelocityField,
-        model_hint="the VelocityField you trained", measure=measure, diagnose=diagnose,
+        fit_ring,
+        data.clone(),
+        torch.Generator().manual_seed(seed),
+        name="fit_ring",
+        goal=RING_GOAL,
+        seed=seed,
+        model_type=VelocityField,
+        model_hint="the VelocityField you trained",
+        measure=measure,
+        diagnose=diagnose,
         went_up="is the loss the squared distance between v(x_t, t) and x_1 - x_0, "
-                "and the learning rate not too large?",
-        subject="integrating your field gives")
+        "and the learning rate not too large?",
+        subject="integrating your field gives",
+    )

@@ -80,8 +80,9 @@ def _safe(fn: Callable[[], Tensor]) -> Tensor | None:
         return None
 
 
-def _gather(fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Tensor]]
-            ) -> Tensor | None:
+def _gather(
+    fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Tensor]]
+) -> Tensor | None:
     """One slip evaluated case by case and joined (None when it cannot run)."""
     out = []
     for case in cases:
@@ -92,8 +93,13 @@ def _gather(fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Te
     return torch.cat(out)
 
 
-def _answers(fn: Callable[[Tensor, Tensor], Tensor], cases: list[tuple[Tensor, Tensor]],
-             name: str, what: str, hint: str) -> list[Tensor]:
+def _answers(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    cases: list[tuple[Tensor, Tensor]],
+    name: str,
+    what: str,
+    hint: str,
+) -> list[Tensor]:
     """The student's answer for every case, each checked to be a tensor of its shape."""
     answers = []
     for x, q in cases:
@@ -106,8 +112,10 @@ def check_piecewise_forward(piecewise_forward: Callable) -> None:
     """Exercise 1: ``piecewise_forward(x, q)`` returns ``g(x)`` for points ``x`` of shape
     ``(N,)`` in ``[0, 1]`` and bin masses ``q`` of shape ``(K,)``."""
     name = "piecewise_forward"
-    hint = ("At x = 1, floor(K x) = K is one past the last bin: clamp the bin index to K - 1 "
-            "(the point 1 belongs to the last bin)")
+    hint = (
+        "At x = 1, floor(K x) = K is one past the last bin: clamp the bin index to K - 1 "
+        "(the point 1 belongs to the last bin)"
+    )
     cases = _cases()
     answers = _answers(piecewise_forward, cases, name, f"{name}(x, q)", hint)
     expected = torch.cat([_reference(x, q)[0] for x, q in cases])
@@ -118,37 +126,60 @@ def check_piecewise_forward(piecewise_forward: Callable) -> None:
     def slip(fn: Callable[..., Tensor]) -> Tensor | None:
         return _gather(lambda x, q: fn(x, q, len(q), _bins(x, len(q)), _heights(q)), cases)
 
-    compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(x, q)",
-            like=answers, labels=labels,
-            groups={"the point x = 1": one, "the bin edges k / K (0 and 1 included)": edge},
-            terms={"the offset of the bin's left edge, K q_k k / K": slip(
-                       lambda x, q, K, k, c: q[k] * k),
-                   "the term c_k": slip(lambda x, q, K, k, c: c[k]),
-                   "the term K q_k (x - k/K)": slip(
-                       lambda x, q, K, k, c: K * q[k] * (x - k / K))},
-            slips=[
-                Slip("your map starts bin k at the cumulative mass *including* bin k: the "
-                     "height at the left edge k/K is c_k = q_0 + ... + q_{k-1}, the masses of "
-                     "the bins before k (so c_0 = 0)",
-                     slip(lambda x, q, K, k, c: c[k + 1] + K * q[k] * (x - k / K))),
-                Slip("the slope in bin k is rise over run, q_k / (1/K) = K q_k; you used q_k",
-                     slip(lambda x, q, K, k, c: c[k] + q[k] * (x - k / K))),
-                Slip("the distance into the bin is x - k/K, in units of x; you used x - k",
-                     slip(lambda x, q, K, k, c: c[k] + K * q[k] * (x - k))),
-                Slip("the height is c_k + K q_k (x - k/K): the part inside the bin is "
-                     "missing", slip(lambda x, q, K, k, c: c[k])),
-                Slip("the bin index is floor(K x); rounding (torch.round) picks the next bin "
-                     "for points in the right half of a bin",
-                     slip(lambda x, q, K, k, c: c[torch.round(K * x).long().clamp(max=K - 1)]
-                          + K * q[torch.round(K * x).long().clamp(max=K - 1)]
-                          * (x - torch.round(K * x).clamp(max=K - 1) / K))),
-                Slip("c_k is the sum of the masses *before* bin k: indexing cumsum(q) at k - 1 "
-                     "wraps around to the last entry (the total, 1) for k = 0",
-                     slip(lambda x, q, K, k, c: q.cumsum(0)[k - 1]
-                          + K * q[k] * (x - k / K))),
-            ])
-    print(f"Correct: {name} matches the package's piecewise_linear at the bin edges, at 0 "
-          "and 1, and at random points, for K = 5, 3 and 1.")
+    compare(
+        torch.cat([a.detach().to(DTYPE) for a in answers]),
+        expected,
+        f"{name}(x, q)",
+        like=answers,
+        labels=labels,
+        groups={"the point x = 1": one, "the bin edges k / K (0 and 1 included)": edge},
+        terms={
+            "the offset of the bin's left edge, K q_k k / K": slip(lambda x, q, K, k, c: q[k] * k),
+            "the term c_k": slip(lambda x, q, K, k, c: c[k]),
+            "the term K q_k (x - k/K)": slip(lambda x, q, K, k, c: K * q[k] * (x - k / K)),
+        },
+        slips=[
+            Slip(
+                "your map starts bin k at the cumulative mass *including* bin k: the "
+                "height at the left edge k/K is c_k = q_0 + ... + q_{k-1}, the masses of "
+                "the bins before k (so c_0 = 0)",
+                slip(lambda x, q, K, k, c: c[k + 1] + K * q[k] * (x - k / K)),
+            ),
+            Slip(
+                "the slope in bin k is rise over run, q_k / (1/K) = K q_k; you used q_k",
+                slip(lambda x, q, K, k, c: c[k] + q[k] * (x - k / K)),
+            ),
+            Slip(
+                "the distance into the bin is x - k/K, in units of x; you used x - k",
+                slip(lambda x, q, K, k, c: c[k] + K * q[k] * (x - k)),
+            ),
+            Slip(
+                "the height is c_k + K q_k (x - k/K): the part inside the bin is missing",
+                slip(lambda x, q, K, k, c: c[k]),
+            ),
+            Slip(
+                "the bin index is floor(K x); rounding (torch.round) picks the next bin "
+                "for points in the right half of a bin",
+                slip(
+                    lambda x, q, K, k, c: (
+                        c[torch.round(K * x).long().clamp(max=K - 1)]
+                        + K
+                        * q[torch.round(K * x).long().clamp(max=K - 1)]
+                        * (x - torch.round(K * x).clamp(max=K - 1) / K)
+                    )
+                ),
+            ),
+            Slip(
+                "c_k is the sum of the masses *before* bin k: indexing cumsum(q) at k - 1 "
+                "wraps around to the last entry (the total, 1) for k = 0",
+                slip(lambda x, q, K, k, c: q.cumsum(0)[k - 1] + K * q[k] * (x - k / K)),
+            ),
+        ],
+    )
+    print(
+        f"Correct: {name} matches the package's piecewise_linear at the bin edges, at 0 "
+        "and 1, and at random points, for K = 5, 3 and 1."
+    )
 
 
 def check_piecewise_log_det(piecewise_log_det: Callable) -> None:
@@ -173,59 +204,90 @@ def check_piecewise_log_det(piecewise_log_det: Callable) -> None:
     def y_bins(x: Tensor, q: Tensor, K: int) -> Tensor:
         return torch.searchsorted(_heights(q)[1:-1].contiguous(), x, right=True)
 
-    compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(x, q)",
-            like=answers, labels=labels, slips=[
-                Slip("you returned log q_k: the slope is K q_k, so the log-det is "
-                     "log K + log q_k", slip(lambda x, q, K, k, c: torch.log(q[k]))),
-                Slip("you returned the slope K q_k itself; the log-det is its logarithm, "
-                     "log(K q_k)", slip(lambda x, q, K, k, c: K * q[k])),
-                Slip("this is the inverse's log-det, -log(K q_k): the forward map's slope "
-                     "in bin k is K q_k, so its log-det is +log(K q_k)",
-                     slip(lambda x, q, K, k, c: -torch.log(K * q[k]))),
-                Slip("the slope is K q_k (rise q_k over run 1/K), not q_k / K",
-                     slip(lambda x, q, K, k, c: torch.log(q[k] / K))),
-                Slip("the bin of x is floor(K x): the x-axis has equal bins of width 1/K; you "
-                     "looked x up among the cumulative masses c_k, the bin edges of y",
-                     slip(lambda x, q, K, k, c: math.log(K) + torch.log(q[y_bins(x, q, K)]))),
-                Slip("the bin index is floor(K x), not round(K x)",
-                     slip(lambda x, q, K, k, c: math.log(K) + torch.log(
-                         q[torch.round(K * x).long().clamp(max=K - 1)]))),
-                Slip("log K is a natural log, and it is added: log(K q_k) = log K + log q_k",
-                     slip(lambda x, q, K, k, c: math.log10(K) + torch.log(q[k]))),
-            ], constants={math.log(n): f"log K with K = {n}" for n in (3, 5, 8)},
-            terms={"the term log K": torch.cat([torch.full((len(x),), math.log(len(q)))
-                                                 for x, q in cases]),
-                   "the term log q_k": torch.cat([torch.log(q[_bins(x, len(q))])
-                                                  for x, q in cases]),
-                   "x": torch.cat([x for x, _ in cases])})
-    print(f"Correct: {name} gives log(K q_k) in every bin, for K = 5, 3, 1 and 8; it "
-          "matches the log-derivative of the package's map.")
+    compare(
+        torch.cat([a.detach().to(DTYPE) for a in answers]),
+        expected,
+        f"{name}(x, q)",
+        like=answers,
+        labels=labels,
+        slips=[
+            Slip(
+                "you returned log q_k: the slope is K q_k, so the log-det is log K + log q_k",
+                slip(lambda x, q, K, k, c: torch.log(q[k])),
+            ),
+            Slip(
+                "you returned the slope K q_k itself; the log-det is its logarithm, log(K q_k)",
+                slip(lambda x, q, K, k, c: K * q[k]),
+            ),
+            Slip(
+                "this is the inverse's log-det, -log(K q_k): the forward map's slope "
+                "in bin k is K q_k, so its log-det is +log(K q_k)",
+                slip(lambda x, q, K, k, c: -torch.log(K * q[k])),
+            ),
+            Slip(
+                "the slope is K q_k (rise q_k over run 1/K), not q_k / K",
+                slip(lambda x, q, K, k, c: torch.log(q[k] / K)),
+            ),
+            Slip(
+                "the bin of x is floor(K x): the x-axis has equal bins of width 1/K; you "
+                "looked x up among the cumulative masses c_k, the bin edges of y",
+                slip(lambda x, q, K, k, c: math.log(K) + torch.log(q[y_bins(x, q, K)])),
+            ),
+            Slip(
+                "the bin index is floor(K x), not round(K x)",
+                slip(
+                    lambda x, q, K, k, c: (
+                        math.log(K) + torch.log(q[torch.round(K * x).long().clamp(max=K - 1)])
+                    )
+                ),
+            ),
+            Slip(
+                "log K is a natural log, and it is added: log(K q_k) = log K + log q_k",
+                slip(lambda x, q, K, k, c: math.log10(K) + torch.log(q[k])),
+            ),
+        ],
+        constants={math.log(n): f"log K with K = {n}" for n in (3, 5, 8)},
+        terms={
+            "the term log K": torch.cat(
+                [torch.full((len(x),), math.log(len(q))) for x, q in cases]
+            ),
+            "the term log q_k": torch.cat([torch.log(q[_bins(x, len(q))]) for x, q in cases]),
+            "x": torch.cat([x for x, _ in cases]),
+        },
+    )
+    print(
+        f"Correct: {name} gives log(K q_k) in every bin, for K = 5, 3, 1 and 8; it "
+        "matches the log-derivative of the package's map."
+    )
 
 
 def check_piecewise_inverse(piecewise_inverse: Callable) -> None:
     """Exercise 3: ``piecewise_inverse(y, q)`` returns ``g^{-1}(y)`` for ``y`` of shape
     ``(N,)`` in ``[0, 1]``: at the cumulative masses c_k, 0, 1 and random points."""
     name = "piecewise_inverse"
-    hint = ("Search among the inner edges c_1, ..., c_{K-1} with "
-            "torch.searchsorted(inner_edges, y, right=True): it returns a bin index between "
-            "0 and K - 1, and both of its arguments must be tensors of the same dtype")
+    hint = (
+        "Search among the inner edges c_1, ..., c_{K-1} with "
+        "torch.searchsorted(inner_edges, y, right=True): it returns a bin index between "
+        "0 and K - 1, and both of its arguments must be tensors of the same dtype"
+    )
     cases = []
     for x, q in _cases(seed=2):
-        y, _ = _reference(x, q)                  # edges c_k, 0, 1 and random images
-        y = torch.cat([y, torch.rand(10, generator=torch.Generator().manual_seed(3),
-                                     dtype=DTYPE)])
+        y, _ = _reference(x, q)  # edges c_k, 0, 1 and random images
+        y = torch.cat([y, torch.rand(10, generator=torch.Generator().manual_seed(3), dtype=DTYPE)])
         cases.append((y, q))
     answers = _answers(piecewise_inverse, cases, name, f"{name}(y, q)", hint)
     expected = torch.cat([_reference(y, q, inverse=True)[0] for y, q in cases])
     labels = [f"y = {float(v):.4g} (K = {len(q)})" for y, q in cases for v in y]
-    edge = torch.cat([torch.isclose(y.unsqueeze(1), _heights(q).unsqueeze(0)).any(1)
-                      for y, q in cases])
+    edge = torch.cat(
+        [torch.isclose(y.unsqueeze(1), _heights(q).unsqueeze(0)).any(1) for y, q in cases]
+    )
 
     def slip(fn: Callable[..., Tensor]) -> Tensor | None:
         def each(y: Tensor, q: Tensor) -> Tensor:
             K, c = len(q), _heights(q)
             k = torch.searchsorted(c[1:-1].contiguous(), y, right=True)
             return fn(y, q, K, k, c)
+
         return _gather(each, cases)
 
     def high(y: Tensor, q: Tensor, K: int, c: Tensor) -> Tensor:
@@ -234,33 +296,58 @@ def check_piecewise_inverse(piecewise_inverse: Callable) -> None:
     def x_bins(y: Tensor, K: int) -> Tensor:
         return torch.clamp(torch.floor(K * y).long(), max=K - 1)
 
-    compare(torch.cat([a.detach().to(DTYPE) for a in answers]), expected, f"{name}(y, q)",
-            like=answers, labels=labels,
-            groups={"the cumulative masses c_k (the bin edges of y)": edge},
-            nan_hint="a bin with c_k <= y < c_{k+1} has q_k > 0, so check which bin you "
-                     "divide by",
-            slips=[
-                Slip("your bin index is one too large: searching all of c_0, ..., c_K counts "
-                     "c_0 = 0 too; search among the inner edges c_1, ..., c_{K-1} (or "
-                     "subtract one)", slip(lambda y, q, K, k, c: (high(y, q, K, c) + (
-                         y - c[high(y, q, K, c)]) / q[high(y, q, K, c)]) / K)),
-                Slip("the bin of y must be looked up among the cumulative masses c_k (the "
-                     "edges in y-space); floor(K y) finds the bin of an x, with equal widths",
-                     slip(lambda y, q, K, k, c: (x_bins(y, K) + (y - c[x_bins(y, K)])
-                                                 / q[x_bins(y, K)]) / K)),
-                Slip("x = (k + (y - c_k) / q_k) / K: the division by K is missing",
-                     slip(lambda y, q, K, k, c: k + (y - c[k]) / q[k])),
-                Slip("x = k/K + (y - c_k) / (K q_k): you divided by q_k only, not by the "
-                     "slope K q_k", slip(lambda y, q, K, k, c: k / K + (y - c[k]) / q[k])),
-                Slip("x = k/K + (y - c_k) / (K q_k): the offset inside the bin is measured "
-                     "from c_k, the bin's lower edge; you used c_{k+1}",
-                     slip(lambda y, q, K, k, c: (k + (y - c[k + 1]) / q[k]) / K)),
-                Slip("you applied the forward map again: the inverse solves "
-                     "y = c_k + K q_k (x - k/K) for x",
-                     slip(lambda y, q, K, k, c: _reference(y, q)[0])),
-            ])
-    print(f"Correct: {name} inverts the map at the cumulative masses c_k, at 0 and 1, and "
-          "at random points, for K = 5, 3 and 1.")
+    compare(
+        torch.cat([a.detach().to(DTYPE) for a in answers]),
+        expected,
+        f"{name}(y, q)",
+        like=answers,
+        labels=labels,
+        groups={"the cumulative masses c_k (the bin edges of y)": edge},
+        nan_hint="a bin with c_k <= y < c_{k+1} has q_k > 0, so check which bin you divide by",
+        slips=[
+            Slip(
+                "your bin index is one too large: searching all of c_0, ..., c_K counts "
+                "c_0 = 0 too; search among the inner edges c_1, ..., c_{K-1} (or "
+                "subtract one)",
+                slip(
+                    lambda y, q, K, k, c: (
+                        (high(y, q, K, c) + (y - c[high(y, q, K, c)]) / q[high(y, q, K, c)]) / K
+                    )
+                ),
+            ),
+            Slip(
+                "the bin of y must be looked up among the cumulative masses c_k (the "
+                "edges in y-space); floor(K y) finds the bin of an x, with equal widths",
+                slip(
+                    lambda y, q, K, k, c: (
+                        (x_bins(y, K) + (y - c[x_bins(y, K)]) / q[x_bins(y, K)]) / K
+                    )
+                ),
+            ),
+            Slip(
+                "x = (k + (y - c_k) / q_k) / K: the division by K is missing",
+                slip(lambda y, q, K, k, c: k + (y - c[k]) / q[k]),
+            ),
+            Slip(
+                "x = k/K + (y - c_k) / (K q_k): you divided by q_k only, not by the slope K q_k",
+                slip(lambda y, q, K, k, c: k / K + (y - c[k]) / q[k]),
+            ),
+            Slip(
+                "x = k/K + (y - c_k) / (K q_k): the offset inside the bin is measured "
+                "from c_k, the bin's lower edge; you used c_{k+1}",
+                slip(lambda y, q, K, k, c: (k + (y - c[k + 1]) / q[k]) / K),
+            ),
+            Slip(
+                "you applied the forward map again: the inverse solves "
+                "y = c_k + K q_k (x - k/K) for x",
+                slip(lambda y, q, K, k, c: _reference(y, q)[0]),
+            ),
+        ],
+    )
+    print(
+        f"Correct: {name} inverts the map at the cumulative masses c_k, at 0 and 1, and "
+        "at random points, for K = 5, 3 and 1."
+    )
 
 
 def _smoothed_reference(x: Tensor, num_bins: int, pseudo_count: float) -> Tensor:
@@ -273,17 +360,24 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
     ``(n_k + a) / (N + K a)`` of shape ``(K,)`` for data ``x`` of shape ``(N,)`` (with
     empty bins, the point x = 1, and a = 0)."""
     name = "smoothed_bin_masses"
-    hint = ("Count the points of each bin with torch.bincount(k, minlength=K), where "
-            "k = floor(K x) clamped to K - 1")
+    hint = (
+        "Count the points of each bin with torch.bincount(k, minlength=K), where "
+        "k = floor(K x) clamped to K - 1"
+    )
     g = torch.Generator().manual_seed(4)
-    x = torch.cat([0.5 * torch.rand(40, generator=g, dtype=DTYPE),
-                   torch.tensor([0.0, 1.0, 0.5, 1.0], dtype=DTYPE)])  # sparse above 0.5
+    x = torch.cat(
+        [
+            0.5 * torch.rand(40, generator=g, dtype=DTYPE),
+            torch.tensor([0.0, 1.0, 0.5, 1.0], dtype=DTYPE),
+        ]
+    )  # sparse above 0.5
     settings = ((8, 1.0), (8, 0.0), (3, 0.5), (1, 1.0), (5, 2.0))
     answers, labels = [], []
     for num_bins, a in settings:
         answer = run(smoothed_bin_masses, x.clone(), num_bins, a, name=name, hint=hint)
-        answers.append(as_tensor(answer, f"{name}(x, K={num_bins}, pseudo_count={a})",
-                                 (num_bins,), ("bins",)))
+        answers.append(
+            as_tensor(answer, f"{name}(x, K={num_bins}, pseudo_count={a})", (num_bins,), ("bins",))
+        )
         labels += [f"bin {k} (K = {num_bins}, pseudo_count = {a})" for k in range(num_bins)]
     n = len(x)
 
@@ -300,31 +394,55 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
         return (counts + a) / (counts.sum() + K * a)
 
     empty = each(lambda c, K, a: c == 0)
-    compare(torch.cat([t.detach().to(DTYPE) for t in answers]),
-            each(lambda c, K, a: (c + a) / (n + K * a)), f"{name}", like=answers,
-            labels=labels, groups={"the empty bins": empty}, slips=[
-                Slip("the pseudo-count goes into every bin, not only the empty ones: "
-                     "(n_k + a) / (N + K a) for all k",
-                     each(lambda c, K, a: (c + a * (c == 0)) / (c + a * (c == 0)).sum())),
-                Slip("the pseudo-count goes into every bin, not only the empty ones; and the "
-                     "denominator is N + K a",
-                     each(lambda c, K, a: (c + a * (c == 0)) / (n + K * a))),
-                Slip("each of the K bins gets the pseudo-count, so divide by N + K a, not "
-                     "N + a", each(lambda c, K, a: (c + a) / (n + a))),
-                Slip("the masses must sum to 1: divide by N + K a, not N",
-                     each(lambda c, K, a: (c + a) / n)),
-                Slip("the pseudo-count a is missing from the numerator: (n_k + a) / (N + K a)",
-                     each(lambda c, K, a: c / (n + K * a))),
-                Slip("the points x = 1 are dropped: floor(K x) = K for them; clamp the bin "
-                     "index to K - 1 so that they count in the last bin",
-                     each(dropped_ones)),
-                Slip("the pseudo-count is missing altogether: the masses are "
-                     "(n_k + a) / (N + K a)", each(lambda c, K, a: c / n)),
-                Slip("you returned the counts n_k + a, not masses: divide by N + K a",
-                     each(lambda c, K, a: c + a)),
-            ])
-    print(f"Correct: {name} gives (n_k + a) / (N + K a), with empty bins, the point x = 1, "
-          "and a = 0 (the maximum-likelihood masses).")
+    compare(
+        torch.cat([t.detach().to(DTYPE) for t in answers]),
+        each(lambda c, K, a: (c + a) / (n + K * a)),
+        f"{name}",
+        like=answers,
+        labels=labels,
+        groups={"the empty bins": empty},
+        slips=[
+            Slip(
+                "the pseudo-count goes into every bin, not only the empty ones: "
+                "(n_k + a) / (N + K a) for all k",
+                each(lambda c, K, a: (c + a * (c == 0)) / (c + a * (c == 0)).sum()),
+            ),
+            Slip(
+                "the pseudo-count goes into every bin, not only the empty ones; and the "
+                "denominator is N + K a",
+                each(lambda c, K, a: (c + a * (c == 0)) / (n + K * a)),
+            ),
+            Slip(
+                "each of the K bins gets the pseudo-count, so divide by N + K a, not N + a",
+                each(lambda c, K, a: (c + a) / (n + a)),
+            ),
+            Slip(
+                "the masses must sum to 1: divide by N + K a, not N",
+                each(lambda c, K, a: (c + a) / n),
+            ),
+            Slip(
+                "the pseudo-count a is missing from the numerator: (n_k + a) / (N + K a)",
+                each(lambda c, K, a: c / (n + K * a)),
+            ),
+            Slip(
+                "the points x = 1 are dropped: floor(K x) = K for them; clamp the bin "
+                "index to K - 1 so that they count in the last bin",
+                each(dropped_ones),
+            ),
+            Slip(
+                "the pseudo-count is missing altogether: the masses are (n_k + a) / (N + K a)",
+                each(lambda c, K, a: c / n),
+            ),
+            Slip(
+                "you returned the counts n_k + a, not masses: divide by N + K a",
+                each(lambda c, K, a: c + a),
+            ),
+        ],
+    )
+    print(
+        f"Correct: {name} gives (n_k + a) / (N + K a), with empty bins, the point x = 1, "
+        "and a = 0 (the maximum-likelihood masses)."
+    )
 
 
 # --- Exercise: a piecewise-linear coupling on the unit square -------------------------------
@@ -345,24 +463,32 @@ def _structure_problem(layer: nn.Module) -> str | None:
     try:
         u, log_det = layer.inverse(x)
         if u.shape != (16, 2) or log_det.shape != (16,):
-            return (f"_inverse on a batch of shape (16, 2) returned shapes {tuple(u.shape)} "
-                    f"and {tuple(log_det.shape)}; expected (16, 2) and (16,)")
+            return (
+                f"_inverse on a batch of shape (16, 2) returned shapes {tuple(u.shape)} "
+                f"and {tuple(log_det.shape)}; expected (16, 2) and (16,)"
+            )
         err = testing.log_det_error(layer, x, direction="inverse")
         if not bool((err <= 1e-6).all()):
-            return (f"the log-det of your _inverse differs from the autograd Jacobian by "
-                    f"{float(err.max()):.3g}: it must be log g1'(x1) + log g2'(x2 | x1), both "
-                    "terms, and the masses of x2 must be computed from x1 alone (then the "
-                    "Jacobian is triangular)")
+            return (
+                f"the log-det of your _inverse differs from the autograd Jacobian by "
+                f"{float(err.max()):.3g}: it must be log g1'(x1) + log g2'(x2 | x1), both "
+                "terms, and the masses of x2 must be computed from x1 alone (then the "
+                "Jacobian is triangular)"
+            )
         x_back, log_det_back = layer.forward(u)
         miss = (x_back - x).abs().detach()
         if not bool((miss <= 1e-6).all()):
-            return (f"_forward does not undo _inverse: forward(inverse(x)) misses x by "
-                    f"{float(miss.max()):.3g}. In _forward, first recover x1, "
-                    "then compute the masses of x2 from x1 (not from u1)")
+            return (
+                f"_forward does not undo _inverse: forward(inverse(x)) misses x by "
+                f"{float(miss.max()):.3g}. In _forward, first recover x1, "
+                "then compute the masses of x2 from x1 (not from u1)"
+            )
         gap = (log_det_back + log_det).abs().detach()
         if not bool((gap <= 1e-6).all()):
-            return ("the log-det of _forward is not minus the log-det of _inverse (they "
-                    f"sum to {float(gap.max()):.3g})")
+            return (
+                "the log-det of _forward is not minus the log-det of _inverse (they "
+                f"sum to {float(gap.max()):.3g})"
+            )
     except NotImplementedError:
         return "the layer is not finished: replace `raise NotImplementedError()`"
     except Exception as error:  # the student's layer failed on valid input
@@ -370,8 +496,9 @@ def _structure_problem(layer: nn.Module) -> str | None:
     return None
 
 
-def check_fit_square(fit_square: Callable[[Tensor], tuple[Flow, list[float]]],
-                     seed: int = 0) -> None:
+def check_fit_square(
+    fit_square: Callable[[Tensor], tuple[Flow, list[float]]], seed: int = 0
+) -> None:
     """Exercise: the student's ``fit_square(data)`` builds a flow of their piecewise-linear
     coupling with a uniform base on the unit square, fits it by maximum likelihood to 2,000
     points of ``nfcourse.densities.KumaraswamySquare`` and returns ``(flow, history)``; the
@@ -386,10 +513,19 @@ def check_fit_square(fit_square: Callable[[Tensor], tuple[Flow, list[float]]],
             raise ExerciseError(f"your coupling layer is not a valid flow yet: {problem}")
 
     check_fit(
-        fit_square, data.clone(), name="fit_square", goal=SQUARE_GOAL,
-        target=KumaraswamySquare(), seed=seed, subject="your coupling reaches",
-        inspect=inspect, loss=lambda flow: mean_nll(flow, data),
+        fit_square,
+        data.clone(),
+        name="fit_square",
+        goal=SQUARE_GOAL,
+        target=KumaraswamySquare(),
+        seed=seed,
+        subject="your coupling reaches",
+        inspect=inspect,
+        loss=lambda flow: mean_nll(flow, data),
         went_up="is the sign of your loss right (the negative log-likelihood, minimised)?",
-        fallback=("the fit stops short: with more bins the histograms can follow the "
-                  "density more closely, and a wider conditioner lets the masses of x2 "
-                  "follow x1"))
+        fallback=(
+            "the fit stops short: with more bins the histograms can follow the "
+            "density more closely, and a wider conditioner lets the masses of x2 "
+            "follow x1"
+        ),
+    )

@@ -21,8 +21,9 @@ from ..validation import check_shape
 __all__ = ["actnorm", "ActNorm", "ActNorm2d"]
 
 
-def actnorm(z: Tensor, log_scale: Tensor, shift: Tensor, copies: int = 1,
-            inverse: bool = False) -> tuple[Tensor, Tensor]:
+def actnorm(
+    z: Tensor, log_scale: Tensor, shift: Tensor, copies: int = 1, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """``x = exp(s) z + b`` and ``log |det| = copies * sum(s)``, or the inverse
     ``z = (x - b) exp(-s)`` and minus that log-det, broadcast to the batch ``(B,)``.
     ``s`` and ``b`` broadcast against one sample; ``copies`` is how many numbers share each
@@ -64,16 +65,24 @@ class ActNorm(Transform):
     Convolutions", NeurIPS 2018.
     """
 
-    def __init__(self, dim: int | None = None, *, event_shape: Sequence[int] | None = None,
-                 per_pixel: bool = False, data_init: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int | None = None,
+        *,
+        event_shape: Sequence[int] | None = None,
+        per_pixel: bool = False,
+        data_init: bool = True,
+    ) -> None:
         if dim is None and event_shape is None:
-            raise TypeError("ActNorm needs dim=D for points or event_shape=(C, H, W) for "
-                            "images, got neither")
+            raise TypeError(
+                "ActNorm needs dim=D for points or event_shape=(C, H, W) for images, got neither"
+            )
         super().__init__(dim, event_shape=event_shape)
         shape = self.event_shape
         if len(shape) not in (1, 3):
-            raise ValueError(f"event_shape must be (D,) for points or (C, H, W) for images, "
-                             f"got {shape}")
+            raise ValueError(
+                f"event_shape must be (D,) for points or (C, H, W) for images, got {shape}"
+            )
         self.per_pixel = bool(per_pixel)
         per_channel = len(shape) == 3 and not self.per_pixel
         size = (shape[0], 1, 1) if per_channel else shape
@@ -105,9 +114,11 @@ class ActNorm(Transform):
                     f"data batch, which needs at least 2 points, got a batch of "
                     f"{x.shape[0]}; pass a larger batch"
                 )
-            raise ValueError(f"{type(self).__name__} initialises from the statistics of its "
-                             f"first data batch, which needs at least 2 numbers per channel, "
-                             f"got {count}; pass a larger batch")
+            raise ValueError(
+                f"{type(self).__name__} initialises from the statistics of its "
+                f"first data batch, which needs at least 2 numbers per channel, "
+                f"got {count}; pass a larger batch"
+            )
         self.shift.copy_(x.mean(dim=self._axes, keepdim=True)[0])
         std = x.std(dim=self._axes, keepdim=True)[0]
         self.log_scale.copy_(torch.log(std.clamp_min(1e-6)))
@@ -151,10 +162,13 @@ class ActNorm2d(ActNorm):
         data_init: initialise from the first data batch.
     """
 
-    def __init__(self, event_shape: Sequence[int], per_pixel: bool = False,
-                 data_init: bool = True) -> None:
+    def __init__(
+        self, event_shape: Sequence[int], per_pixel: bool = False, data_init: bool = True
+    ) -> None:
         shape = check_shape(event_shape, "event_shape")
         if len(shape) != 3:
-            raise ValueError(f"event_shape must be an image shape (C, H, W), got {shape}; "
-                             "use ActNorm(dim) for points")
+            raise ValueError(
+                f"event_shape must be an image shape (C, H, W), got {shape}; "
+                "use ActNorm(dim) for points"
+            )
         super().__init__(event_shape=shape, per_pixel=per_pixel, data_init=data_init)

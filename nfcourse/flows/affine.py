@@ -39,12 +39,14 @@ __all__ = [
 ]
 
 
-def elementwise_affine(z: Tensor, log_scale: Tensor, shift: Tensor, inverse: bool = False
-                       ) -> tuple[Tensor, Tensor]:
+def elementwise_affine(
+    z: Tensor, log_scale: Tensor, shift: Tensor, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """``x = exp(s) z + b`` and ``sum(s)``, or the inverse ``z = (x - b) exp(-s)`` and
     ``-sum(s)``; the log-det is broadcast to the batch, shape ``(B,)``."""
-    log_abs_det = log_scale.sum(dim=-1).expand(z.shape[0]) if log_scale.dim() == 1 \
-        else log_scale.sum(dim=-1)
+    log_abs_det = (
+        log_scale.sum(dim=-1).expand(z.shape[0]) if log_scale.dim() == 1 else log_scale.sum(dim=-1)
+    )
     if not inverse:
         return torch.exp(log_scale) * z + shift, log_abs_det
     return (z - shift) * torch.exp(-log_scale), -log_abs_det
@@ -62,8 +64,10 @@ class ElementwiseAffine(Transform):
     def __init__(self, dim: int, scale: float = 1.0, shift: float = 0.0):
         super().__init__(dim)
         if scale <= 0:
-            raise ValueError(f"scale must be positive, got {scale}; a negative scale is a "
-                             "reflection, which the log-scale parameterisation excludes")
+            raise ValueError(
+                f"scale must be positive, got {scale}; a negative scale is a "
+                "reflection, which the log-scale parameterisation excludes"
+            )
         self.log_scale = nn.Parameter(torch.full((dim,), math.log(scale)))
         self.shift = nn.Parameter(torch.full((dim,), float(shift)))
 
@@ -74,17 +78,21 @@ class ElementwiseAffine(Transform):
         return elementwise_affine(x, self.log_scale, self.shift, inverse=True)
 
 
-def triangular_from_entries(off_diagonal: Tensor, diagonal: Tensor, upper: bool = False
-                            ) -> Tensor:
+def triangular_from_entries(off_diagonal: Tensor, diagonal: Tensor, upper: bool = False) -> Tensor:
     """The ``D x D`` triangular matrix with the given diagonal ``(D,)`` and the
     ``D (D - 1) / 2`` entries strictly below (or, when ``upper``, above) it, filled row by
     row; every other entry is zero."""
     d = diagonal.shape[-1]
     if off_diagonal.shape[-1] != d * (d - 1) // 2:
-        raise ValueError(f"a {d} x {d} triangular matrix has {d * (d - 1) // 2} off-diagonal "
-                         f"entries, got {off_diagonal.shape[-1]}")
-    rows, cols = torch.triu_indices(d, d, offset=1, device=diagonal.device) if upper \
+        raise ValueError(
+            f"a {d} x {d} triangular matrix has {d * (d - 1) // 2} off-diagonal "
+            f"entries, got {off_diagonal.shape[-1]}"
+        )
+    rows, cols = (
+        torch.triu_indices(d, d, offset=1, device=diagonal.device)
+        if upper
         else torch.tril_indices(d, d, offset=-1, device=diagonal.device)
+    )
     matrix = torch.diag_embed(diagonal)
     return matrix.index_put((rows, cols), off_diagonal)
 
@@ -93,8 +101,9 @@ def _log_abs_diagonal(matrix: Tensor, batch: int) -> Tensor:
     return torch.log(torch.diagonal(matrix).abs()).sum().expand(batch)
 
 
-def triangular_affine(z: Tensor, matrix: Tensor, shift: Tensor, upper: bool = False,
-                      inverse: bool = False) -> tuple[Tensor, Tensor]:
+def triangular_affine(
+    z: Tensor, matrix: Tensor, shift: Tensor, upper: bool = False, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """``x = T z + b`` and ``log |det T| = sum_i log |T_ii|`` for a triangular ``T``
     (``(D, D)``, lower unless ``upper``), or the inverse ``z = T^{-1} (x - b)`` by a
     triangular solve and ``-log |det T|``. Points are rows: ``z`` has shape ``(B, D)``,
@@ -107,9 +116,14 @@ def triangular_affine(z: Tensor, matrix: Tensor, shift: Tensor, upper: bool = Fa
     return z, -log_abs_det
 
 
-def lu_affine(z: Tensor, lower: Tensor, upper: Tensor, shift: Tensor,
-              permutation: Tensor | None = None, inverse: bool = False
-              ) -> tuple[Tensor, Tensor]:
+def lu_affine(
+    z: Tensor,
+    lower: Tensor,
+    upper: Tensor,
+    shift: Tensor,
+    permutation: Tensor | None = None,
+    inverse: bool = False,
+) -> tuple[Tensor, Tensor]:
     """``x = P L U z + b`` and ``log |det(P L U)| = sum_i log |U_ii|``, or the inverse
     ``z = U^{-1} L^{-1} P^T (x - b)`` (two triangular solves) and minus the log-det.
 
@@ -198,10 +212,15 @@ class LUAffine(Transform):
         self.shift = nn.Parameter(torch.zeros(dim))
         if permutation is not None:
             permutation = torch.as_tensor(permutation)
-            if (permutation.is_floating_point() or permutation.shape != (dim,)
-                    or not torch.equal(torch.sort(permutation).values, torch.arange(dim))):
-                raise ValueError(f"permutation must hold each of 0, ..., {dim - 1} once, got "
-                                 f"{permutation.tolist()}")
+            if (
+                permutation.is_floating_point()
+                or permutation.shape != (dim,)
+                or not torch.equal(torch.sort(permutation).values, torch.arange(dim))
+            ):
+                raise ValueError(
+                    f"permutation must hold each of 0, ..., {dim - 1} once, got "
+                    f"{permutation.tolist()}"
+                )
             permutation = permutation.long()
         self.register_buffer("permutation", permutation)
 

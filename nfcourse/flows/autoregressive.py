@@ -63,6 +63,7 @@ __all__ = [
 # A causal Transformer conditioner
 # --------------------------------------------------------------------------------------
 
+
 class _Block(nn.Module):
     """Pre-norm Transformer block: causal self-attention, then a per-token MLP, each added
     to the residual stream. Nothing in it lets a token see a later one."""
@@ -74,13 +75,17 @@ class _Block(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
-                                 nn.Linear(2 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 2 * width), nn.GELU(), nn.Linear(2 * width, width)
+        )
 
     def forward(self, h: Tensor) -> Tensor:
         b, n, w = h.shape
-        q, k, v = self.qkv(self.norm1(h)).view(b, n, 3, self.n_heads, w // self.n_heads) \
-            .permute(2, 0, 3, 1, 4)                      # 3 x (B, heads, N, W / heads)
+        q, k, v = (
+            self.qkv(self.norm1(h))
+            .view(b, n, 3, self.n_heads, w // self.n_heads)
+            .permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, heads, N, W / heads)
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         h = h + self.proj(a.transpose(1, 2).reshape(b, n, w))
         return h + self.mlp(self.norm2(h))
@@ -112,9 +117,16 @@ class CausalTransformer(nn.Module):
     #: A Transformer conditioner takes no context.
     context_dim: int = 0
 
-    def __init__(self, dim: int, params_per_dim: int = 2, width: int = 32, n_heads: int = 4,
-                 n_blocks: int = 2, order: Tensor | Sequence[int] | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        params_per_dim: int = 2,
+        width: int = 32,
+        n_heads: int = 4,
+        n_blocks: int = 2,
+        order: Tensor | Sequence[int] | None = None,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         dim = check_positive_int(dim, "dim")
         params_per_dim = check_positive_int(params_per_dim, "params_per_dim")
@@ -142,19 +154,21 @@ class CausalTransformer(nn.Module):
 
     def _net(self, x: Tensor, context: None = None) -> Tensor:
         b = x.shape[0]
-        seq = x.index_select(1, self.sequence)[:, :-1]                  # (B, D - 1)
-        tokens = torch.cat([self.start.expand(b, 1, -1),
-                            self.embed(seq.unsqueeze(-1))], dim=1)      # (B, D, W)
+        seq = x.index_select(1, self.sequence)[:, :-1]  # (B, D - 1)
+        tokens = torch.cat(
+            [self.start.expand(b, 1, -1), self.embed(seq.unsqueeze(-1))], dim=1
+        )  # (B, D, W)
         h = tokens + self.position
         for block in self.blocks:
             h = block(h)
-        out = self.head(self.norm(h))                                    # by position
-        return out.index_select(1, self.order)                          # by coordinate
+        out = self.head(self.norm(h))  # by position
+        return out.index_select(1, self.order)  # by coordinate
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, dim)`` to ``(B, dim, params_per_dim)``."""
-        return self._net(check_batch(x, self.dim, "x", dtype=module_dtype(self),
-                                     owner="CausalTransformer"))
+        return self._net(
+            check_batch(x, self.dim, "x", dtype=module_dtype(self), owner="CausalTransformer")
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -193,8 +207,9 @@ class Autoregressive(Transform):
 
     conditioner: nn.Module
 
-    def __init__(self, conditioner: nn.Module, params_per_dim: int,
-                 direction: str = "maf") -> None:
+    def __init__(
+        self, conditioner: nn.Module, params_per_dim: int, direction: str = "maf"
+    ) -> None:
         if not isinstance(conditioner, (MADE, CausalTransformer)):
             raise TypeError(
                 f"conditioner must be a MADE or a CausalTransformer, got "
@@ -209,8 +224,10 @@ class Autoregressive(Transform):
                 f"params_per_dim={params_per_dim}"
             )
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be 'maf' (parameters from the data side) or "
-                             f"'iaf' (from the base side), got {direction!r}")
+            raise ValueError(
+                f"direction must be 'maf' (parameters from the data side) or "
+                f"'iaf' (from the base side), got {direction!r}"
+            )
         super().__init__(conditioner.dim, context_dim=conditioner.context_dim)
         self.conditioner = conditioner
         self.params_per_dim = params_per_dim
@@ -233,12 +250,12 @@ class Autoregressive(Transform):
             return self.conditioner._net(u)
         return self.conditioner._net(u, context)
 
-    def _one_pass(self, u: Tensor, y: Tensor, context: Tensor | None,
-                  inverse: bool) -> tuple[Tensor, Tensor]:
+    def _one_pass(
+        self, u: Tensor, y: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         return self._elementwise(y, self._conditioner_params(u, context), inverse)
 
-    def _d_passes(self, y: Tensor, context: Tensor | None,
-                  inverse: bool) -> tuple[Tensor, Tensor]:
+    def _d_passes(self, y: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         # After pass p the coordinates at positions 0..p are exact: each depends only on
         # earlier positions, which were exact one pass before. D passes finish the job,
         # and the parameters of the last pass are the final ones. The first pass sees
@@ -280,8 +297,9 @@ class AffineAutoregressive(Autoregressive):
         direction: ``"maf"`` or ``"iaf"``, as in ``Autoregressive``.
     """
 
-    def __init__(self, conditioner: nn.Module, scale_bound: float = 3.0,
-                 direction: str = "maf") -> None:
+    def __init__(
+        self, conditioner: nn.Module, scale_bound: float = 3.0, direction: str = "maf"
+    ) -> None:
         if not scale_bound > 0:
             raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
         super().__init__(conditioner, 2, direction)
@@ -307,12 +325,23 @@ class AffineAutoregressive(Autoregressive):
         return super().extra_repr() + f", scale_bound={self.scale_bound}"
 
 
-def _conditioner(dim: int, hidden: Sequence[int], order: Tensor | Sequence[int] | None,
-                 seed: int | None, conditioner: nn.Module | None,
-                 context_dim: int) -> nn.Module:
+def _conditioner(
+    dim: int,
+    hidden: Sequence[int],
+    order: Tensor | Sequence[int] | None,
+    seed: int | None,
+    conditioner: nn.Module | None,
+    context_dim: int,
+) -> nn.Module:
     if conditioner is None:
-        return MADE(check_positive_int(dim, "dim"), hidden, 2, order=order,
-                    context_dim=context_dim, seed=seed)
+        return MADE(
+            check_positive_int(dim, "dim"),
+            hidden,
+            2,
+            order=order,
+            context_dim=context_dim,
+            seed=seed,
+        )
     if context_dim and getattr(conditioner, "context_dim", 0) != context_dim:
         raise ValueError(
             f"context_dim={context_dim} but the conditioner takes contexts of size "
@@ -346,12 +375,21 @@ class MAF(AffineAutoregressive):
     Estimation", NeurIPS 2017 (section 3.4 for the conditional MAF).
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
-                 order: Tensor | Sequence[int] | None = None, scale_bound: float = 3.0,
-                 seed: int | None = None, conditioner: nn.Module | None = None,
-                 context_dim: int = 0) -> None:
-        super().__init__(_conditioner(dim, hidden, order, seed, conditioner, context_dim),
-                         scale_bound, direction="maf")
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        order: Tensor | Sequence[int] | None = None,
+        scale_bound: float = 3.0,
+        seed: int | None = None,
+        conditioner: nn.Module | None = None,
+        context_dim: int = 0,
+    ) -> None:
+        super().__init__(
+            _conditioner(dim, hidden, order, seed, conditioner, context_dim),
+            scale_bound,
+            direction="maf",
+        )
 
 
 class IAF(AffineAutoregressive):
@@ -366,20 +404,31 @@ class IAF(AffineAutoregressive):
     Variational Inference with Inverse Autoregressive Flow", NeurIPS 2016.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
-                 order: Tensor | Sequence[int] | None = None, scale_bound: float = 3.0,
-                 seed: int | None = None, conditioner: nn.Module | None = None,
-                 context_dim: int = 0) -> None:
-        super().__init__(_conditioner(dim, hidden, order, seed, conditioner, context_dim),
-                         scale_bound, direction="iaf")
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        order: Tensor | Sequence[int] | None = None,
+        scale_bound: float = 3.0,
+        seed: int | None = None,
+        conditioner: nn.Module | None = None,
+        context_dim: int = 0,
+    ) -> None:
+        super().__init__(
+            _conditioner(dim, hidden, order, seed, conditioner, context_dim),
+            scale_bound,
+            direction="iaf",
+        )
 
 
 # --------------------------------------------------------------------------------------
 # Builders
 # --------------------------------------------------------------------------------------
 
-def layer_orders(dim: int, n_layers: int, order: str | Sequence = "reverse",
-                 seed: int | None = 0) -> list[Tensor]:
+
+def layer_orders(
+    dim: int, n_layers: int, order: str | Sequence = "reverse", seed: int | None = 0
+) -> list[Tensor]:
     """The ordering of each layer: ``"reverse"`` alternates ``0, ..., D-1`` and its
     reverse; ``"random"`` draws a random permutation per layer (repeatable with ``seed``);
     a list of ``n_layers`` permutations is used as given."""
@@ -399,27 +448,42 @@ def layer_orders(dim: int, n_layers: int, order: str | Sequence = "reverse",
     return orders
 
 
-def _stack(kind: type[AffineAutoregressive], dim: int, n_layers: int,
-           make_conditioner: Callable[[Tensor], nn.Module], order: str | Sequence,
-           scale_bound: float, actnorm: bool,
-           seed: int | None, base: BaseDistribution | None) -> Flow:
+def _stack(
+    kind: type[AffineAutoregressive],
+    dim: int,
+    n_layers: int,
+    make_conditioner: Callable[[Tensor], nn.Module],
+    order: str | Sequence,
+    scale_bound: float,
+    actnorm: bool,
+    seed: int | None,
+    base: BaseDistribution | None,
+) -> Flow:
     dim = check_positive_int(dim, "dim")
     n_layers = check_positive_int(n_layers, "n_layers")
     orders = layer_orders(dim, n_layers, order, seed)
     layers: list[Transform] = []
     with seeded(seed):
         for k in range(n_layers):
-            layers.append(kind(dim, conditioner=make_conditioner(orders[k]),
-                               scale_bound=scale_bound))
+            layers.append(
+                kind(dim, conditioner=make_conditioner(orders[k]), scale_bound=scale_bound)
+            )
             if actnorm:
                 layers.append(ActNorm(dim))
     return Flow(layers, base=base)
 
 
-def maf_flow(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64),
-             order: str | Sequence = "reverse", scale_bound: float = 3.0,
-             actnorm: bool = False, seed: int | None = 0,
-             base: BaseDistribution | None = None, context_dim: int = 0) -> Flow:
+def maf_flow(
+    dim: int,
+    n_layers: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    order: str | Sequence = "reverse",
+    scale_bound: float = 3.0,
+    actnorm: bool = False,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+    context_dim: int = 0,
+) -> Flow:
     """A flow of ``n_layers`` MAF layers (MADE conditioners), the ordering reversed at every
     other layer (``order``, see ``layer_orders``); with ``actnorm`` an ``ActNorm`` after
     each layer in the forward map. ``seed`` as everywhere in the package.
@@ -427,28 +491,67 @@ def maf_flow(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64),
     With ``context_dim = C > 0`` it is the conditional MAF of chapter 12, a density
     ``q(x | c)`` for every context ``c`` of size ``C``: every MADE sees the context, and
     ``log_prob(x, context)``, ``sample(n, context)`` take it (``ActNorm`` does not)."""
-    return _stack(MAF, dim, n_layers,
-                  lambda o: MADE(dim, hidden, 2, order=o, context_dim=context_dim), order,
-                  scale_bound, actnorm, seed, base)
+    return _stack(
+        MAF,
+        dim,
+        n_layers,
+        lambda o: MADE(dim, hidden, 2, order=o, context_dim=context_dim),
+        order,
+        scale_bound,
+        actnorm,
+        seed,
+        base,
+    )
 
 
-def iaf_flow(dim: int, n_layers: int = 5, hidden: Sequence[int] = (64, 64),
-             order: str | Sequence = "reverse", scale_bound: float = 3.0,
-             actnorm: bool = False, seed: int | None = 0,
-             base: BaseDistribution | None = None, context_dim: int = 0) -> Flow:
+def iaf_flow(
+    dim: int,
+    n_layers: int = 5,
+    hidden: Sequence[int] = (64, 64),
+    order: str | Sequence = "reverse",
+    scale_bound: float = 3.0,
+    actnorm: bool = False,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+    context_dim: int = 0,
+) -> Flow:
     """A flow of ``n_layers`` IAF layers; arguments as ``maf_flow``."""
-    return _stack(IAF, dim, n_layers,
-                  lambda o: MADE(dim, hidden, 2, order=o, context_dim=context_dim), order,
-                  scale_bound, actnorm, seed, base)
+    return _stack(
+        IAF,
+        dim,
+        n_layers,
+        lambda o: MADE(dim, hidden, 2, order=o, context_dim=context_dim),
+        order,
+        scale_bound,
+        actnorm,
+        seed,
+        base,
+    )
 
 
-def transformer_flow(dim: int, n_layers: int = 2, width: int = 32, n_heads: int = 4,
-                     n_blocks: int = 2, order: str | Sequence = "reverse",
-                     scale_bound: float = 3.0, actnorm: bool = False,
-                     seed: int | None = 0, base: BaseDistribution | None = None) -> Flow:
+def transformer_flow(
+    dim: int,
+    n_layers: int = 2,
+    width: int = 32,
+    n_heads: int = 4,
+    n_blocks: int = 2,
+    order: str | Sequence = "reverse",
+    scale_bound: float = 3.0,
+    actnorm: bool = False,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+) -> Flow:
     """A flow of ``n_layers`` MAF layers whose conditioners are ``CausalTransformer``s of
     ``n_blocks`` blocks, the ordering reversed at every other layer: a small, pixel-level
     version of TarFlow (Zhai et al. 2025), which works on image patches."""
-    return _stack(MAF, dim, n_layers,
-                  lambda o: CausalTransformer(dim, 2, width, n_heads, n_blocks, order=o),
-                  order, scale_bound, actnorm, seed, base)
+    return _stack(
+        MAF,
+        dim,
+        n_layers,
+        lambda o: CausalTransformer(dim, 2, width, n_heads, n_blocks, order=o),
+        order,
+        scale_bound,
+        actnorm,
+        seed,
+        base,
+    )

@@ -69,6 +69,7 @@ EXACT_TRACE_MAX_DIM = 8
 # Velocity fields
 # --------------------------------------------------------------------------------------
 
+
 def _time_column(t: Tensor | float, z: Tensor) -> Tensor:
     """``t`` as a column ``(B, 1)`` of ``z``'s dtype: a number, a 0-d tensor, ``(B,)`` or
     ``(B, 1)``."""
@@ -97,20 +98,31 @@ class VelocityField(nn.Module):
         zero_init: start the last layer at zero, so that the flow starts as the identity.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.Tanh, zero_init: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: type[nn.Module] = nn.Tanh,
+        zero_init: bool = False,
+    ):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         hidden = tuple(hidden)
         if not hidden:
-            raise ValueError("hidden must be a non-empty sequence of positive integers, the "
-                             "widths of the hidden layers, got ()")
-        hidden = tuple(check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
-                       for k, h in enumerate(hidden))
+            raise ValueError(
+                "hidden must be a non-empty sequence of positive integers, the "
+                "widths of the hidden layers, got ()"
+            )
+        hidden = tuple(
+            check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
+            for k, h in enumerate(hidden)
+        )
         if activation is nn.ReLU:
-            raise ValueError("activation nn.ReLU has a piecewise-constant derivative, so "
-                             "the divergence of the field would be piecewise constant; use "
-                             "a smooth activation such as nn.Softplus, nn.Tanh or nn.SiLU")
+            raise ValueError(
+                "activation nn.ReLU has a piecewise-constant derivative, so "
+                "the divergence of the field would be piecewise constant; use "
+                "a smooth activation such as nn.Softplus, nn.Tanh or nn.SiLU"
+            )
         self.dim = dim
         # the input is (z, t): D + 1 numbers in, D velocities out
         self.net = conditioner_mlp(dim + 1, dim, hidden, activation, zero_last=zero_init)
@@ -140,11 +152,15 @@ class LinearField(nn.Module):
             raise ValueError(f"matrix must be square, shape (D, D), got {tuple(matrix.shape)}")
         if not matrix.is_floating_point():
             matrix = matrix.to(torch.get_default_dtype())
-        shift = torch.zeros(matrix.shape[0], dtype=matrix.dtype) if shift is None \
+        shift = (
+            torch.zeros(matrix.shape[0], dtype=matrix.dtype)
+            if shift is None
             else torch.as_tensor(shift, dtype=matrix.dtype)
+        )
         if shift.shape != (matrix.shape[0],):
-            raise ValueError(f"shift must have shape ({matrix.shape[0]},), got "
-                             f"{tuple(shift.shape)}")
+            raise ValueError(
+                f"shift must have shape ({matrix.shape[0]},), got {tuple(shift.shape)}"
+            )
         self.matrix = nn.Parameter(matrix.clone())
         self.shift = nn.Parameter(shift.clone())
         self.dim = matrix.shape[0]
@@ -191,8 +207,10 @@ class GaussianPathField(nn.Module):
             mean = mean.to(torch.get_default_dtype())
         std = torch.as_tensor(std, dtype=mean.dtype)
         if mean.dim() != 1 or std.shape != mean.shape:
-            raise ValueError(f"mean and std must be vectors of one shape (D,), got "
-                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+            raise ValueError(
+                f"mean and std must be vectors of one shape (D,), got "
+                f"{tuple(mean.shape)} and {tuple(std.shape)}"
+            )
         if not bool((std > 0).all()):
             raise ValueError(f"std must be positive, got {std.tolist()}")
         self.register_buffer("mean", mean.clone())
@@ -202,12 +220,12 @@ class GaussianPathField(nn.Module):
 
     def sigma(self, t: Tensor) -> Tensor:
         """``sigma_t = sqrt((1 - t)^2 + t^2 s^2)``, one row per time."""
-        return torch.sqrt((1 - t) ** 2 + t ** 2 * self.std ** 2)
+        return torch.sqrt((1 - t) ** 2 + t**2 * self.std**2)
 
     def forward(self, t: Tensor | float, z: Tensor) -> Tensor:
         self.nfe += 1
         t = _time_column(t, z)
-        rate = (t * self.std ** 2 - (1 - t)) / self.sigma(t) ** 2
+        rate = (t * self.std**2 - (1 - t)) / self.sigma(t) ** 2
         return self.mean + rate * (z - t * self.mean)
 
     def marginal_log_prob(self, x: Tensor, t: float = 1.0) -> Tensor:
@@ -215,12 +233,13 @@ class GaussianPathField(nn.Module):
         tt = torch.full((x.shape[0], 1), float(t), dtype=x.dtype, device=x.device)
         sigma = self.sigma(tt)
         u = (x - tt * self.mean) / sigma
-        return (-0.5 * u ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(1)
+        return (-0.5 * u**2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(1)
 
 
 # --------------------------------------------------------------------------------------
 # The divergence tr(dv/dz)
 # --------------------------------------------------------------------------------------
+
 
 def exact_divergence(v: Tensor, z: Tensor, create_graph: bool = False) -> Tensor:
     """``tr(dv/dz)`` for each row, exactly: ``D`` vector-Jacobian products, one per
@@ -229,14 +248,16 @@ def exact_divergence(v: Tensor, z: Tensor, create_graph: bool = False) -> Tensor
     returns ``(B,)``."""
     total = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
     for i in range(z.shape[1]):
-        grad = torch.autograd.grad(v[:, i].sum(), z, create_graph=create_graph,
-                                   retain_graph=True)[0]
+        grad = torch.autograd.grad(v[:, i].sum(), z, create_graph=create_graph, retain_graph=True)[
+            0
+        ]
         total = total + grad[:, i]
     return total
 
 
-def hutchinson_divergence(v: Tensor, z: Tensor, noise: Tensor,
-                          create_graph: bool = False) -> Tensor:
+def hutchinson_divergence(
+    v: Tensor, z: Tensor, noise: Tensor, create_graph: bool = False
+) -> Tensor:
     """Hutchinson's estimate ``eps^T (dv/dz) eps`` of ``tr(dv/dz)``, one probe ``eps``
     (a row of ``noise``, ``(B, D)``) per point, with one vector-Jacobian product. Unbiased
     when ``E[eps eps^T] = I`` (Rademacher or standard normal probes); returns ``(B,)``."""
@@ -244,8 +265,13 @@ def hutchinson_divergence(v: Tensor, z: Tensor, noise: Tensor,
     return (grad * noise).sum(1)
 
 
-def _probe(shape: torch.Size, kind: str, dtype: torch.dtype, device: torch.device,
-           generator: torch.Generator | None) -> Tensor:
+def _probe(
+    shape: torch.Size,
+    kind: str,
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
     if kind == "gaussian":
         return torch.randn(shape, generator=generator, dtype=dtype, device=device)
     signs = torch.randint(0, 2, shape, generator=generator, device=device)
@@ -280,20 +306,30 @@ class _Augmented(nn.Module):
 # The flow
 # --------------------------------------------------------------------------------------
 
+
 def _check_solver(method: str, rtol: float, atol: float, step_size: float | None) -> None:
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)} (torchdiffeq's "
-                         f"solvers), got {method!r}")
+        raise ValueError(
+            f"method must be one of {', '.join(METHODS)} (torchdiffeq's solvers), got {method!r}"
+        )
     for name, value in (("rtol", rtol), ("atol", atol)):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f"{name} must be a positive number (the adaptive solver's "
-                             f"tolerance), got {value!r}")
+            raise ValueError(
+                f"{name} must be a positive number (the adaptive solver's "
+                f"tolerance), got {value!r}"
+            )
     if method in FIXED_STEP_METHODS:
-        if step_size is None or isinstance(step_size, bool) \
-                or not isinstance(step_size, int | float) or not 0 < step_size <= 1:
-            raise ValueError(f"the fixed-step method {method!r} needs step_size, a number "
-                             f"in (0, 1] (for example step_size=0.1 for ten steps), got "
-                             f"{step_size!r}")
+        if (
+            step_size is None
+            or isinstance(step_size, bool)
+            or not isinstance(step_size, int | float)
+            or not 0 < step_size <= 1
+        ):
+            raise ValueError(
+                f"the fixed-step method {method!r} needs step_size, a number "
+                f"in (0, 1] (for example step_size=0.1 for ten steps), got "
+                f"{step_size!r}"
+            )
 
 
 class ContinuousFlow(Transform):
@@ -322,18 +358,30 @@ class ContinuousFlow(Transform):
             drawn from afresh at every solve; ``None`` uses torch's global random state.
     """
 
-    def __init__(self, field: nn.Module, dim: int | None = None, method: str = "dopri5",
-                 rtol: float = 1e-5, atol: float = 1e-5, step_size: float | None = None,
-                 trace: str = "auto", noise: str = "rademacher", adjoint: bool = False,
-                 seed: int | None = 0):
+    def __init__(
+        self,
+        field: nn.Module,
+        dim: int | None = None,
+        method: str = "dopri5",
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        step_size: float | None = None,
+        trace: str = "auto",
+        noise: str = "rademacher",
+        adjoint: bool = False,
+        seed: int | None = 0,
+    ):
         if not isinstance(field, nn.Module):
-            raise TypeError(f"field must be an nn.Module called as field(t, z) (for example "
-                            f"nfcourse.flows.continuous.VelocityField(dim)), got "
-                            f"{type(field).__name__}")
+            raise TypeError(
+                f"field must be an nn.Module called as field(t, z) (for example "
+                f"nfcourse.flows.continuous.VelocityField(dim)), got "
+                f"{type(field).__name__}"
+            )
         dim = getattr(field, "dim", None) if dim is None else dim
         if dim is None:
-            raise ValueError("pass dim, the dimension of the field (the field has no "
-                             "attribute dim)")
+            raise ValueError(
+                "pass dim, the dimension of the field (the field has no attribute dim)"
+            )
         super().__init__(dim)
         _check_solver(method, rtol, atol, step_size)
         if trace == "auto":
@@ -349,10 +397,14 @@ class ContinuousFlow(Transform):
         self._generator = make_generator(seed)
 
     def extra_repr(self) -> str:
-        solver = (f"step_size={self.step_size}" if self.method in FIXED_STEP_METHODS
-                  else f"rtol={self.rtol:g}, atol={self.atol:g}")
-        return (f"dim={self.dim}, method={self.method!r}, {solver}, trace={self.trace!r}"
-                + (", adjoint=True" if self.adjoint else ""))
+        solver = (
+            f"step_size={self.step_size}"
+            if self.method in FIXED_STEP_METHODS
+            else f"rtol={self.rtol:g}, atol={self.atol:g}"
+        )
+        return f"dim={self.dim}, method={self.method!r}, {solver}, trace={self.trace!r}" + (
+            ", adjoint=True" if self.adjoint else ""
+        )
 
     def _options(self) -> dict:
         if self.method in FIXED_STEP_METHODS:
@@ -369,9 +421,13 @@ class ContinuousFlow(Transform):
         times = torch.tensor([t0, t1], dtype=z.dtype, device=z.device)
         state = (z, z.new_zeros(z.shape[0]))
         if self.adjoint:
-            out = odeint_adjoint(dynamics, state, times,
-                                 adjoint_params=tuple(self.field.parameters()),
-                                 **self._options())
+            out = odeint_adjoint(
+                dynamics,
+                state,
+                times,
+                adjoint_params=tuple(self.field.parameters()),
+                **self._options(),
+            )
         else:
             out = odeint(dynamics, state, times, **self._options())
         return out[0][-1], out[1][-1]
@@ -389,8 +445,9 @@ class ContinuousFlow(Transform):
         z = self._check_latent(z, "z")
         times = torch.as_tensor(times, dtype=z.dtype, device=z.device)
         if times.dim() != 1 or len(times) < 2:
-            raise ValueError(f"times must be a sequence of at least two times, got shape "
-                             f"{tuple(times.shape)}")
+            raise ValueError(
+                f"times must be a sequence of at least two times, got shape {tuple(times.shape)}"
+            )
         diffs = times[1:] - times[:-1]
         if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
             raise ValueError("times must be strictly increasing or strictly decreasing")
@@ -399,11 +456,19 @@ class ContinuousFlow(Transform):
         return odeint(self.field, z, times, **self._options())
 
 
-def continuous_flow(dim: int, hidden: Sequence[int] = (64, 64),
-                    activation: type[nn.Module] = nn.Tanh, method: str = "dopri5",
-                    rtol: float = 1e-5, atol: float = 1e-5, step_size: float | None = None,
-                    trace: str = "auto", adjoint: bool = False, seed: int | None = 0,
-                    base: BaseDistribution | None = None) -> Flow:
+def continuous_flow(
+    dim: int,
+    hidden: Sequence[int] = (64, 64),
+    activation: type[nn.Module] = nn.Tanh,
+    method: str = "dopri5",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    step_size: float | None = None,
+    trace: str = "auto",
+    adjoint: bool = False,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+) -> Flow:
     """A continuous normalizing flow: a ``VelocityField`` MLP integrated by a
     ``ContinuousFlow``, with a standard normal base. ``seed`` (as everywhere in the package)
     seeds the initial weights and Hutchinson's probes; the other arguments are those of
@@ -411,14 +476,24 @@ def continuous_flow(dim: int, hidden: Sequence[int] = (64, 64),
     dim = check_positive_int(dim, "dim")
     with seeded(seed):
         field = VelocityField(dim, hidden, activation)
-    transform = ContinuousFlow(field, dim, method=method, rtol=rtol, atol=atol,
-                               step_size=step_size, trace=trace, adjoint=adjoint, seed=seed)
+    transform = ContinuousFlow(
+        field,
+        dim,
+        method=method,
+        rtol=rtol,
+        atol=atol,
+        step_size=step_size,
+        trace=trace,
+        adjoint=adjoint,
+        seed=seed,
+    )
     return Flow(transform, base=base if base is not None else StandardNormal(dim))
 
 
 # --------------------------------------------------------------------------------------
 # Flow matching
 # --------------------------------------------------------------------------------------
+
 
 def straight_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """The point ``x_t = (1 - t) x_0 + t x_1`` of the straight path from ``x_0`` to ``x_1``
@@ -427,9 +502,13 @@ def straight_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     return (1 - t) * x0 + t * x1, x1 - x0
 
 
-def flow_matching_loss(field: nn.Module, x1: Tensor,
-                       generator: torch.Generator | None = None,
-                       x0: Tensor | None = None, t: Tensor | None = None) -> Tensor:
+def flow_matching_loss(
+    field: nn.Module,
+    x1: Tensor,
+    generator: torch.Generator | None = None,
+    x0: Tensor | None = None,
+    t: Tensor | None = None,
+) -> Tensor:
     """The conditional flow-matching loss with straight paths:
 
         E_{t ~ U[0,1], x_0 ~ N(0, I), x_1 ~ data} || v(x_t, t) - (x_1 - x_0) ||^2,
@@ -447,8 +526,9 @@ def flow_matching_loss(field: nn.Module, x1: Tensor,
         x0, t: pass them to fix the base points ``(B, D)`` and times ``(B,)`` instead.
     """
     if not isinstance(field, nn.Module):
-        raise TypeError(f"field must be an nn.Module called as field(t, x), got "
-                        f"{type(field).__name__}")
+        raise TypeError(
+            f"field must be an nn.Module called as field(t, x), got {type(field).__name__}"
+        )
     dim = getattr(field, "dim", None)
     x1 = check_batch(x1, dim, "x1", dtype=module_dtype(field), owner="the field")
     if x0 is None:
@@ -456,15 +536,15 @@ def flow_matching_loss(field: nn.Module, x1: Tensor,
     else:
         x0 = check_batch(x0, x1.shape[1], "x0", dtype=x1.dtype)
         if x0.shape != x1.shape:
-            raise ValueError(f"x0 must have the shape of x1, {tuple(x1.shape)}, got "
-                             f"{tuple(x0.shape)}")
+            raise ValueError(
+                f"x0 must have the shape of x1, {tuple(x1.shape)}, got {tuple(x0.shape)}"
+            )
     if t is None:
         t = torch.rand(x1.shape[0], 1, generator=generator, dtype=x1.dtype, device=x1.device)
     else:
         t = torch.as_tensor(t, dtype=x1.dtype, device=x1.device).reshape(-1, 1)
         if t.shape[0] != x1.shape[0]:
-            raise ValueError(f"t must hold one time per point, {x1.shape[0]}, got "
-                             f"{t.shape[0]}")
+            raise ValueError(f"t must hold one time per point, {x1.shape[0]}, got {t.shape[0]}")
     xt, target = straight_path(x0, x1, t)
     return ((field(t, xt) - target) ** 2).sum(1).mean()
 

@@ -62,14 +62,20 @@ __all__ = [
 # The conditioner
 # --------------------------------------------------------------------------------------
 
+
 def conditioner_mlp(
-    in_features: int, out_features: int, hidden: Sequence[int] = (64, 64),
-    activation: type[nn.Module] = nn.ReLU, zero_last: bool = True,
+    in_features: int,
+    out_features: int,
+    hidden: Sequence[int] = (64, 64),
+    activation: type[nn.Module] = nn.ReLU,
+    zero_last: bool = True,
 ) -> nn.Sequential:
     """A multilayer perceptron ``R^in -> R^out``. With ``zero_last`` its last layer starts at
     zero, so every coupling starts as the identity map."""
-    hidden = tuple(check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
-                   for k, h in enumerate(hidden))
+    hidden = tuple(
+        check_positive_int(h, f"hidden[{k}]", f"the width of hidden layer {k}")
+        for k, h in enumerate(hidden)
+    )
     sizes = (in_features, *hidden, out_features)
     layers: list[nn.Module] = []
     for k in range(len(sizes) - 1):
@@ -86,20 +92,23 @@ def conditioner_mlp(
 # The elementwise maps g(z_B; theta), as pure functions
 # --------------------------------------------------------------------------------------
 
+
 def soft_clamp(h: Tensor, bound: float) -> Tensor:
     """``c tanh(h / c)``: close to ``h`` for ``|h| << c`` and never beyond ``(-c, c)``."""
     return bound * torch.tanh(h / bound)
 
 
-def additive_coupling(inputs: Tensor, shift: Tensor, inverse: bool = False
-                      ) -> tuple[Tensor, Tensor]:
+def additive_coupling(
+    inputs: Tensor, shift: Tensor, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """``x_B = z_B + t`` (or ``z_B = x_B - t``); the log-det is zero, shape ``(B,)``."""
     log_abs_det = inputs.new_zeros(inputs.shape[0])
     return (inputs - shift if inverse else inputs + shift), log_abs_det
 
 
-def affine_coupling(inputs: Tensor, log_scale: Tensor, shift: Tensor, inverse: bool = False
-                    ) -> tuple[Tensor, Tensor]:
+def affine_coupling(
+    inputs: Tensor, log_scale: Tensor, shift: Tensor, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """``x_B = exp(s) z_B + t`` and ``sum_i s_i``; or ``z_B = (x_B - t) exp(-s)`` and
     ``-sum_i s_i``. All tensors ``(B, D_B)``; the log-det is ``(B,)``."""
     if not inverse:
@@ -107,9 +116,9 @@ def affine_coupling(inputs: Tensor, log_scale: Tensor, shift: Tensor, inverse: b
     return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
 
 
-def piecewise_linear_coupling(inputs: Tensor, logits: Tensor, bound: float,
-                              inverse: bool = False, min_mass: float = 1e-3
-                              ) -> tuple[Tensor, Tensor]:
+def piecewise_linear_coupling(
+    inputs: Tensor, logits: Tensor, bound: float, inverse: bool = False, min_mass: float = 1e-3
+) -> tuple[Tensor, Tensor]:
     """The map ``psi(y) = 2B phi((y + B) / (2B)) - B`` on the box ``[-B, B]``, the identity
     outside, where ``phi`` is chapter 4's piecewise-linear map with bin masses
     ``softmax(logits)``; ``inverse`` applies ``psi^{-1}``.
@@ -134,6 +143,7 @@ def piecewise_linear_coupling(inputs: Tensor, logits: Tensor, bound: float,
 # Coupling layers
 # --------------------------------------------------------------------------------------
 
+
 class Coupling(Transform):
     """``x_A = z_A``, ``x_B = g(z_B; theta(z_A))``: the shared machinery of coupling layers.
 
@@ -151,8 +161,13 @@ class Coupling(Transform):
 
     params_per_coordinate: int = 1
 
-    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.ReLU, zero_init: bool = True):
+    def __init__(
+        self,
+        mask: Tensor | Sequence[bool],
+        hidden: Sequence[int] = (64, 64),
+        activation: type[nn.Module] = nn.ReLU,
+        zero_init: bool = True,
+    ):
         mask = check_mask(mask)
         super().__init__(len(mask))
         self.register_buffer("mask", mask)
@@ -160,8 +175,12 @@ class Coupling(Transform):
         self.register_buffer("trans_index", mask.nonzero().flatten())
         self.n_transformed = len(self.trans_index)
         self.conditioner = conditioner_mlp(
-            len(self.cond_index), self.n_transformed * self.params_per_coordinate,
-            hidden, activation, zero_init)
+            len(self.cond_index),
+            self.n_transformed * self.params_per_coordinate,
+            hidden,
+            activation,
+            zero_init,
+        )
 
     def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -179,8 +198,10 @@ class Coupling(Transform):
         return self._couple(x, inverse=True)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, transformed={self.trans_index.tolist()}, "
-                f"conditioning={self.cond_index.tolist()}")
+        return (
+            f"dim={self.dim}, transformed={self.trans_index.tolist()}, "
+            f"conditioning={self.cond_index.tolist()}"
+        )
 
 
 class AdditiveCoupling(Coupling):
@@ -217,9 +238,14 @@ class AffineCoupling(Coupling):
 
     params_per_coordinate = 2
 
-    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
-                 scale_bound: float = 3.0):
+    def __init__(
+        self,
+        mask: Tensor | Sequence[bool],
+        hidden: Sequence[int] = (64, 64),
+        activation: type[nn.Module] = nn.ReLU,
+        zero_init: bool = True,
+        scale_bound: float = 3.0,
+    ):
         if not scale_bound > 0:
             raise ValueError(f"scale_bound must be positive, got {scale_bound}")
         super().__init__(mask, hidden, activation, zero_init)
@@ -254,9 +280,16 @@ class PiecewiseLinearCoupling(Coupling):
     Sampling", ACM Transactions on Graphics 2019.
     """
 
-    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
-                 bins: int = 16, bound: float = 4.0, min_mass: float = 1e-3):
+    def __init__(
+        self,
+        mask: Tensor | Sequence[bool],
+        hidden: Sequence[int] = (64, 64),
+        activation: type[nn.Module] = nn.ReLU,
+        zero_init: bool = True,
+        bins: int = 16,
+        bound: float = 4.0,
+        min_mass: float = 1e-3,
+    ):
         bins = check_positive_int(bins, "bins")
         if not bound > 0:
             raise ValueError(f"bound must be positive, got {bound}")
@@ -269,12 +302,15 @@ class PiecewiseLinearCoupling(Coupling):
     def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         logits = h.view(h.shape[0], self.n_transformed, self.bins)
         # written in the normalizing direction: the forward map (base to data) is psi^{-1}
-        return piecewise_linear_coupling(inputs, logits, self.bound, inverse=not inverse,
-                                         min_mass=self.min_mass)
+        return piecewise_linear_coupling(
+            inputs, logits, self.bound, inverse=not inverse, min_mass=self.min_mass
+        )
 
     def extra_repr(self) -> str:
-        return (super().extra_repr()
-                + f", bins={self.bins}, bound={self.bound}, min_mass={self.min_mass}")
+        return (
+            super().extra_repr()
+            + f", bins={self.bins}, bound={self.bound}, min_mass={self.min_mass}"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -289,11 +325,21 @@ COUPLING_KINDS = {
 
 
 def coupling_flow(
-    kind: str, dim: int, n_layers: int, hidden: Sequence[int] = (64, 64),
-    mask: str | Sequence[Tensor] = "half", permutation: str | None = "reverse",
-    actnorm: bool = False, activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
-    scale_bound: float = 3.0, bins: int = 16, bound: float = 4.0, seed: int | None = 0,
-    base: BaseDistribution | None = None, min_mass: float = 1e-3,
+    kind: str,
+    dim: int,
+    n_layers: int,
+    hidden: Sequence[int] = (64, 64),
+    mask: str | Sequence[Tensor] = "half",
+    permutation: str | None = "reverse",
+    actnorm: bool = False,
+    activation: type[nn.Module] = nn.ReLU,
+    zero_init: bool = True,
+    scale_bound: float = 3.0,
+    bins: int = 16,
+    bound: float = 4.0,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+    min_mass: float = 1e-3,
 ) -> Flow:
     """A flow of ``n_layers`` coupling layers with a standard normal base.
 
@@ -333,8 +379,10 @@ def coupling_flow(
         raise ValueError(f"kind must be one of {sorted(COUPLING_KINDS)}, got {kind!r}")
     n_layers = check_positive_int(n_layers, "n_layers")
     if check_positive_int(dim, "dim") < 2:
-        raise ValueError(f"a coupling flow needs dim >= 2 (one part to condition on, one to "
-                         f"transform), got dim={dim}")
+        raise ValueError(
+            f"a coupling flow needs dim >= 2 (one part to condition on, one to "
+            f"transform), got dim={dim}"
+        )
     if permutation not in ("reverse", "random", None):
         raise ValueError(f"permutation must be 'reverse', 'random' or None, got {permutation!r}")
     if isinstance(mask, str):
@@ -351,9 +399,10 @@ def coupling_flow(
         if len(masks) != n_layers:
             raise ValueError(f"got {len(masks)} masks for {n_layers} layers")
     layer_class = COUPLING_KINDS[kind]
-    layer_kwargs = {"affine": {"scale_bound": scale_bound},
-                    "piecewise": {"bins": bins, "bound": bound, "min_mass": min_mass}
-                    }.get(kind, {})
+    layer_kwargs = {
+        "affine": {"scale_bound": scale_bound},
+        "piecewise": {"bins": bins, "bound": bound, "min_mass": min_mass},
+    }.get(kind, {})
     layers: list[Transform] = []
     with seeded(seed):  # nn.Linear initialises from the global state: fork it
         for k in range(n_layers):
@@ -361,8 +410,15 @@ def coupling_flow(
                 layers.append(ReversePermutation(dim))
             elif k > 0 and permutation == "random":
                 layers.append(Permutation.random(dim, seed=None if seed is None else seed + k))
-            layers.append(layer_class(masks[k], hidden=hidden, activation=activation,
-                                      zero_init=zero_init, **layer_kwargs))
+            layers.append(
+                layer_class(
+                    masks[k],
+                    hidden=hidden,
+                    activation=activation,
+                    zero_init=zero_init,
+                    **layer_kwargs,
+                )
+            )
             if actnorm:
                 layers.append(ActNorm(dim))
     if kind == "additive":

@@ -39,11 +39,18 @@ def pixels_to_levels(x: Tensor, levels: int = 256) -> Tensor:
     integers ``0, ..., L - 1`` they encode, in the same dtype."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         got = f"a {x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
-        raise TypeError(f"x must be a floating-point tensor of grey levels in [0, 1], got "
-                        f"{got}; convert it with torch.as_tensor(x, dtype=torch.float32)")
+        raise TypeError(
+            f"x must be a floating-point tensor of grey levels in [0, 1], got "
+            f"{got}; convert it with torch.as_tensor(x, dtype=torch.float32)"
+        )
     levels = check_positive_int(levels, "levels")
-    check_pixel_values(x, "x", 1.0, fix="pixels_to_levels takes grey levels in [0, 1], "
-                       "k / (L - 1); integer pixels need no conversion")
+    check_pixel_values(
+        x,
+        "x",
+        1.0,
+        fix="pixels_to_levels takes grey levels in [0, 1], "
+        "k / (L - 1); integer pixels need no conversion",
+    )
     return torch.round(x * (levels - 1))
 
 
@@ -65,20 +72,33 @@ class VariationalDequantizer(nn.Module):
         seed: as everywhere in the package.
     """
 
-    def __init__(self, event_shape: Sequence[int], levels: int = 256, layers: int = 2,
-                 hidden: int = 16, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        levels: int = 256,
+        layers: int = 2,
+        hidden: int = 16,
+        seed: int | None = 0,
+    ) -> None:
         super().__init__()
         self.event_shape = _image_shape(event_shape)
         self.levels = check_positive_int(levels, "levels")
         layers = check_positive_int(layers, "layers")
         with seeded(seed):
             self.couplings = nn.ModuleList(
-                ConvAffineCoupling(self.event_shape, "checkerboard", parity=k % 2,
-                                   hidden=hidden, context_channels=self.event_shape[0])
-                for k in range(layers))
+                ConvAffineCoupling(
+                    self.event_shape,
+                    "checkerboard",
+                    parity=k % 2,
+                    hidden=hidden,
+                    context_channels=self.event_shape[0],
+                )
+                for k in range(layers)
+            )
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Noise ``u`` (shape of ``x``) for integer pixels ``x`` in ``0..L-1`` and
         ``log q(u | x)``, shape ``(B,)``."""
         x = check_images(x, self.event_shape, "x", module_dtype(self), "the dequantizer")
@@ -93,23 +113,32 @@ class VariationalDequantizer(nn.Module):
         return torch.sigmoid(h), log_q
 
 
-
-def dequantization_nll(flow: Flow, pixels: Tensor, levels: int = 256,
-                       dequantizer: VariationalDequantizer | None = None,
-                       generator: torch.Generator | None = None) -> Tensor:
+def dequantization_nll(
+    flow: Flow,
+    pixels: Tensor,
+    levels: int = 256,
+    dequantizer: VariationalDequantizer | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """The per-image bound ``-log p(y) + log q(u | x)`` in nats, ``y = (x + u) / L``, for
     integer pixels ``x`` of shape ``(B, C, H, W)``: uniform noise without ``dequantizer``
     (``log q = 0``), variational noise with it. Add ``D ln L`` and divide by ``D ln 2``
     (``nfcourse.images.bits_per_dim``) for bits per dimension."""
     if not isinstance(flow, Flow) or len(flow.event_shape) != 3:
-        raise TypeError(f"flow must be an nfcourse.Flow on images (C, H, W) "
-                        f"(nfcourse.flows.glow builds one), got {type(flow).__name__}"
-                        + (f" on samples of shape {flow.event_shape}"
-                           if isinstance(flow, Flow) else ""))
+        raise TypeError(
+            f"flow must be an nfcourse.Flow on images (C, H, W) "
+            f"(nfcourse.flows.glow builds one), got {type(flow).__name__}"
+            + (f" on samples of shape {flow.event_shape}" if isinstance(flow, Flow) else "")
+        )
     levels = check_positive_int(levels, "levels")
     pixels = check_images(pixels, flow.event_shape, "pixels", module_dtype(flow), "the flow")
-    check_pixel_values(pixels, "pixels", levels - 1, integers=True,
-                       fix="convert grey levels in [0, 1] with pixels_to_levels")
+    check_pixel_values(
+        pixels,
+        "pixels",
+        levels - 1,
+        integers=True,
+        fix="convert grey levels in [0, 1] with pixels_to_levels",
+    )
     if dequantizer is None:
         u, log_q = None, pixels.new_zeros(pixels.shape[0])
     else:

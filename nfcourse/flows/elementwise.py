@@ -27,8 +27,9 @@ def _log_cosh(u: Tensor) -> Tensor:
     return a + torch.log1p(torch.exp(-2 * a)) - math.log(2)
 
 
-def sinh_arcsinh(z: Tensor, skew: Tensor, log_tail: Tensor, inverse: bool = False
-                 ) -> tuple[Tensor, Tensor]:
+def sinh_arcsinh(
+    z: Tensor, skew: Tensor, log_tail: Tensor, inverse: bool = False
+) -> tuple[Tensor, Tensor]:
     """The map ``x = sinh(tau (asinh(z) + eps))``, ``tau = exp(log_tail)``, per coordinate.
 
     With ``a = asinh(z)`` and ``u = tau (a + eps) = asinh(x)``,

@@ -22,9 +22,16 @@ from .image import (
 __all__ = ["glow", "flat_image_flow"]
 
 
-def glow(shape: Sequence[int] = (1, 28, 28), levels: int = 2, steps: int = 4,
-         hidden: int = 64, lu: bool = True, scale_bound: float = 3.0,
-         alpha: float = 0.05, seed: int | None = 0) -> Flow:
+def glow(
+    shape: Sequence[int] = (1, 28, 28),
+    levels: int = 2,
+    steps: int = 4,
+    hidden: int = 64,
+    lu: bool = True,
+    scale_bound: float = 3.0,
+    alpha: float = 0.05,
+    seed: int | None = 0,
+) -> Flow:
     """A multi-scale Glow on images with pixels in ``[0, 1]``, an ``nfcourse.Flow`` whose
     ``log_prob`` takes images ``(B, C, H, W)``.
 
@@ -46,10 +53,12 @@ def glow(shape: Sequence[int] = (1, 28, 28), levels: int = 2, steps: int = 4,
     """
     c, h, w = _image_shape(shape, "shape")
     levels, steps = check_positive_int(levels, "levels"), check_positive_int(steps, "steps")
-    if h % 2 ** levels or w % 2 ** levels:
-        raise ValueError(f"{levels} levels halve the height and width {levels} times, so "
-                         f"they must be divisible by {2 ** levels}; got {h} x {w}. Use "
-                         f"fewer levels")
+    if h % 2**levels or w % 2**levels:
+        raise ValueError(
+            f"{levels} levels halve the height and width {levels} times, so "
+            f"they must be divisible by {2**levels}; got {h} x {w}. Use "
+            f"fewer levels"
+        )
     blocks = []
     with seeded(seed):
         for level in range(levels):
@@ -59,18 +68,22 @@ def glow(shape: Sequence[int] = (1, 28, 28), levels: int = 2, steps: int = 4,
             for k in range(steps):
                 layers += [
                     ActNorm2d((c, h, w)),
-                    InvertibleConv1x1((c, h, w), lu=lu,
-                                      seed=None if seed is None else seed + 100 * level + k),
-                    ConvAffineCoupling((c, h, w), "channel", parity=k % 2, hidden=hidden,
-                                       scale_bound=scale_bound)]
+                    InvertibleConv1x1(
+                        (c, h, w), lu=lu, seed=None if seed is None else seed + 100 * level + k
+                    ),
+                    ConvAffineCoupling(
+                        (c, h, w), "channel", parity=k % 2, hidden=hidden, scale_bound=scale_bound
+                    ),
+                ]
             blocks.append(Compose(*reversed(layers)))
             c = c // 2
     multiscale = MultiScale(blocks)
     return Flow(Compose(multiscale, Logit(multiscale.event_shape, alpha)))
 
 
-def flat_image_flow(transform: Transform, shape: Sequence[int] = (1, 28, 28),
-                    alpha: float = 0.05) -> Flow:
+def flat_image_flow(
+    transform: Transform, shape: Sequence[int] = (1, 28, 28), alpha: float = 0.05
+) -> Flow:
     """A flat flow (chapter 5's ``coupling_flow(...).transform``) on images: ``Logit``
     pre-processing, the pixels flattened row by row, then ``transform``."""
     flat = FlatToImage(transform, shape)

@@ -60,8 +60,9 @@ def _image_shape(shape: Sequence[int], name: str = "event_shape") -> tuple[int, 
     """``shape`` as an image shape ``(C, H, W)`` of positive integers."""
     shape = check_shape(shape, name)
     if len(shape) != 3:
-        raise ValueError(f"{name} must be an image shape (C, H, W) of three positive "
-                         f"integers, got {shape}")
+        raise ValueError(
+            f"{name} must be an image shape (C, H, W) of three positive integers, got {shape}"
+        )
     return shape
 
 
@@ -72,6 +73,7 @@ def _zeros(t: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------
 # Squeeze, as pure functions
 # --------------------------------------------------------------------------------------
+
 
 def squeeze(x: Tensor) -> Tensor:
     """Fold every 2 x 2 block of pixels into channels: ``(B, C, H, W) -> (B, 4C, H/2,
@@ -93,6 +95,7 @@ def unsqueeze(x: Tensor) -> Tensor:
 # Image transforms
 # --------------------------------------------------------------------------------------
 
+
 class FlatToImage(Transform):
     """A flat transform of ``R^D`` (chapter 5's coupling flow, say) as an image transform:
     ``x = f(z).view(B, C, H, W)``; the pixels are taken row by row, channel after channel.
@@ -106,13 +109,17 @@ class FlatToImage(Transform):
     def __init__(self, transform: Transform, event_shape: Sequence[int]) -> None:
         shape = _image_shape(event_shape)
         if not isinstance(transform, Transform):
-            raise TypeError(f"transform must be an nfcourse Transform, got "
-                            f"{type(transform).__name__}")
+            raise TypeError(
+                f"transform must be an nfcourse Transform, got {type(transform).__name__}"
+            )
         if transform.dim is not None and transform.dim != math.prod(shape):
-            raise ValueError(f"the transform works in dimension {transform.dim} but images "
-                             f"of shape {shape} hold {math.prod(shape)} pixels")
-        super().__init__(event_shape=shape, latent_shape=(math.prod(shape),),
-                         context_dim=transform.context_dim)
+            raise ValueError(
+                f"the transform works in dimension {transform.dim} but images "
+                f"of shape {shape} hold {math.prod(shape)} pixels"
+            )
+        super().__init__(
+            event_shape=shape, latent_shape=(math.prod(shape),), context_dim=transform.context_dim
+        )
         self.transform = transform
 
     def _forward(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -150,9 +157,11 @@ class Logit(Transform):
         below = x < -edge if edge == 0 else x <= -edge
         if bool((below | (x >= 1 + edge)).any()):
             lo, hi = float(x.detach().min()), float(x.detach().max())
-            raise ValueError(f"x must hold dequantized pixels in [0, 1], got values in "
-                             f"[{lo:.4g}, {hi:.4g}]; divide 8-bit pixels by 256 after adding "
-                             "the noise (nfcourse.images.dequantize)")
+            raise ValueError(
+                f"x must hold dequantized pixels in [0, 1], got values in "
+                f"[{lo:.4g}, {hi:.4g}]; divide 8-bit pixels by 256 after adding "
+                "the noise (nfcourse.images.dequantize)"
+            )
 
     def _log_det(self, s: Tensor) -> Tensor:
         scale = math.log1p(-2 * self.alpha)
@@ -186,8 +195,10 @@ class Squeeze(Transform):
     def __init__(self, event_shape: Sequence[int]) -> None:
         c, h, w = _image_shape(event_shape)
         if h % 2 or w % 2:
-            raise ValueError(f"a squeeze needs an even height and width, got an image of "
-                             f"{h} x {w}; pad or crop it, or factor out fewer levels")
+            raise ValueError(
+                f"a squeeze needs an even height and width, got an image of "
+                f"{h} x {w}; pad or crop it, or factor out fewer levels"
+            )
         super().__init__(event_shape=(c, h, w), latent_shape=(4 * c, h // 2, w // 2))
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,8 +226,7 @@ class InvertibleConv1x1(Transform):
     References: Kingma and Dhariwal 2018.
     """
 
-    def __init__(self, event_shape: Sequence[int], lu: bool = True,
-                 seed: int | None = 0) -> None:
+    def __init__(self, event_shape: Sequence[int], lu: bool = True, seed: int | None = 0) -> None:
         super().__init__(event_shape=_image_shape(event_shape))
         c = self.event_shape[0]
         w = torch.linalg.qr(torch.randn(c, c, generator=_generator(seed)))[0]
@@ -267,16 +277,20 @@ def _soft_clamp(h: Tensor, bound: float) -> Tensor:
     return bound * torch.tanh(h / bound)
 
 
-def conv_conditioner(in_channels: int, out_channels: int, hidden: int = 64,
-                     zero_last: bool = True) -> nn.Sequential:
+def conv_conditioner(
+    in_channels: int, out_channels: int, hidden: int = 64, zero_last: bool = True
+) -> nn.Sequential:
     """Glow's conditioner: a 3 x 3 convolution, ReLU, a 1 x 1 convolution, ReLU and a
     3 x 3 convolution (started at zero with ``zero_last``, so the coupling starts as the
     identity). Zero padding keeps the height and width."""
     hidden = check_positive_int(hidden, "hidden")
     net = nn.Sequential(
-        nn.Conv2d(in_channels, hidden, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-        nn.Conv2d(hidden, out_channels, 3, padding=1))
+        nn.Conv2d(in_channels, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, out_channels, 3, padding=1),
+    )
     if zero_last:
         nn.init.zeros_(net[-1].weight)
         nn.init.zeros_(net[-1].bias)
@@ -307,9 +321,16 @@ class ConvAffineCoupling(Transform):
         zero_init: start as the identity.
     """
 
-    def __init__(self, event_shape: Sequence[int], mask: str = "channel", parity: int = 0,
-                 hidden: int = 64, scale_bound: float = 3.0, context_channels: int = 0,
-                 zero_init: bool = True) -> None:
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        mask: str = "channel",
+        parity: int = 0,
+        hidden: int = 64,
+        scale_bound: float = 3.0,
+        context_channels: int = 0,
+        zero_init: bool = True,
+    ) -> None:
         super().__init__(event_shape=_image_shape(event_shape))
         c, h, w = self.event_shape
         if parity not in (0, 1):
@@ -318,8 +339,10 @@ class ConvAffineCoupling(Transform):
             raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
         if mask == "channel":
             if c < 2:
-                raise ValueError(f"a channel mask needs at least 2 channels, got shape "
-                                 f"{self.event_shape}; use mask='checkerboard' or squeeze first")
+                raise ValueError(
+                    f"a channel mask needs at least 2 channels, got shape "
+                    f"{self.event_shape}; use mask='checkerboard' or squeeze first"
+                )
             first = torch.arange(c) < c // 2
             transformed = first if parity else ~first
             self.register_buffer("trans_channels", transformed.nonzero().flatten())
@@ -334,8 +357,7 @@ class ConvAffineCoupling(Transform):
         self.mask, self.parity = mask, parity
         self.scale_bound = float(scale_bound)
         self.context_channels = int(context_channels)
-        self.conditioner = conv_conditioner(n_in + self.context_channels, n_out, hidden,
-                                            zero_init)
+        self.conditioner = conv_conditioner(n_in + self.context_channels, n_out, hidden, zero_init)
 
     def _net(self, cond: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.context_channels:
@@ -343,8 +365,9 @@ class ConvAffineCoupling(Transform):
         raw, shift = self.conditioner(cond).chunk(2, dim=1)
         return _soft_clamp(raw, self.scale_bound), shift
 
-    def couple(self, z: Tensor, inverse: bool = False, context: Tensor | None = None
-               ) -> tuple[Tensor, Tensor]:
+    def couple(
+        self, z: Tensor, inverse: bool = False, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """The layer (``inverse=False``: base to data) with an optional conditioner input
         ``context`` of shape ``(B, context_channels, H, W)``; no input checks."""
         if self.mask == "channel":
@@ -392,23 +415,35 @@ class MultiScale(Transform):
         if not blocks:
             raise ValueError("MultiScale needs at least one block")
         for k, block in enumerate(blocks):
-            if not isinstance(block, Transform) or block.event_shape is None \
-                    or len(block.event_shape) != 3 or len(block.latent_shape) != 3:
-                raise TypeError(f"block {k} must be a Transform of images with an "
-                                f"image-shaped base side, got {type(block).__name__}")
+            if (
+                not isinstance(block, Transform)
+                or block.event_shape is None
+                or len(block.event_shape) != 3
+                or len(block.latent_shape) != 3
+            ):
+                raise TypeError(
+                    f"block {k} must be a Transform of images with an "
+                    f"image-shaped base side, got {type(block).__name__}"
+                )
             if block.context_dim:
-                raise ValueError(f"block {k} is conditional (context_dim="
-                                 f"{block.context_dim}); MultiScale takes no context")
+                raise ValueError(
+                    f"block {k} is conditional (context_dim="
+                    f"{block.context_dim}); MultiScale takes no context"
+                )
         sizes = []
         for k in range(len(blocks) - 1):
             c, h, w = blocks[k].latent_shape
             if c % 2:
-                raise ValueError(f"block {k} outputs {c} channels; half of them are "
-                                 "factored out, so the count must be even")
+                raise ValueError(
+                    f"block {k} outputs {c} channels; half of them are "
+                    "factored out, so the count must be even"
+                )
             if blocks[k + 1].event_shape != (c // 2, h, w):
-                raise ValueError(f"block {k + 1} takes images of shape "
-                                 f"{blocks[k + 1].event_shape}, but block {k} passes on "
-                                 f"{(c // 2, h, w)} (half of its {c} channels)")
+                raise ValueError(
+                    f"block {k + 1} takes images of shape "
+                    f"{blocks[k + 1].event_shape}, but block {k} passes on "
+                    f"{(c // 2, h, w)} (half of its {c} channels)"
+                )
             sizes.append(c // 2 * h * w)
         sizes.append(math.prod(blocks[-1].latent_shape))
         shape = blocks[0].event_shape

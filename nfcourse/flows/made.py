@@ -84,8 +84,9 @@ def made_degrees(order: Tensor, hidden: Sequence[int], low: int = 1) -> list[Ten
     return [order + 1] + [hidden_degrees(h, dim, low) for h in hidden]
 
 
-def made_masks(in_degrees: Tensor, hidden_degrees: Sequence[Tensor],
-               out_degrees: Tensor | None = None) -> list[Tensor]:
+def made_masks(
+    in_degrees: Tensor, hidden_degrees: Sequence[Tensor], out_degrees: Tensor | None = None
+) -> list[Tensor]:
     """The binary masks of a MADE from its degrees.
 
     Args:
@@ -148,9 +149,15 @@ class MADE(nn.Module):
 
     order: Tensor
 
-    def __init__(self, dim: int, hidden: Sequence[int], params_per_dim: int,
-                 order: Tensor | Sequence[int] | None = None,
-                 context_dim: int = 0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int],
+        params_per_dim: int,
+        order: Tensor | Sequence[int] | None = None,
+        context_dim: int = 0,
+        seed: int | None = None,
+    ) -> None:
         super().__init__()
         dim = check_positive_int(dim, "dim")
         params_per_dim = check_positive_int(params_per_dim, "params_per_dim")
@@ -166,9 +173,7 @@ class MADE(nn.Module):
                 f"hidden must be a sequence of layer widths such as (64, 64), got {hidden!r}"
             ) from None
         if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(
-                f"hidden must list at least one positive layer width, got {hidden}"
-            )
+            raise ValueError(f"hidden must list at least one positive layer width, got {hidden}")
         self.dim = dim
         self.hidden = hidden
         self.params_per_dim = params_per_dim
@@ -206,8 +211,7 @@ class MADE(nn.Module):
                     f"this MADE was built with context_dim={self.context_dim}; pass "
                     f"context of shape (B, {self.context_dim})"
                 )
-            context = check_batch(context, self.context_dim, "context", dtype=dtype,
-                                  owner="MADE")
+            context = check_batch(context, self.context_dim, "context", dtype=dtype, owner="MADE")
             if context.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"context has {context.shape[0]} rows but x has {x.shape[0]}; pass one "
@@ -221,5 +225,7 @@ class MADE(nn.Module):
         return self._net(x, context)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, hidden={self.hidden}, params_per_dim={self.params_per_dim}, "
-                f"context_dim={self.context_dim}, order={self.order.tolist()}")
+        return (
+            f"dim={self.dim}, hidden={self.hidden}, params_per_dim={self.params_per_dim}, "
+            f"context_dim={self.context_dim}, order={self.order.tolist()}"
+        )

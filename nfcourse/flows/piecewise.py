@@ -117,7 +117,11 @@ def _check_domain(inputs: Tensor, name: str) -> None:
 
 
 def piecewise_linear(
-    inputs: Tensor, logits: Tensor, inverse: bool = False, *, strict: bool = False,
+    inputs: Tensor,
+    logits: Tensor,
+    inverse: bool = False,
+    *,
+    strict: bool = False,
     min_mass: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Monotone piecewise-linear map of [0, 1] with K equal bins (Muller et al. 2019).
@@ -156,8 +160,9 @@ def piecewise_linear(
     return _piecewise_linear(inputs, logits, inverse, min_mass)
 
 
-def _piecewise_linear(inputs: Tensor, logits: Tensor, inverse: bool, min_mass: float
-                      ) -> tuple[Tensor, Tensor]:
+def _piecewise_linear(
+    inputs: Tensor, logits: Tensor, inverse: bool, min_mass: float
+) -> tuple[Tensor, Tensor]:
     """``piecewise_linear`` without the argument checks (the layers check on entry)."""
     num_bins = logits.shape[-1]
     logits = logits.expand(*inputs.shape, num_bins)
@@ -176,8 +181,9 @@ def _piecewise_linear(inputs: Tensor, logits: Tensor, inverse: bool, min_mass: f
         k = torch.searchsorted(cumulative, clamped.unsqueeze(-1), right=True)
         k = k.clamp_max(num_bins - 1)
     k_ = k.squeeze(-1)
-    left = torch.where(k_ == 0, 0.0,
-                       torch.gather(cumulative, -1, (k - 1).clamp_min(0)).squeeze(-1))
+    left = torch.where(
+        k_ == 0, 0.0, torch.gather(cumulative, -1, (k - 1).clamp_min(0)).squeeze(-1)
+    )
     right = torch.where(k_ == num_bins - 1, 1.0, torch.gather(cumulative, -1, k).squeeze(-1))
     mass = torch.gather(masses, -1, k).squeeze(-1)
     log_slope = math.log(num_bins) + torch.gather(log_masses, -1, k).squeeze(-1)
@@ -188,8 +194,11 @@ def _piecewise_linear(inputs: Tensor, logits: Tensor, inverse: bool, min_mass: f
     else:
         alpha = (clamped - left) / mass
         raw = (k.squeeze(-1).to(inputs.dtype) + alpha) / num_bins
-        exact = torch.where(clamped == 1, torch.ones_like(raw),
-                            (k.squeeze(-1).to(inputs.dtype) + alpha.clamp(0, 1)) / num_bins)
+        exact = torch.where(
+            clamped == 1,
+            torch.ones_like(raw),
+            (k.squeeze(-1).to(inputs.dtype) + alpha.clamp(0, 1)) / num_bins,
+        )
         log_abs_det = -log_slope
     # Rounding can push a value a hair past its bin's image; the value is clamped back
     # (which keeps the map monotone and g(1) = 1 exact) while the gradient stays that of
@@ -223,8 +232,15 @@ class PiecewiseLinear(Transform):
         Muller et al. 2019, "Neural Importance Sampling".
     """
 
-    def __init__(self, dim: int, num_bins: int, init_scale: float = 0.0, strict: bool = False,
-                 min_mass: float = 0.0, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_bins: int,
+        init_scale: float = 0.0,
+        strict: bool = False,
+        min_mass: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(dim)
         num_bins = check_positive_int(num_bins, "num_bins")
         if init_scale < 0:
@@ -249,5 +265,7 @@ class PiecewiseLinear(Transform):
         return _piecewise_linear(x, self.logits, True, self.min_mass)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, num_bins={self.num_bins}, strict={self.strict}, "
-                f"min_mass={self.min_mass}")
+        return (
+            f"dim={self.dim}, num_bins={self.num_bins}, strict={self.strict}, "
+            f"min_mass={self.min_mass}"
+        )

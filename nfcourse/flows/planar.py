@@ -133,8 +133,11 @@ def solve_planar_projection(
         g = alpha + m * t - y
         # converged, or the bracket is as narrow as the floating-point numbers allow (the
         # residual of huge parameters cannot go below their rounding error)
-        done = ((g.abs() <= threshold) | hopeless
-                | ((hi - lo) <= resolution * (alpha.abs() + m.abs() + 1.0)))
+        done = (
+            (g.abs() <= threshold)
+            | hopeless
+            | ((hi - lo) <= resolution * (alpha.abs() + m.abs() + 1.0))
+        )
         if bool(done.all()):
             return alpha
         if iteration == max_iter:
@@ -143,8 +146,11 @@ def solve_planar_projection(
         lo = torch.where(g < 0, alpha, lo)
         newton_step = g / (1.0 + m * (1.0 - t**2))
         newton = alpha - newton_step
-        use_newton = ((newton > lo) & (newton < hi)  # False for inf and NaN as well
-                      & (2.0 * newton_step.abs() <= step_before_last.abs()))
+        use_newton = (
+            (newton > lo)
+            & (newton < hi)  # False for inf and NaN as well
+            & (2.0 * newton_step.abs() <= step_before_last.abs())
+        )
         step_before_last = step_last
         step_last = torch.where(use_newton, newton_step, 0.5 * (hi - lo))
         alpha = torch.where(done, alpha, torch.where(use_newton, newton, 0.5 * (lo + hi)))
@@ -160,7 +166,11 @@ def solve_planar_projection(
 
 
 def planar_inverse(
-    x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, tol: float | None = None,
+    x: Tensor,
+    u_hat: Tensor,
+    w: Tensor,
+    b: Tensor,
+    tol: float | None = None,
     max_iter: int = 100,
 ) -> tuple[Tensor, Tensor]:
     """The inverse map ``z = f^{-1}(x)`` and ``log |det J_{f^{-1}}(x)| = -log |det J_f(z)|``,
@@ -188,8 +198,9 @@ def planar_inverse(
     return _planar_inverse(x, u_hat, w, b, m, tol, max_iter)
 
 
-def _planar_inverse(x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, m: Tensor,
-                    tol: float | None, max_iter: int) -> tuple[Tensor, Tensor]:
+def _planar_inverse(
+    x: Tensor, u_hat: Tensor, w: Tensor, b: Tensor, m: Tensor, tol: float | None, max_iter: int
+) -> tuple[Tensor, Tensor]:
     y = _dot(x, w)
     alpha0 = solve_planar_projection(y, m, b, tol=tol, max_iter=max_iter)
     t0 = torch.tanh(alpha0 + b)
@@ -226,9 +237,15 @@ class PlanarFlow(Transform):
     Reference: Rezende and Mohamed, "Variational inference with normalizing flows", 2015.
     """
 
-    def __init__(self, dim: int, init_scale: float = 0.01, constrained: bool = True,
-                 tol: float | None = None, max_iter: int = 100,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        dim: int,
+        init_scale: float = 0.01,
+        constrained: bool = True,
+        tol: float | None = None,
+        max_iter: int = 100,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__(dim)
         max_iter = check_positive_int(max_iter, "max_iter")
         w = torch.randn(dim, generator=generator)
@@ -251,11 +268,11 @@ class PlanarFlow(Transform):
 
     def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.constrained:  # the constrained u_hat is invertible by construction
-            return planar_inverse(x, self.u_hat, self.w, self.b, tol=self.tol,
-                                  max_iter=self.max_iter)
+            return planar_inverse(
+                x, self.u_hat, self.w, self.b, tol=self.tol, max_iter=self.max_iter
+            )
         u_hat = self.u_hat
-        return _planar_inverse(x, u_hat, self.w, self.b, self.w @ u_hat, self.tol,
-                               self.max_iter)
+        return _planar_inverse(x, u_hat, self.w, self.b, self.w @ u_hat, self.tol, self.max_iter)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, constrained={self.constrained}"

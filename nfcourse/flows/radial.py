@@ -90,8 +90,9 @@ class RadialFlow(Transform):
     Reference: Rezende and Mohamed, "Variational inference with normalizing flows", 2015.
     """
 
-    def __init__(self, dim: int, init_scale: float = 1.0,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, dim: int, init_scale: float = 1.0, generator: torch.Generator | None = None
+    ):
         super().__init__(dim)
         self.z0 = nn.Parameter(init_scale * torch.randn(dim, generator=generator))
         self.raw_alpha = nn.Parameter(torch.zeros(()))

@@ -65,59 +65,93 @@ __all__ = [
 ]
 
 
-def _check_spline_options(bins: object, bound: object, min_bin_width: object,
-                          min_bin_height: object, min_derivative: object) -> None:
+def _check_spline_options(
+    bins: object,
+    bound: object,
+    min_bin_width: object,
+    min_bin_height: object,
+    min_derivative: object,
+) -> None:
     check_positive_int(bins, "bins", "the number K of spline bins, for example 8")
-    if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not bound > 0 \
-            or not math.isfinite(bound):
-        raise ValueError(f"bound must be a positive finite number (the half-width B of the "
-                         f"box [-B, B]), got {bound!r}; pass for example bound=5.0")
+    if (
+        not isinstance(bound, (int, float))
+        or isinstance(bound, bool)
+        or not bound > 0
+        or not math.isfinite(bound)
+    ):
+        raise ValueError(
+            f"bound must be a positive finite number (the half-width B of the "
+            f"box [-B, B]), got {bound!r}; pass for example bound=5.0"
+        )
     for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
         if not isinstance(value, (int, float)) or not 0 <= value < 1 / bins:
-            raise ValueError(f"{name} must be a number in [0, 1/bins) = [0, {1 / bins:.4g}) "
-                             f"(a fraction of the box), got {value!r}; pass for example "
-                             f"{name}=1e-3")
+            raise ValueError(
+                f"{name} must be a number in [0, 1/bins) = [0, {1 / bins:.4g}) "
+                f"(a fraction of the box), got {value!r}; pass for example "
+                f"{name}=1e-3"
+            )
     if not isinstance(min_derivative, (int, float)) or not 0 <= min_derivative < 1:
-        raise ValueError(f"min_derivative must be a number in [0, 1), got {min_derivative!r}; "
-                         "pass for example min_derivative=1e-3")
+        raise ValueError(
+            f"min_derivative must be a number in [0, 1), got {min_derivative!r}; "
+            "pass for example min_derivative=1e-3"
+        )
 
 
-def _check_spline_tensors(inputs: Tensor | None, widths: Tensor, heights: Tensor,
-                          derivatives: Tensor) -> None:
-    named = (("unnormalized_widths", widths), ("unnormalized_heights", heights),
-             ("unnormalized_derivatives", derivatives))
+def _check_spline_tensors(
+    inputs: Tensor | None, widths: Tensor, heights: Tensor, derivatives: Tensor
+) -> None:
+    named = (
+        ("unnormalized_widths", widths),
+        ("unnormalized_heights", heights),
+        ("unnormalized_derivatives", derivatives),
+    )
     if inputs is not None:
         named = (("inputs", inputs),) + named
     for name, t in named:
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; "
-                            f"convert it with torch.as_tensor({name}, dtype=torch.float64)")
+            raise TypeError(
+                f"{name} must be a torch.Tensor, got {type(t).__name__}; "
+                f"convert it with torch.as_tensor({name}, dtype=torch.float64)"
+            )
         check_dtype(t, named[0][1].dtype, name, owner=named[0][0])
         if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} contains non-finite values (NaN or inf); splines need "
-                             "finite inputs and parameters")
+            raise ValueError(
+                f"{name} contains non-finite values (NaN or inf); splines need "
+                "finite inputs and parameters"
+            )
     if widths.dim() == 0 or widths.shape[-1] < 1:
-        raise ValueError(f"unnormalized_widths must have shape (..., K) with K >= 1 bins, "
-                         f"got {tuple(widths.shape)}")
+        raise ValueError(
+            f"unnormalized_widths must have shape (..., K) with K >= 1 bins, "
+            f"got {tuple(widths.shape)}"
+        )
     bins = widths.shape[-1]
     batch = widths.shape[:-1]
-    for name, t, last in (("unnormalized_heights", heights, bins),
-                          ("unnormalized_derivatives", derivatives, bins - 1)):
+    for name, t, last in (
+        ("unnormalized_heights", heights, bins),
+        ("unnormalized_derivatives", derivatives, bins - 1),
+    ):
         if tuple(t.shape) != tuple(batch) + (last,):
             raise ValueError(
                 f"{name} must have shape {tuple(batch) + (last,)} (the widths have shape "
                 f"{tuple(widths.shape)}: K = {bins} bins, so K heights and K - 1 interior "
-                f"derivatives), got {tuple(t.shape)}")
+                f"derivatives), got {tuple(t.shape)}"
+            )
     if inputs is not None and tuple(inputs.shape) != tuple(batch):
-        raise ValueError(f"inputs must have shape {tuple(batch)}, the shape of the parameters "
-                         f"without their last axis, got {tuple(inputs.shape)}; one spline "
-                         "per input, so expand the parameters to the inputs' shape")
+        raise ValueError(
+            f"inputs must have shape {tuple(batch)}, the shape of the parameters "
+            f"without their last axis, got {tuple(inputs.shape)}; one spline "
+            "per input, so expand the parameters to the inputs' shape"
+        )
 
 
 def spline_parameters(
-    unnormalized_widths: Tensor, unnormalized_heights: Tensor,
-    unnormalized_derivatives: Tensor, bound: float = 5.0, min_bin_width: float = 1e-3,
-    min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    bound: float = 5.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Knots and derivatives from unconstrained numbers.
 
@@ -129,19 +163,31 @@ def spline_parameters(
         ``(knot_x, knot_y, derivatives)``, each ``(..., K + 1)``: the knot positions from
         ``-B`` to ``B`` and the derivative at every knot (1 at the two ends).
     """
-    _check_spline_tensors(None, unnormalized_widths, unnormalized_heights,
-                          unnormalized_derivatives)
-    _check_spline_options(unnormalized_widths.shape[-1], bound, min_bin_width,
-                          min_bin_height, min_derivative)
-    return _spline_parameters(unnormalized_widths, unnormalized_heights,
-                              unnormalized_derivatives, bound, min_bin_width,
-                              min_bin_height, min_derivative)
+    _check_spline_tensors(
+        None, unnormalized_widths, unnormalized_heights, unnormalized_derivatives
+    )
+    _check_spline_options(
+        unnormalized_widths.shape[-1], bound, min_bin_width, min_bin_height, min_derivative
+    )
+    return _spline_parameters(
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        bound,
+        min_bin_width,
+        min_bin_height,
+        min_derivative,
+    )
 
 
 def _spline_parameters(
-    unnormalized_widths: Tensor, unnormalized_heights: Tensor,
-    unnormalized_derivatives: Tensor, bound: float, min_bin_width: float,
-    min_bin_height: float, min_derivative: float,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    bound: float,
+    min_bin_width: float,
+    min_bin_height: float,
+    min_derivative: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     bins = unnormalized_widths.shape[-1]
 
@@ -161,8 +207,11 @@ def _spline_parameters(
     offset = math.log(math.expm1(1 - min_derivative))
     interior = min_derivative + F.softplus(unnormalized_derivatives + offset)
     derivatives = F.pad(interior, (1, 1), value=1.0)
-    return (knots(unnormalized_widths, min_bin_width),
-            knots(unnormalized_heights, min_bin_height), derivatives)
+    return (
+        knots(unnormalized_widths, min_bin_width),
+        knots(unnormalized_heights, min_bin_height),
+        derivatives,
+    )
 
 
 def _gather(t: Tensor, idx: Tensor) -> Tensor:
@@ -170,9 +219,15 @@ def _gather(t: Tensor, idx: Tensor) -> Tensor:
 
 
 def rational_quadratic_spline(
-    inputs: Tensor, unnormalized_widths: Tensor, unnormalized_heights: Tensor,
-    unnormalized_derivatives: Tensor, inverse: bool = False, bound: float = 5.0,
-    min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    inverse: bool = False,
+    bound: float = 5.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
 ) -> tuple[Tensor, Tensor]:
     """The monotone rational-quadratic spline on ``[-B, B]``, the identity outside.
 
@@ -188,23 +243,45 @@ def rational_quadratic_spline(
         inverse), both of shape ``S``; zero log-det outside the box. A knot belongs to the
         bin on its right (``B`` itself to the last bin).
     """
-    _check_spline_tensors(inputs, unnormalized_widths, unnormalized_heights,
-                          unnormalized_derivatives)
-    _check_spline_options(unnormalized_widths.shape[-1], bound, min_bin_width,
-                          min_bin_height, min_derivative)
+    _check_spline_tensors(
+        inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives
+    )
+    _check_spline_options(
+        unnormalized_widths.shape[-1], bound, min_bin_width, min_bin_height, min_derivative
+    )
     return _rational_quadratic_spline(
-        inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives,
-        inverse, bound, min_bin_width, min_bin_height, min_derivative)
+        inputs,
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        inverse,
+        bound,
+        min_bin_width,
+        min_bin_height,
+        min_derivative,
+    )
 
 
 def _rational_quadratic_spline(
-    inputs: Tensor, unnormalized_widths: Tensor, unnormalized_heights: Tensor,
-    unnormalized_derivatives: Tensor, inverse: bool, bound: float, min_bin_width: float,
-    min_bin_height: float, min_derivative: float,
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    inverse: bool,
+    bound: float,
+    min_bin_width: float,
+    min_bin_height: float,
+    min_derivative: float,
 ) -> tuple[Tensor, Tensor]:
     knot_x, knot_y, deriv = _spline_parameters(
-        unnormalized_widths, unnormalized_heights, unnormalized_derivatives, bound,
-        min_bin_width, min_bin_height, min_derivative)
+        unnormalized_widths,
+        unnormalized_heights,
+        unnormalized_derivatives,
+        bound,
+        min_bin_width,
+        min_bin_height,
+        min_derivative,
+    )
     inside = (inputs >= -bound) & (inputs <= bound)
     # computed on clamped inputs so that the tails give no NaN, not even in gradients
     y_in = inputs.clamp(-bound, bound)
@@ -235,14 +312,17 @@ def _rational_quadratic_spline(
         correction = torch.zeros_like(xi)
         for _ in range(NEWTON_STEPS):
             correction = correction + _newton_correction(
-                (xi + correction).detach(), y_in - y_k, h, s, d_k, d_k1)
+                (xi + correction).detach(), y_in - y_k, h, s, d_k, d_k1
+            )
         xi = xi + correction
         t = xi * (1 - xi)
         denom = s + (d_k1 + d_k - 2 * s) * t
         out = x_k + xi * w
-    log_deriv = (2 * torch.log(s)
-                 + torch.log(d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) ** 2)
-                 - 2 * torch.log(denom))
+    log_deriv = (
+        2 * torch.log(s)
+        + torch.log(d_k1 * xi * xi + 2 * s * t + d_k * (1 - xi) ** 2)
+        - 2 * torch.log(denom)
+    )
     if inverse:
         log_deriv = -log_deriv
     out = torch.where(inside, out, inputs)
@@ -254,8 +334,9 @@ NEWTON_STEPS = 4
 
 
 @torch.no_grad()
-def _newton_correction(xi: Tensor, dy: Tensor, h: Tensor, s: Tensor, d_k: Tensor,
-                       d_k1: Tensor) -> Tensor:
+def _newton_correction(
+    xi: Tensor, dy: Tensor, h: Tensor, s: Tensor, d_k: Tensor, d_k1: Tensor
+) -> Tensor:
     def residual(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         t = v * (1 - v)
         denom = s + (d_k1 + d_k - 2 * s) * t
@@ -272,6 +353,7 @@ def _newton_correction(xi: Tensor, dy: Tensor, h: Tensor, s: Tensor, d_k: Tensor
 # Layers
 # --------------------------------------------------------------------------------------
 
+
 class _SplineOptions:
     bins: int
     bound: float
@@ -279,8 +361,14 @@ class _SplineOptions:
     min_bin_height: float
     min_derivative: float
 
-    def _set_options(self, bins: int, bound: float, min_bin_width: float,
-                     min_bin_height: float, min_derivative: float) -> None:
+    def _set_options(
+        self,
+        bins: int,
+        bound: float,
+        min_bin_width: float,
+        min_bin_height: float,
+        min_derivative: float,
+    ) -> None:
         _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.bins, self.bound = bins, float(bound)
         self.min_bin_width = float(min_bin_width)
@@ -291,12 +379,22 @@ class _SplineOptions:
         """``h`` of shape ``inputs.shape + (3K - 1,)``: widths, heights, derivatives."""
         k = self.bins
         return _rational_quadratic_spline(
-            inputs, h[..., :k], h[..., k:2 * k], h[..., 2 * k:], inverse, self.bound,
-            self.min_bin_width, self.min_bin_height, self.min_derivative)
+            inputs,
+            h[..., :k],
+            h[..., k : 2 * k],
+            h[..., 2 * k :],
+            inverse,
+            self.bound,
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+        )
 
     def _options_repr(self) -> str:
-        return (f"bins={self.bins}, bound={self.bound}, min_bin_width={self.min_bin_width}, "
-                f"min_bin_height={self.min_bin_height}, min_derivative={self.min_derivative}")
+        return (
+            f"bins={self.bins}, bound={self.bound}, min_bin_width={self.min_bin_width}, "
+            f"min_bin_height={self.min_bin_height}, min_derivative={self.min_derivative}"
+        )
 
 
 class RationalQuadraticSpline(_SplineOptions, Transform):
@@ -313,9 +411,15 @@ class RationalQuadraticSpline(_SplineOptions, Transform):
     ``unnormalized_derivatives`` (``(D, K - 1)``) start at zero: the identity.
     """
 
-    def __init__(self, dim: int, bins: int = 8, bound: float = 5.0,
-                 min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
-                 min_derivative: float = 1e-3):
+    def __init__(
+        self,
+        dim: int,
+        bins: int = 8,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ):
         Transform.__init__(self, dim)
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.unnormalized_widths = nn.Parameter(torch.zeros(dim, bins))
@@ -325,11 +429,16 @@ class RationalQuadraticSpline(_SplineOptions, Transform):
     def _run(self, inputs: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = inputs.shape + (-1,)
         out, log_deriv = _rational_quadratic_spline(
-            inputs, self.unnormalized_widths.expand(shape[:-1] + (self.bins,)),
+            inputs,
+            self.unnormalized_widths.expand(shape[:-1] + (self.bins,)),
             self.unnormalized_heights.expand(shape[:-1] + (self.bins,)),
             self.unnormalized_derivatives.expand(shape[:-1] + (self.bins - 1,)),
-            inverse, self.bound, self.min_bin_width, self.min_bin_height,
-            self.min_derivative)
+            inverse,
+            self.bound,
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+        )
         return out, log_deriv.sum(dim=1)
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
@@ -358,10 +467,18 @@ class RationalQuadraticCoupling(_SplineOptions, Coupling):
     NeurIPS 2019.
     """
 
-    def __init__(self, mask: Tensor | Sequence[bool], hidden: Sequence[int] = (64, 64),
-                 activation: type[nn.Module] = nn.ReLU, zero_init: bool = True,
-                 bins: int = 8, bound: float = 5.0, min_bin_width: float = 1e-3,
-                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3):
+    def __init__(
+        self,
+        mask: Tensor | Sequence[bool],
+        hidden: Sequence[int] = (64, 64),
+        activation: type[nn.Module] = nn.ReLU,
+        zero_init: bool = True,
+        bins: int = 8,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ):
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.params_per_coordinate = 3 * bins - 1
         Coupling.__init__(self, mask, hidden, activation, zero_init)
@@ -397,15 +514,22 @@ class RationalQuadraticAutoregressive(_SplineOptions, Autoregressive):
     Density Estimation", NeurIPS 2017.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64),
-                 order: Tensor | Sequence[int] | None = None, bins: int = 8,
-                 bound: float = 5.0, min_bin_width: float = 1e-3,
-                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
-                 seed: int | None = None, context_dim: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64),
+        order: Tensor | Sequence[int] | None = None,
+        bins: int = 8,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+        seed: int | None = None,
+        context_dim: int = 0,
+    ):
         dim = check_positive_int(dim, "dim")
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        made = MADE(dim, hidden, 3 * bins - 1, order=order, context_dim=context_dim,
-                    seed=seed)
+        made = MADE(dim, hidden, 3 * bins - 1, order=order, context_dim=context_dim, seed=seed)
         Autoregressive.__init__(self, made, 3 * bins - 1, direction="maf")
 
     def _params_meaning(self) -> str:
@@ -441,15 +565,22 @@ SPLINE_DEFAULTS = {
 
 
 def spline_flow(
-    dim: int, n_layers: int = SPLINE_DEFAULTS["n_layers"],
-    hidden: Sequence[int] = SPLINE_DEFAULTS["hidden"], bins: int = SPLINE_DEFAULTS["bins"],
+    dim: int,
+    n_layers: int = SPLINE_DEFAULTS["n_layers"],
+    hidden: Sequence[int] = SPLINE_DEFAULTS["hidden"],
+    bins: int = SPLINE_DEFAULTS["bins"],
     bound: float = SPLINE_DEFAULTS["bound"],
     standardize: bool = SPLINE_DEFAULTS["standardize"],
-    tails: bool = SPLINE_DEFAULTS["tails"], layer: str = SPLINE_DEFAULTS["layer"],
+    tails: bool = SPLINE_DEFAULTS["tails"],
+    layer: str = SPLINE_DEFAULTS["layer"],
     permutation: str = "reverse",
-    activation: type[nn.Module] = nn.ReLU, min_bin_width: float = 1e-3,
-    min_bin_height: float = 1e-3, min_derivative: float = 1e-3, seed: int | None = 0,
-    base: BaseDistribution | None = None, context_dim: int = 0,
+    activation: type[nn.Module] = nn.ReLU,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
+    seed: int | None = 0,
+    base: BaseDistribution | None = None,
+    context_dim: int = 0,
 ) -> Flow:
     """A neural spline flow with a standard normal base, the course's recommended density
     estimator for low-dimensional data.
@@ -489,13 +620,20 @@ def spline_flow(
     if layer not in ("coupling", "autoregressive"):
         raise ValueError(f"layer must be 'coupling' or 'autoregressive', got {layer!r}")
     if context_dim and layer != "autoregressive":
-        raise ValueError(f"context_dim={context_dim} needs layer='autoregressive': the "
-                         "spline couplings take no context")
+        raise ValueError(
+            f"context_dim={context_dim} needs layer='autoregressive': the "
+            "spline couplings take no context"
+        )
     if permutation not in ("reverse", "random"):
         raise ValueError(f"permutation must be 'reverse' or 'random', got {permutation!r}")
     _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-    options = {"bins": bins, "bound": bound, "min_bin_width": min_bin_width,
-               "min_bin_height": min_bin_height, "min_derivative": min_derivative}
+    options = {
+        "bins": bins,
+        "bound": bound,
+        "min_bin_width": min_bin_width,
+        "min_bin_height": min_bin_height,
+        "min_derivative": min_derivative,
+    }
     layers: list[Transform] = []
     with seeded(seed):
         for k in range(n_layers):
@@ -503,14 +641,19 @@ def spline_flow(
                 layers.append(RationalQuadraticSpline(1, **options))
                 continue
             if k > 0 and dim > 1:
-                layers.append(ReversePermutation(dim) if permutation == "reverse" else
-                              Permutation.random(dim, seed=None if seed is None else seed + k))
+                layers.append(
+                    ReversePermutation(dim)
+                    if permutation == "reverse"
+                    else Permutation.random(dim, seed=None if seed is None else seed + k)
+                )
             if layer == "coupling":
-                layers.append(RationalQuadraticCoupling(
-                    half_mask(dim), hidden=hidden, activation=activation, **options))
+                layers.append(
+                    RationalQuadraticCoupling(
+                        half_mask(dim), hidden=hidden, activation=activation, **options
+                    )
+                )
             else:
-                layers.append(_autoregressive_layer(dim, hidden, activation, options,
-                                                    context_dim))
+                layers.append(_autoregressive_layer(dim, hidden, activation, options, context_dim))
         if tails:
             layers.append(SinhArcsinh(dim))
         if standardize:
@@ -519,11 +662,17 @@ def spline_flow(
     return Flow(layers, base=base)
 
 
-def _autoregressive_layer(dim: int, hidden: Sequence[int], activation: type[nn.Module],
-                          options: dict, context_dim: int = 0) -> Transform:
+def _autoregressive_layer(
+    dim: int,
+    hidden: Sequence[int],
+    activation: type[nn.Module],
+    options: dict,
+    context_dim: int = 0,
+) -> Transform:
     if activation is not nn.ReLU:
-        raise ValueError(f"layer='autoregressive' uses chapter 7's MADE, whose activation is "
-                         f"ReLU; got activation={activation.__name__}. Leave activation at "
-                         "its default or use layer='coupling'")
-    return RationalQuadraticAutoregressive(dim, hidden=hidden, context_dim=context_dim,
-                                           **options)
+        raise ValueError(
+            f"layer='autoregressive' uses chapter 7's MADE, whose activation is "
+            f"ReLU; got activation={activation.__name__}. Leave activation at "
+            "its default or use layer='coupling'"
+        )
+    return RationalQuadraticAutoregressive(dim, hidden=hidden, context_dim=context_dim, **options)

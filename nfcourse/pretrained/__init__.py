@@ -47,7 +47,8 @@ def pretrained_glow() -> tuple[Flow, dict]:
             raise FileNotFoundError(
                 f"the pretrained Glow needs {path}, which is missing from this installation "
                 "of nfcourse; reinstall the package, or write it by running "
-                "`python tools/train_image_flows.py` in the repository")
+                "`python tools/train_image_flows.py` in the repository"
+            )
     flow = glow((1, 28, 28), **PRETRAINED_GLOW_SETTINGS)  # weights replaced below
     flow.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     flow.eval()

@@ -35,22 +35,30 @@ _DPI = 100
 MAX_PICTURES = 100
 
 
-def grid_slider(description: str, values: Sequence[float], value: float,
-                fmt: str = ".2f") -> widgets.SelectionSlider:
+def grid_slider(
+    description: str, values: Sequence[float], value: float, fmt: str = ".2f"
+) -> widgets.SelectionSlider:
     """A slider that stops at ``values`` (sorted), starting at ``value`` (one of them).
 
     ``slider_figure`` draws its figure at every stop, so keep ``values`` short."""
     values = [float(v) for v in values]
     if len(values) < 2 or sorted(values) != values or len(set(values)) != len(values):
-        raise ValueError(f"grid_slider({description!r}): values must be at least two "
-                         f"distinct numbers in increasing order, got {values}")
+        raise ValueError(
+            f"grid_slider({description!r}): values must be at least two "
+            f"distinct numbers in increasing order, got {values}"
+        )
     if float(value) not in values:
-        raise ValueError(f"grid_slider({description!r}): the start value must be one of the "
-                         f"stops {values}, got {value}; add it to values")
+        raise ValueError(
+            f"grid_slider({description!r}): the start value must be one of the "
+            f"stops {values}, got {value}; add it to values"
+        )
     options = [(format(v, fmt), v) for v in values]
     return widgets.SelectionSlider(
-        options=options, value=float(value), description=description,
-        continuous_update=True, style={"description_width": "4.5em"},
+        options=options,
+        value=float(value),
+        description=description,
+        continuous_update=True,
+        style={"description_width": "4.5em"},
         layout=widgets.Layout(width="auto", min_width="230px"),
     )
 
@@ -67,9 +75,11 @@ def _as_grid_slider(name: str, slider: widgets.Widget) -> widgets.SelectionSlide
             stops = np.linspace(slider.min, slider.max, 5)
         values = sorted({round(float(v), 6) for v in (*stops, slider.value)})
         return grid_slider(slider.description or name, values, round(float(slider.value), 6))
-    raise TypeError(f"slider_figure: slider {name!r} must be an ipywidgets SelectionSlider "
-                    f"(see grid_slider) or FloatSlider/IntSlider/FloatLogSlider, "
-                    f"got {type(slider).__name__}")
+    raise TypeError(
+        f"slider_figure: slider {name!r} must be an ipywidgets SelectionSlider "
+        f"(see grid_slider) or FloatSlider/IntSlider/FloatLogSlider, "
+        f"got {type(slider).__name__}"
+    )
 
 
 def _margins(draw: Callable[..., None], figsize, samples: list[dict]) -> dict:
@@ -86,8 +96,14 @@ def _margins(draw: Callable[..., None], figsize, samples: list[dict]) -> dict:
         finally:
             plt.close(fig)
     left, bottom, right, top, wspace, hspace = zip(*found, strict=False)
-    return dict(left=max(left), bottom=max(bottom), right=min(right), top=min(top),
-                wspace=max(wspace), hspace=max(hspace))
+    return dict(
+        left=max(left),
+        bottom=max(bottom),
+        right=min(right),
+        top=min(top),
+        wspace=max(wspace),
+        hspace=max(hspace),
+    )
 
 
 def _png(draw: Callable[..., None], figsize, values: dict, margins: dict | None = None) -> bytes:
@@ -111,14 +127,20 @@ def _png(draw: Callable[..., None], figsize, values: dict, margins: dict | None 
     return out.getvalue()
 
 
-def _stack(pictures: list[widgets.Image], sliders: list[widgets.SelectionSlider],
-           level: int = 0, first: int = 0) -> widgets.Widget:
+def _stack(
+    pictures: list[widgets.Image],
+    sliders: list[widgets.SelectionSlider],
+    level: int = 0,
+    first: int = 0,
+) -> widgets.Widget:
     """Nested stacks: the stack at ``level`` shows the child picked by ``sliders[level]``."""
     if level == len(sliders):
         return pictures[first]
-    stride = math.prod(len(s.options) for s in sliders[level + 1:])
-    children = [_stack(pictures, sliders, level + 1, first + i * stride)
-                for i in range(len(sliders[level].options))]
+    stride = math.prod(len(s.options) for s in sliders[level + 1 :])
+    children = [
+        _stack(pictures, sliders, level + 1, first + i * stride)
+        for i in range(len(sliders[level].options))
+    ]
     stack = widgets.Stack(children, selected_index=sliders[level].index)
     widgets.jslink((sliders[level], "index"), (stack, "selected_index"))
     return stack
@@ -137,18 +159,24 @@ def slider_figure(draw: Callable[..., None], figsize=(7.2, 2.8), **sliders) -> w
     an error in ``draw`` is raised here, so a broken figure fails its notebook.
     """
     if not sliders:
-        raise ValueError("slider_figure: give at least one slider, e.g. "
-                         "a=grid_slider('a', [0.5, 1.0, 2.0], 1.0)")
+        raise ValueError(
+            "slider_figure: give at least one slider, e.g. "
+            "a=grid_slider('a', [0.5, 1.0, 2.0], 1.0)"
+        )
     names = list(sliders)
     controls = [_as_grid_slider(name, sliders[name]) for name in names]
     count = math.prod(len(s.options) for s in controls)
     if count > MAX_PICTURES:
         sizes = " x ".join(str(len(s.options)) for s in controls)
-        raise ValueError(f"slider_figure: the sliders' stops make {sizes} = {count} drawings, "
-                         f"more than {MAX_PICTURES}; use fewer stops per slider")
+        raise ValueError(
+            f"slider_figure: the sliders' stops make {sizes} = {count} drawings, "
+            f"more than {MAX_PICTURES}; use fewer stops per slider"
+        )
     width_px = round(figsize[0] * _DPI)
-    grid = [{name: value for name, (_, value) in zip(names, combination, strict=False)}
-            for combination in itertools.product(*(s.options for s in controls))]
+    grid = [
+        {name: value for name, (_, value) in zip(names, combination, strict=False)}
+        for combination in itertools.product(*(s.options for s in controls))
+    ]
     start = {name: s.value for name, s in zip(names, controls, strict=False)}
     margins = _margins(draw, figsize, [start, grid[0], grid[-1]])
     seen: dict[bytes, widgets.Image] = {}
@@ -156,18 +184,27 @@ def slider_figure(draw: Callable[..., None], figsize=(7.2, 2.8), **sliders) -> w
     for values in grid:
         png = _png(draw, figsize, values, margins)
         if png not in seen:  # equal drawings share one picture in the saved page
-            seen[png] = widgets.Image(value=png, format="png", layout=widgets.Layout(
-                width=f"{width_px}px", max_width="100%", height="auto"))
+            seen[png] = widgets.Image(
+                value=png,
+                format="png",
+                layout=widgets.Layout(width=f"{width_px}px", max_width="100%", height="auto"),
+            )
         pictures.append(seen[png])
-    panel = widgets.GridBox(controls, layout=widgets.Layout(
-        grid_template_columns="repeat(auto-fill, minmax(230px, 1fr))",
-        grid_gap="2px 16px", width="100%", max_width=f"{width_px}px"))
-    return widgets.VBox([panel, _stack(pictures, controls)],
-                        layout=widgets.Layout(width="100%"))
+    panel = widgets.GridBox(
+        controls,
+        layout=widgets.Layout(
+            grid_template_columns="repeat(auto-fill, minmax(230px, 1fr))",
+            grid_gap="2px 16px",
+            width="100%",
+            max_width=f"{width_px}px",
+        ),
+    )
+    return widgets.VBox([panel, _stack(pictures, controls)], layout=widgets.Layout(width="100%"))
 
 
-def _draw_change_of_variables(fig, skew: float, tail: float, start: float,
-                              scale: float = 1.0, width: float = 0.4):
+def _draw_change_of_variables(
+    fig, skew: float, tail: float, start: float, scale: float = 1.0, width: float = 0.4
+):
     from ..core import Compose
     from ..flows.affine import ElementwiseAffine
     from ..flows.elementwise import SinhArcsinh
@@ -193,21 +230,31 @@ def _draw_change_of_variables(fig, skew: float, tail: float, start: float,
     ax1, ax2, ax3 = fig.subplots(1, 3)
     ax1.plot(z, p_z, color="C0")
     ax1.fill_between(z_in.squeeze(1), p_z_in, color="C0", alpha=0.35)
-    ax1.text(0.03, 0.95, f"dz = {width:.2f}\nmass {mass_z:.3f}", transform=ax1.transAxes,
-             va="top", fontsize=8)
+    ax1.text(
+        0.03,
+        0.95,
+        f"dz = {width:.2f}\nmass {mass_z:.3f}",
+        transform=ax1.transAxes,
+        va="top",
+        fontsize=8,
+    )
     ax1.set(title="base density $p_Z(z)$", xlabel="$z$", ylabel="density", xlim=(-4, 4))
     ax2.plot(z, x, color="C2")
     ax2.axvspan(start, start + width, color="C0", alpha=0.25, lw=0)
     ax2.axhspan(x0, x1, color="C1", alpha=0.25, lw=0)
     ax2.plot(z_in, x_in, color="k", lw=2)
-    ax2.set(title="the map $x = f(z)$", xlabel="$z$", ylabel="$x$", xlim=(-4, 4),
-            ylim=x_lim)
+    ax2.set(title="the map $x = f(z)$", xlabel="$z$", ylabel="$x$", xlim=(-4, 4), ylim=x_lim)
     ax3.plot(x, p_x, color="C1")
     ax3.fill_between(x_in.squeeze(1), p_x_in, color="C1", alpha=0.35)
-    ax3.text(0.03, 0.95, f"dx = {x1 - x0:.2f}\nmass {mass_x:.3f}", transform=ax3.transAxes,
-             va="top", fontsize=8)
-    ax3.set(title=r"$p_X(x) = p_Z(z)\,/\,|f\,'(z)|$", xlabel="$x$", ylabel="density",
-            xlim=x_lim)
+    ax3.text(
+        0.03,
+        0.95,
+        f"dx = {x1 - x0:.2f}\nmass {mass_x:.3f}",
+        transform=ax3.transAxes,
+        va="top",
+        fontsize=8,
+    )
+    ax3.set(title=r"$p_X(x) = p_Z(z)\,/\,|f\,'(z)|$", xlabel="$x$", ylabel="density", xlim=x_lim)
     for ax in (ax1, ax2, ax3):
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=8)

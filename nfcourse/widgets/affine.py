@@ -26,8 +26,9 @@ def _draw_affine(fig, a: float, b: float):
     p_x = base(z_of_x) * torch.exp(log_det_inverse)
     ax1, ax2 = fig.subplots(1, 2, sharey=True)
     ax1.plot(grid, base(grid), color="C0")
-    ax1.fill_between(grid, base(grid), where=grid.abs() <= 1, color="C0", alpha=0.3,
-                     label="mass on $[-1, 1]$")
+    ax1.fill_between(
+        grid, base(grid), where=grid.abs() <= 1, color="C0", alpha=0.3, label="mass on $[-1, 1]$"
+    )
     ax1.set(title="base $p_Z(z) = N(z; 0, 1)$", xlabel="$z$", ylabel="density", xlim=(-6, 6))
     ax1.legend(loc="upper left", fontsize=8)
     ax2.plot(grid, base(grid), color="C0", ls=":", lw=1, label="base, for comparison")
@@ -35,10 +36,20 @@ def _draw_affine(fig, a: float, b: float):
     # figure for every combination of its sliders' stops.
     sign = "+" if b >= 0 else "\u2212"
     ax2.plot(grid, p_x, color="C1", label=f"p\u2093 = N({b:.1f}, {a:.2f}\u00b2)")
-    ax2.fill_between(grid, p_x, where=z_of_x.abs() <= 1, color="C1", alpha=0.3,
-                     label=f"the same mass, on [{b - a:.2f}, {b + a:.2f}]")
-    ax2.set(title=f"x = {a:.2f} z {sign} {abs(b):.1f}: the density's height \u00f7 {a:.2f}",
-            xlabel="$x$", xlim=(-6, 6), ylim=(0, 1.45))
+    ax2.fill_between(
+        grid,
+        p_x,
+        where=z_of_x.abs() <= 1,
+        color="C1",
+        alpha=0.3,
+        label=f"the same mass, on [{b - a:.2f}, {b + a:.2f}]",
+    )
+    ax2.set(
+        title=f"x = {a:.2f} z {sign} {abs(b):.1f}: the density's height \u00f7 {a:.2f}",
+        xlabel="$x$",
+        xlim=(-6, 6),
+        ylim=(0, 1.45),
+    )
     ax2.legend(loc="upper left", fontsize=8)
     for ax in (ax1, ax2):
         ax.title.set_fontsize(9)

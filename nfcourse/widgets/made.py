@@ -23,8 +23,9 @@ DIM = 4
 ORDERS = ([0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2])
 
 
-def made_connectivity(order, width: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
-                                                  torch.Tensor]:
+def made_connectivity(
+    order, width: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
     """Degrees, masks and the allowed-dependence pattern ``(D, D)`` (output i on input j,
     from the product of the masks) of a MADE with two hidden layers of ``width`` units."""
     degrees = made_degrees(torch.as_tensor(order), (width, width))
@@ -55,14 +56,27 @@ def _draw_made(fig, ordering: float, width: float) -> None:
         for k, d in enumerate(deg.tolist()):
             x, y = xy(layer, k)
             ax1.scatter([x], [y], s=170, color=cmap(d / DIM), zorder=2, edgecolor="k", lw=0.5)
-            ax1.text(x, y, str(d), ha="center", va="center", fontsize=7, zorder=3,
-                     color="w" if d < DIM / 2 else "k")
+            ax1.text(
+                x,
+                y,
+                str(d),
+                ha="center",
+                va="center",
+                fontsize=7,
+                zorder=3,
+                color="w" if d < DIM / 2 else "k",
+            )
         ax1.text(-4.3, -layer, names[layer], ha="left", va="center", fontsize=8)
     ax1.set(xlim=(-4.4, 3.6), ylim=(-3.5, 0.5), title=f"degrees and masks, order {order}")
     ax1.axis("off")
     image = ax2.imshow(pattern.int(), cmap="Greys", vmin=0, vmax=1)
-    ax2.set(title="output i may depend on x_j", xlabel="input j", ylabel="output i",
-            xticks=range(DIM), yticks=range(DIM))
+    ax2.set(
+        title="output i may depend on x_j",
+        xlabel="input j",
+        ylabel="output i",
+        xticks=range(DIM),
+        yticks=range(DIM),
+    )
     del image
     for ax in (ax1, ax2):
         ax.title.set_fontsize(9)
@@ -74,7 +88,8 @@ def made_widget() -> widgets.VBox:
     """Chapter 7: pick an ordering of four inputs and the width of the two hidden layers;
     see the degrees, the masked connections and the dependence pattern they allow."""
     return slider_figure(
-        _draw_made, figsize=(7.2, 3.0),
+        _draw_made,
+        figsize=(7.2, 3.0),
         ordering=grid_slider("ordering", [0.0, 1.0, 2.0, 3.0], 2.0, fmt=".0f"),
         width=grid_slider("hidden width", [3.0, 5.0, 8.0], 5.0, fmt=".0f"),
     )

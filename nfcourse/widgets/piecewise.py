@@ -36,12 +36,22 @@ def _draw_piecewise(fig, **masses: float) -> None:
         ax1.axhline(float(cumulative[k + 1]), color="0.85", lw=0.8)
     ax1.plot(x[:, 0], y[:, 0], color="C2")
     ax1.plot(edges, cumulative, "o", color="C2", ms=4)
-    ax1.set(title=r"the map $g$: rise $q_k$ over bin $k$", xlabel="$x$", ylabel="$u = g(x)$",
-            xlim=(0, 1), ylim=(0, 1))
+    ax1.set(
+        title=r"the map $g$: rise $q_k$ over bin $k$",
+        xlabel="$x$",
+        ylabel="$u = g(x)$",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     ax2.stairs(NUM_BINS * q, edges, fill=True, color="C1", alpha=0.6)
     ax2.axhline(1.0, color="0.5", ls="--", lw=0.8)
-    ax2.set(title=r"the density $K q_k$ on bin $k$ (dashed: uniform)", xlabel="$x$",
-            ylabel="density", xlim=(0, 1), ylim=(0, max(2.2, 1.15 * NUM_BINS * float(q.max()))))
+    ax2.set(
+        title=r"the density $K q_k$ on bin $k$ (dashed: uniform)",
+        xlabel="$x$",
+        ylabel="density",
+        xlim=(0, 1),
+        ylim=(0, max(2.2, 1.15 * NUM_BINS * float(q.max()))),
+    )
     for ax in (ax1, ax2):
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=8)
@@ -53,6 +63,8 @@ def piecewise_widget() -> widgets.VBox:
     ``g`` bend and the density ``K q_k`` it models rise and fall; the masses are normalised
     to sum to one. The figure is drawn in advance at 3 stops per slider (81 drawings)."""
     start = {"m1": 4.0, "m2": 0.25, "m3": 4.0, "m4": 1.0}
-    sliders = {name: grid_slider(f"bin {name[1]}", [0.25, 1.0, 4.0], value)
-               for name, value in start.items()}
+    sliders = {
+        name: grid_slider(f"bin {name[1]}", [0.25, 1.0, 4.0], value)
+        for name, value in start.items()
+    }
     return slider_figure(_draw_piecewise, figsize=(7.2, 2.8), **sliders)

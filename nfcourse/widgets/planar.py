@@ -26,8 +26,7 @@ __all__ = ["planar_widget", "draw_planar"]
 _BOUNDS = ((-3.0, 3.0), (-3.0, 3.0))
 
 
-def _layer(u1: float, u2: float, w1: float, w2: float, b: float,
-           constrained: bool) -> PlanarFlow:
+def _layer(u1: float, u2: float, w1: float, w2: float, b: float, constrained: bool) -> PlanarFlow:
     layer = PlanarFlow(2, constrained=constrained).double()
     with torch.no_grad():
         layer.u.copy_(torch.tensor([u1, u2]))
@@ -36,8 +35,9 @@ def _layer(u1: float, u2: float, w1: float, w2: float, b: float,
     return layer
 
 
-def draw_planar(fig, u1: float, u2: float, w1: float, w2: float, b: float,
-                resolution: int = 120) -> None:
+def draw_planar(
+    fig, u1: float, u2: float, w1: float, w2: float, b: float, resolution: int = 120
+) -> None:
     """Draw the three panels of ``planar_widget`` into ``fig`` for the given parameters."""
     ax_raw, ax_hat, ax_density = fig.subplots(1, 3)
     if w1 == 0 and w2 == 0:
@@ -53,13 +53,25 @@ def draw_planar(fig, u1: float, u2: float, w1: float, w2: float, b: float,
         m = float(layer.w @ layer.u_hat)
     holds = wu >= -1
     # Plain-text titles (no mathtext): the widget draws this figure dozens of times.
-    plot_deformed_grid(raw, _BOUNDS, ax=ax_raw, n_lines=15, color="C3" if not holds else "C0",
-                       title=(f"raw u: w\u1d40u = {wu:.2f}\n"
-                              + ("\u2265 \u22121: invertible" if holds
-                                 else "< \u22121: folds")))
-    plot_deformed_grid(layer, _BOUNDS, ax=ax_hat, n_lines=15, color="C2",
-                       title=f"\u00fb = ({u_hat[0]:.2f}, {u_hat[1]:.2f})\n"
-                             f"w\u1d40\u00fb = {m:.2f}")
+    plot_deformed_grid(
+        raw,
+        _BOUNDS,
+        ax=ax_raw,
+        n_lines=15,
+        color="C3" if not holds else "C0",
+        title=(
+            f"raw u: w\u1d40u = {wu:.2f}\n"
+            + ("\u2265 \u22121: invertible" if holds else "< \u22121: folds")
+        ),
+    )
+    plot_deformed_grid(
+        layer,
+        _BOUNDS,
+        ax=ax_hat,
+        n_lines=15,
+        color="C2",
+        title=f"\u00fb = ({u_hat[0]:.2f}, {u_hat[1]:.2f})\nw\u1d40\u00fb = {m:.2f}",
+    )
     model = Flow(layer).double()
     (lo1, hi1), (lo2, hi2) = _BOUNDS
     g1 = torch.linspace(lo1, hi1, resolution, dtype=torch.float64)
@@ -67,12 +79,15 @@ def draw_planar(fig, u1: float, u2: float, w1: float, w2: float, b: float,
     x1, x2 = torch.meshgrid(g1, g2, indexing="xy")
     with torch.no_grad():
         logp = model.log_prob(torch.stack([x1.flatten(), x2.flatten()], dim=1))
-    image = ax_density.imshow(np.exp(logp.reshape(resolution, resolution).numpy()),
-                              origin="lower", extent=(lo1, hi1, lo2, hi2), cmap="viridis")
+    image = ax_density.imshow(
+        np.exp(logp.reshape(resolution, resolution).numpy()),
+        origin="lower",
+        extent=(lo1, hi1, lo2, hi2),
+        cmap="viridis",
+    )
     colorbar = fig.colorbar(image, ax=ax_density, fraction=0.046, pad=0.04)
     colorbar.ax.tick_params(labelsize=7)
-    ax_density.set(title="density of $x = f(z)$\n(with $\\hat u$)", xlabel="$x_1$",
-                   ylabel="$x_2$")
+    ax_density.set(title="density of $x = f(z)$\n(with $\\hat u$)", xlabel="$x_1$", ylabel="$x_2$")
     for ax in (ax_raw, ax_hat):
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlim(-4.5, 4.5)

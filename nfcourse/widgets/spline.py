@@ -48,15 +48,25 @@ def _draw_spline(fig, h2: float = 1.0, d1: float = 1.0, d2: float = 1.0) -> None
     ax1.plot(x, y, color="C0", label="spline $y = g(x)$")
     ax1.plot(y, x, color="C1", ls="--", label="inverse $x = g^{-1}(y)$")
     ax1.plot(knot_x, knot_y, "o", color="C0", ms=4)
-    ax1.set(xlim=(-4, 4), ylim=(-4, 4), xlabel="input", ylabel="output",
-            title="spline, knots and inverse (grey: linear tails)")
+    ax1.set(
+        xlim=(-4, 4),
+        ylim=(-4, 4),
+        xlabel="input",
+        ylabel="output",
+        title="spline, knots and inverse (grey: linear tails)",
+    )
     ax1.legend(fontsize=7, loc="upper left")
     ax2.axvspan(-4, -BOUND, color="0.93")
     ax2.axvspan(BOUND, 4, color="0.93")
     ax2.semilogy(x, slope, color="C0")
     ax2.plot(knot_x, [1.0, d1, d2, 1.0], "o", color="C0", ms=4)
-    ax2.set(xlim=(-4, 4), ylim=(0.02, 50), xlabel="$x$", ylabel="$dy/dx$",
-            title="derivative (dots: the knot derivatives)")
+    ax2.set(
+        xlim=(-4, 4),
+        ylim=(0.02, 50),
+        xlabel="$x$",
+        ylabel="$dy/dx$",
+        title="derivative (dots: the knot derivatives)",
+    )
     for ax in (ax1, ax2):
         ax.title.set_fontsize(9)
         ax.tick_params(labelsize=8)
