@@ -41,6 +41,7 @@ __all__ = [
     "StandardNormal",
     "DiagonalNormal",
     "Flow",
+    "NonFiniteSamples",
     "check_batch",
     "default_device",
     "to_torch_transform",
@@ -263,6 +264,26 @@ class Compose(Transform):
         return points
 
 
+class NonFiniteSamples(FloatingPointError):
+    """Raised when a flow's samples overflow to inf or NaN: the map ``f`` left the range of
+    the dtype (for example parameters grown too large in float32)."""
+
+
+def _finite_samples(x: Tensor) -> Tensor:
+    """``x`` if every sample is finite; else ``NonFiniteSamples`` naming the rows and the fix.
+    A sample is never legitimately inf or NaN, so none is returned silently."""
+    if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x)).flatten(1).any(dim=1).nonzero().flatten()
+        raise NonFiniteSamples(
+            f"the flow's samples overflowed to inf or NaN in rows {bad[:5].tolist()}"
+            + (" ..." if len(bad) > 5 else "")
+            + f" of {len(x)}: the map f left the range of {x.dtype}. Its parameters are too "
+            "large for this dtype (convert the flow with .double(), or train with a smaller "
+            "learning rate or with clip_grad_norm)"
+        )
+    return x
+
+
 class Flow(nn.Module):
     """A normalizing flow: a base distribution ``p_Z`` pushed through ``x = f(z; c)``.
 
@@ -364,7 +385,9 @@ class Flow(nn.Module):
                 f"{temperature!r}; 1 samples the model itself"
             )
         z, c = self._base_samples(n, context, generator)
-        return self.transform._map(z * temperature if temperature != 1 else z, c)[0]
+        return _finite_samples(
+            self.transform._map(z * temperature if temperature != 1 else z, c)[0]
+        )
 
     def sample_and_log_prob(
         self, n: int, context: Tensor | None = None, *, generator: torch.Generator | None = None
@@ -373,7 +396,7 @@ class Flow(nn.Module):
         ``log q(x) = log p_Z(z) - log |det df/dz|``."""
         z, c = self._base_samples(n, context, generator)
         x, log_abs_det = self.transform._map(z, c)
-        return x, self._base_log_prob(z) - log_abs_det
+        return _finite_samples(x), self._base_log_prob(z) - log_abs_det
 
     def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """The latent points ``z = f^{-1}(x; c)`` of data ``x``, flattened to ``(B, D)``."""

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .core import Flow
+from .core import Flow, NonFiniteSamples
 from .seeding import generator, seeded
 from .vae import FlowPosteriorVAE, check_flat_images
 from .validation import check_positive_int
@@ -94,7 +94,10 @@ def train(
     with seeded(seed):
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(step)
+            try:
+                loss = loss_fn(step)
+            except NonFiniteSamples as error:
+                raise TrainingDiverged(f"training diverged at step {step}: {error}") from error
             value = float(loss.detach())
             if not math.isfinite(value) or abs(value) > max_loss:
                 what = (

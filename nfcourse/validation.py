@@ -11,6 +11,7 @@ that names the argument, what was expected, what came in and the fix.
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Sequence
 
@@ -26,8 +27,10 @@ __all__ = [
     "check_events",
     "check_images",
     "check_pixel_values",
+    "check_positive_float",
     "check_positive_int",
     "check_shape",
+    "check_times",
     "module_dtype",
 ]
 
@@ -306,3 +309,45 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"shape {tuple(value.shape)}"
     return f"type {type(value).__name__}"
+
+
+def check_positive_float(
+    value: object,
+    name: str,
+    meaning: str | None = None,
+    high: float | None = None,
+) -> float:
+    """Return ``value`` as a finite positive ``float`` (at most ``high`` when given); raise a
+    ``TypeError`` for a non-number (a bool included) and a ``ValueError`` for NaN, inf,
+    ``value <= 0`` or ``value > high``, naming the argument and what it sets (``meaning``)."""
+    what = f"{name} must be a finite positive number" + (f" ({meaning})" if meaning else "")
+    if high is not None:
+        what += f" at most {high:g}"
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}, got {value!r} of type {type(value).__name__}")
+    number = float(value)
+    if not (number > 0 and number != float("inf")) or (high is not None and number > high):
+        raise ValueError(f"{what}, got {number!r}")
+    return number
+
+
+def check_times(t: object, rows: int, name: str = "t", dtype: torch.dtype | None = None) -> Tensor:
+    """Return one time per point as a column ``(rows, 1)``: ``t`` must be a tensor (or a
+    sequence of numbers) of shape ``(rows,)`` or ``(rows, 1)``, finite, inside ``[0, 1]``;
+    a ``ValueError`` names the shape or the range that came in and the fix."""
+    t = torch.as_tensor(t, dtype=dtype)
+    expected = f"({rows},) or ({rows}, 1), one time per point"
+    if not t.is_floating_point():
+        t = t.to(dtype or torch.get_default_dtype())
+    if tuple(t.shape) not in ((rows,), (rows, 1)):
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf); times lie in [0, 1]")
+    if bool(((t < 0) | (t > 1)).any()):
+        raise ValueError(
+            f"{name} must hold times in [0, 1] (0 the base, 1 the data), got values in "
+            f"[{float(t.min()):.4g}, {float(t.max()):.4g}]"
+        )
+    return t.reshape(rows, 1)

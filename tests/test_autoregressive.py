@@ -325,7 +325,7 @@ def test_clear_errors():
         MAF(3, conditioner=MADE(3, (8,), 3))
     with pytest.raises(TypeError, match="conditioner must be a MADE or a CausalTransformer"):
         IAF(3, conditioner=torch.nn.Linear(3, 6))
-    with pytest.raises(ValueError, match="scale_bound must be positive"):
+    with pytest.raises(ValueError, match="scale_bound must be a finite positive number"):
         MAF(3, scale_bound=0.0)
     with pytest.raises(ValueError, match="width must be a multiple of n_heads"):
         CausalTransformer(3, width=10, n_heads=4)

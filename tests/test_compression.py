@@ -1,7 +1,9 @@
 """Compression: exact discrete probabilities of a discretized MAF, integer tables that sum
 to the coder's total with no zero, and a bit-exact round trip through the ANS coder."""
 
+import copy
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -122,10 +124,12 @@ def test_round_trip_is_bit_exact(dtype):
     decoded = compression.decode(model, words, 40)
     assert decoded.dtype == dtype and torch.equal(decoded, x)
     assert model.training  # the mode is restored
-    # the file's length is close to the tables' promise (constriction converts the
-    # fractions q / 2^24 to its own fixed point, which may move a small entry a little)
+    # the payload's length is close to the tables' promise (constriction converts the
+    # fractions q / 2^24 to its own fixed point, which may move a small entry a little);
+    # the header and the checksum add exactly OVERHEAD_WORDS words
     ideal = compression.ideal_bits(x, tables)
-    assert abs(32 * len(words) - ideal) <= 0.02 * ideal + 64
+    payload = len(words) - compression.OVERHEAD_WORDS
+    assert abs(32 * payload - ideal) <= 0.02 * ideal + 64
     # and the tables are the model's probabilities, rounded
     p = model.probabilities(x).detach().double().numpy()
     assert np.abs(tables / 2**24 - p).max() < 17 / 2**24 + 1e-6
@@ -143,20 +147,6 @@ def test_round_trip_with_another_ordering():
     assert torch.equal(compression.decode(model, words, 10), x)
 
 
-def test_wrong_model_or_count_does_not_pass_silently():
-    model = _model(dim=6, levels=5)
-    x = _images(10, 6, 5)
-    words, _ = compression.encode(model, x)
-    other = _model(dim=6, levels=5, seed=7)
-    try:
-        wrong = compression.decode(other, words, 10)
-    except ValueError:
-        wrong = None
-    assert wrong is None or not torch.equal(wrong, x)
-    with pytest.raises(ValueError, match="left over"):
-        compression.decode(model, words, 5)
-
-
 def test_clear_errors():
     model = _model(dim=6, levels=5)
     with pytest.raises(ValueError, match="integers 0..4.*integer pixel values"):
@@ -171,7 +161,171 @@ def test_clear_errors():
         compression.encode(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     with pytest.raises(TypeError, match="uint32"):
         compression.decode(model, [1, 2], 1)
+    words, _ = compression.encode(model, _images(3, 6, 5))
     with pytest.raises(ValueError, match="positive integer .the number of images"):
-        compression.decode(model, np.zeros(2, dtype=np.uint32), 0)
+        compression.decode(model, words, 0)
     with pytest.raises(ValueError, match="levels must be an integer >= 2"):
         DiscretizedMAF(4, 1)
+
+
+# A checked stream: decode returns exactly what was encoded, or raises.
+
+
+def _stream(n=10, seed=0):
+    model = _model(dim=6, levels=5, seed=seed)
+    x = _images(n, 6, 5, seed=seed + 2)
+    words, _ = compression.encode(model, x)
+    return model, x, words
+
+
+def _resealed(words):
+    """The stream with its final CRC32 recomputed: a forger's edit that the checksum
+    alone cannot see."""
+    body = words[:-1].copy()
+    return np.append(body, np.uint32(zlib.crc32(body.astype("<u4").tobytes())))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 40])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decode_of_encode_is_exact_for_every_batch_size_and_needs_no_count(n, dtype):
+    model = _model(dim=6, levels=5, dtype=dtype)
+    x = _images(n, 6, 5, seed=n, dtype=dtype)
+    words, _ = compression.encode(model, x)
+    header = words[: compression.HEADER_WORDS]
+    assert list(header[1:4]) == [n, 6, 5]
+    assert int(header[4]) == compression.model_fingerprint(model)
+    for decoded in (compression.decode(model, words), compression.decode(model, words, n)):
+        assert decoded.dtype == dtype and torch.equal(decoded, x)
+
+
+def _flip(words, position, bit):
+    flipped = words.copy()
+    flipped[position] ^= np.uint32(1 << bit)
+    return flipped
+
+
+# every header word, the payload's first, middle and last words, and the checksum word
+POSITIONS = {
+    **{f"header word {k}": k for k in range(compression.HEADER_WORDS)},
+    "first payload word": compression.HEADER_WORDS,
+    "middle payload word": "middle",
+    "last payload word": -2,
+    "checksum word": -1,
+}
+
+
+@pytest.mark.parametrize("bit", [0, 13, 31])
+@pytest.mark.parametrize("where", list(POSITIONS))
+def test_a_flipped_bit_anywhere_in_the_stream_raises(where, bit):
+    model, x, words = _stream()
+    position = POSITIONS[where]
+    if position == "middle":
+        position = (compression.HEADER_WORDS + len(words) - 1) // 2
+    with pytest.raises(ValueError, match="words (fails its checksum|does not start)"):
+        compression.decode(model, _flip(words, position, bit))
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        pytest.param(lambda w: w[:-1], id="last word dropped"),
+        pytest.param(lambda w: w[1:], id="first word dropped"),
+        pytest.param(lambda w: np.delete(w, compression.HEADER_WORDS), id="payload word dropped"),
+        pytest.param(lambda w: w[: compression.HEADER_WORDS], id="header only"),
+        pytest.param(lambda w: w[:3], id="three words"),
+    ],
+)
+def test_a_truncated_stream_raises(cut):
+    model, _, words = _stream()
+    with pytest.raises(ValueError, match="truncated"):
+        compression.decode(model, cut(words))
+
+
+def test_an_empty_stream_raises_whatever_n_says():
+    model, _, _ = _stream()
+    for n in (None, 1, 5):
+        with pytest.raises(ValueError, match="holds 0 words.*empty or truncated"):
+            compression.decode(model, np.zeros(0, dtype=np.uint32), n)
+
+
+@pytest.mark.parametrize(
+    "extend",
+    [
+        pytest.param(lambda w: np.append(w, np.uint32(0)), id="a zero word appended"),
+        pytest.param(lambda w: np.append(w, w[-1]), id="the checksum repeated"),
+        pytest.param(lambda w: np.concatenate([w, w]), id="two streams back to back"),
+        pytest.param(
+            lambda w: np.insert(w, compression.HEADER_WORDS, np.uint32(7)),
+            id="a word inserted in the payload",
+        ),
+    ],
+)
+def test_an_extended_stream_raises(extend):
+    model, _, words = _stream()
+    with pytest.raises(ValueError, match="corrupted, truncated or extended"):
+        compression.decode(model, extend(words))
+
+
+@pytest.mark.parametrize("n", [5, 9, 11, 100])
+def test_a_wrong_count_raises_and_names_the_recorded_one(n):
+    model, _, words = _stream(n=10)
+    with pytest.raises(ValueError, match=f"n={n}, but the stream's header records 10 images"):
+        compression.decode(model, words, n)
+
+
+def test_asking_an_untrained_model_for_more_images_than_encoded_raises():
+    model = DiscretizedMAF(6, 5, hidden=(8,), seed=0).double()
+    x = _images(3, 6, 5)
+    words, _ = compression.encode(model, x)
+    with pytest.raises(ValueError, match="records 3 images"):
+        compression.decode(model, words, 4)
+
+
+def _one_parameter_nudged(model):
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        weight = next(other.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(math.inf))
+    return other
+
+
+def _rebound(model):
+    other = DiscretizedMAF(6, 5, hidden=(8,), scale_bound=5.0, seed=0).double()
+    other.load_state_dict(model.state_dict())
+    return other
+
+
+@pytest.mark.parametrize(
+    "make_other, match",
+    [
+        pytest.param(lambda m: _model(dim=6, levels=5, seed=7), "another model", id="other seed"),
+        pytest.param(_one_parameter_nudged, "another model", id="one parameter by one ulp"),
+        pytest.param(lambda m: copy.deepcopy(m).float(), "another model", id="float32 copy"),
+        pytest.param(_rebound, "another model", id="other scale_bound"),
+        pytest.param(lambda m: _model(dim=7, levels=5), "7 pixels", id="other dimension"),
+        pytest.param(lambda m: _model(dim=6, levels=4), "4 levels", id="other levels"),
+    ],
+)
+def test_a_stream_decoded_with_another_model_raises(make_other, match):
+    model, _, words = _stream()
+    other = make_other(model)
+    with pytest.raises(ValueError, match=match):
+        compression.decode(other, words)
+    assert torch.equal(compression.decode(model, words), _stream()[1])  # still decodes
+
+
+def test_a_forged_header_is_caught_by_the_payload_and_image_checks():
+    """Past the checksum and the fingerprint, decode still verifies what it returns: a
+    header resealed with another model's fingerprint or another count decodes other
+    images, which the leftover payload or the images' CRC32 expose."""
+    model, _, words = _stream()
+    other = _model(dim=6, levels=5, seed=7)
+    forged = words.copy()
+    forged[4] = compression.model_fingerprint(other)
+    with pytest.raises(ValueError, match="left over|CRC32"):
+        compression.decode(other, _resealed(forged))
+    for count in (9, 11):
+        forged = words.copy()
+        forged[1] = count
+        with pytest.raises(ValueError, match="left over|CRC32"):
+            compression.decode(model, _resealed(forged))

@@ -331,7 +331,7 @@ def test_clear_errors():
         ContinuousFlow(field, method="rk45")
     with pytest.raises(ValueError, match="needs step_size"):
         ContinuousFlow(field, method="rk4")
-    with pytest.raises(ValueError, match="rtol must be a positive number"):
+    with pytest.raises(ValueError, match="rtol must be a finite positive number"):
         ContinuousFlow(field, rtol=0)
     with pytest.raises(ValueError, match="trace must be"):
         ContinuousFlow(field, trace="stochastic")

@@ -419,3 +419,22 @@ def test_a_temperature_scales_the_base_samples():
     hot = flow.sample(4, generator=torch.Generator().manual_seed(0))
     cold = flow.sample(4, generator=torch.Generator().manual_seed(0), temperature=0.5)
     torch.testing.assert_close(cold, 0.5 * hot)
+
+
+def test_samples_that_overflow_raise_instead_of_returning_inf():
+    flow = nf.Flow(nf.ElementwiseAffine(2))
+    with torch.no_grad():
+        flow.transform.log_scale.fill_(100.0)  # exp(100) z overflows float32
+    with pytest.raises(nf.core.NonFiniteSamples, match=r"overflowed.*float32.*\.double\(\)"):
+        flow.sample(4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(nf.core.NonFiniteSamples, match="overflowed"):
+        flow.sample_and_log_prob(4, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(flow.double().sample(4)).all()  # the same map fits float64
+
+
+def test_overflowing_samples_in_training_are_a_divergence_at_their_step():
+    flow = nf.Flow(nf.ElementwiseAffine(2))
+    with torch.no_grad():
+        flow.transform.log_scale.fill_(100.0)
+    with pytest.raises(nf.TrainingDiverged, match="at step 0.*overflowed"):
+        nf.fit_reverse_kl(flow, lambda x: -(x**2).sum(1), steps=2, progress=False)

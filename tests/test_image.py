@@ -14,6 +14,7 @@ from nfcourse import Compose, Flow, StandardNormal, testing
 from nfcourse.flows.actnorm import ActNorm, ActNorm2d
 from nfcourse.flows.coupling import coupling_flow
 from nfcourse.flows.dequantization import (
+    PRE_SIGMOID_BOUND,
     VariationalDequantizer,
     dequantization_nll,
     pixels_to_levels,
@@ -271,7 +272,8 @@ def test_gradients_reach_every_parameter():
 
 
 def test_variational_dequantizer_density():
-    """log q(u | x) = log N(eps) - log |det du/deps|, by autograd."""
+    """log q(u | x) = log N(eps) - log |det du/deps|, by autograd, with
+    u = sigmoid(B tanh(h / B))."""
     deq = perturb(VariationalDequantizer((1, 4, 4), levels=8, layers=2, hidden=4)).double()
     x = torch.randint(0, 8, (2, 1, 4, 4), generator=torch.Generator().manual_seed(0)).double()
     g = torch.Generator().manual_seed(2)
@@ -285,7 +287,7 @@ def test_variational_dequantizer_density():
             h = v.view(1, 1, 4, 4)
             for layer in deq.couplings:
                 h = layer.couple(h, False, context)[0]
-            return torch.sigmoid(h).flatten()
+            return torch.sigmoid(PRE_SIGMOID_BOUND * torch.tanh(h / PRE_SIGMOID_BOUND)).flatten()
 
         jac = torch.autograd.functional.jacobian(to_u, eps[b].flatten())
         expected = (

@@ -129,7 +129,7 @@ def test_made_rejects_bad_arguments_with_clear_messages():
         MADE(3, (8,), 2, order=[0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="hidden must list at least one positive"):
         MADE(3, (), 2)
-    with pytest.raises(ValueError, match="hidden must list at least one positive"):
+    with pytest.raises(ValueError, match=r"hidden\[1\] must be a positive integer"):
         MADE(3, (8, 0), 2)
     with pytest.raises(TypeError, match="hidden must be a sequence of layer widths"):
         MADE(3, 8, 2)

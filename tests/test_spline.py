@@ -193,9 +193,9 @@ def test_spline_rejects_bad_arguments_with_clear_messages():
         rational_quadratic_spline([0.0] * 4, w, h, d)
     with pytest.raises(ValueError, match="non-finite"):
         rational_quadratic_spline(x + math.nan, w, h, d)
-    with pytest.raises(ValueError, match="bound must be a positive"):
+    with pytest.raises(ValueError, match="bound must be a finite positive"):
         rational_quadratic_spline(x, w, h, d, bound=-1.0)
-    with pytest.raises(ValueError, match=r"min_bin_width must be a number in \[0, 1/bins\)"):
+    with pytest.raises(ValueError, match=r"min_bin_width must be a number in \(0, 1/bins\)"):
         rational_quadratic_spline(x, w, h, d, min_bin_width=0.5)
     with pytest.raises(ValueError, match="min_derivative"):
         rational_quadratic_spline(x, w, h, d, min_derivative=1.0)
@@ -346,7 +346,7 @@ def test_spline_flow_rejects_bad_arguments():
         spline_flow(2, layer="maf")
     with pytest.raises(ValueError, match="permutation must be"):
         spline_flow(2, permutation=None)
-    with pytest.raises(ValueError, match="bound must be a positive"):
+    with pytest.raises(ValueError, match="bound must be a finite positive"):
         spline_flow(2, bound=0)
     flow = spline_flow(2)
     with pytest.raises(TypeError, match="float64 but the flow has torch.float32"):

@@ -23,11 +23,13 @@ images and blurred digits.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..validation import FLOAT_DTYPES, check_positive_int
+from ..validation import FLOAT_DTYPES, check_batch, check_positive_int
 
 __all__ = [
     "roc_auc",
@@ -114,31 +116,64 @@ def likelihood_ratio_score(log_p: Tensor, log_p_background: Tensor) -> Tensor:
     """``-(log p(x) - log p_0(x))``: high when the model explains ``x`` no better than the
     background model does. Both arguments are 1-D tensors of log-likelihoods of the same
     inputs."""
-    for name, value in (("log_p", log_p), ("log_p_background", log_p_background)):
-        if not isinstance(value, Tensor) or value.dim() != 1:
-            raise TypeError(
-                f"{name} must be a 1-D tensor of log-likelihoods, got "
-                f"{type(value).__name__} of shape "
-                f"{tuple(getattr(value, 'shape', ()))}"
-            )
+    log_p = _log_likelihoods(log_p, "log_p", "log-likelihoods", bad=math.inf)
+    log_p_background = _log_likelihoods(
+        log_p_background, "log_p_background", "log-likelihoods", bad=math.inf
+    )
     if log_p.shape != log_p_background.shape:
         raise ValueError(
             f"log_p and log_p_background must score the same inputs: got "
             f"{len(log_p)} and {len(log_p_background)} values"
         )
+    both = (log_p == -math.inf) & (log_p_background == -math.inf)
+    if bool(both.any()):
+        raise ValueError(
+            f"log_p and log_p_background are both -inf at {_positions(both)}: both models "
+            "give these inputs zero density and their ratio is undefined; drop them or use "
+            "models with full support"
+        )
     return log_p_background - log_p
+
+
+def _positions(mask: Tensor) -> str:
+    rows = mask.nonzero().flatten()
+    return str(rows[:5].tolist()) + (" ..." if len(rows) > 5 else "")
+
+
+def _log_likelihoods(value: object, name: str, what: str, bad: float) -> Tensor:
+    """A non-empty 1-D float tensor without NaN and without the value ``bad`` (``+inf``
+    for log-likelihoods, ``-inf`` for negative log-likelihoods; the other infinity is a
+    zero density, a legitimate value)."""
+    if not isinstance(value, Tensor) or value.dim() != 1 or value.numel() == 0:
+        raise TypeError(
+            f"{name} must be a non-empty 1-D tensor of {what}, one per input, got "
+            f"{type(value).__name__} of shape {tuple(getattr(value, 'shape', ()))}"
+        )
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must hold float32 or float64 {what}, got {value.dtype}; "
+            "convert it with .double()"
+        )
+    wrong = torch.isnan(value) | (value == bad)
+    if bool(wrong.any()):
+        raise ValueError(
+            f"{name} holds NaN or {bad:+} at {_positions(wrong)}; {what} must be finite "
+            f"(or {-bad:+} for an input of zero density): check the model's output there"
+        )
+    return value
 
 
 def typicality_score(nll: Tensor, train_nll: Tensor) -> Tensor:
     """``|nll - H|`` with ``H`` the mean of ``train_nll``, the negative log-likelihoods of
     the training data: the distance of each input's NLL from the typical one."""
-    for name, value in (("nll", nll), ("train_nll", train_nll)):
-        if not isinstance(value, Tensor) or value.dim() != 1 or value.numel() == 0:
-            raise TypeError(
-                f"{name} must be a non-empty 1-D tensor of negative "
-                f"log-likelihoods, got {type(value).__name__} of shape "
-                f"{tuple(getattr(value, 'shape', ()))}"
-            )
+    nll = _log_likelihoods(nll, "nll", "negative log-likelihoods", bad=-math.inf)
+    train_nll = _log_likelihoods(train_nll, "train_nll", "negative log-likelihoods", -math.inf)
+    if not bool(torch.isfinite(train_nll).all()):
+        raise ValueError(
+            f"train_nll holds +inf at {_positions(~torch.isfinite(train_nll))}: the model "
+            "gives training inputs zero density and their mean H is infinite; fix the "
+            "model before scoring"
+        )
     return (nll - train_nll.mean()).abs()
 
 
@@ -199,6 +234,7 @@ def _as_images(x: Tensor, name: str) -> tuple[Tensor, int]:
             f"(N, side * side), got {type(x).__name__} of shape "
             f"{tuple(getattr(x, 'shape', ()))}"
         )
+    check_batch(x, None, name)
     side = int(round(x.shape[1] ** 0.5))
     if side * side != x.shape[1]:
         raise ValueError(
@@ -215,6 +251,8 @@ def transform_images(x: Tensor, kind: str, levels: int = 17) -> Tensor:
     """Digits turned into something else: ``"flip"`` upside down, ``"rotate"`` by 90
     degrees, ``"invert"`` (``levels - 1 - x``, white on black becomes black on white)."""
     images, side = _as_images(x, "x")
+    if check_positive_int(levels, "levels", "the number of grey levels") < 2:
+        raise ValueError(f"levels must be an integer >= 2 (pixels 0..levels-1), got {levels}")
     if kind == "flip":
         out = images.flip(1)
     elif kind == "rotate":

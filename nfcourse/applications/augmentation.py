@@ -54,8 +54,10 @@ def few_labels_split(
     and ``per_class`` labelled training digits of each class drawn from the rest
     (``seed``, one draw per trial)."""
     per_class = check_positive_int(per_class, "per_class")
+    _check_labels(labels)
     n = labels.shape[0]
-    if not 0 < n_test < n:
+    n_test = check_positive_int(n_test, "n_test", "a number of test digits")
+    if not n_test < n:
         raise ValueError(f"n_test must be between 1 and {n - 1}, got {n_test!r}")
     perm = torch.randperm(n, generator=make_generator(test_seed))
     test, pool = perm[:n_test], perm[n_test:]
@@ -72,15 +74,27 @@ def few_labels_split(
     return torch.cat(train), test
 
 
-def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``(B,)`` class labels to ``(B, 10)`` one-hot rows (the flow's context)."""
-    if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"labels must be a 1D integer tensor, got {labels!r}")
+def _check_labels(labels: object) -> None:
+    if (
+        not isinstance(labels, Tensor)
+        or labels.dim() != 1
+        or labels.is_floating_point()
+        or labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"labels must be a 1D integer tensor of class labels 0..{N_CLASSES - 1}, got "
+            f"{labels!r}; convert it with torch.as_tensor(labels, dtype=torch.long)"
+        )
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= N_CLASSES):
         raise ValueError(
             f"labels must lie in 0..{N_CLASSES - 1}, got values in "
             f"{int(labels.min())}..{int(labels.max())}"
         )
+
+
+def one_hot(labels: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(B,)`` class labels to ``(B, 10)`` one-hot rows (the flow's context)."""
+    _check_labels(labels)
     return torch.nn.functional.one_hot(labels, N_CLASSES).to(dtype)
 
 
@@ -101,9 +115,13 @@ class PCACode:
         self.dim = dim
 
     def encode(self, x: Tensor) -> Tensor:
+        """``(B, D)`` points to ``(B, dim)`` codes, float32."""
+        x = check_batch(x, len(self.mean), "x", owner="this PCA code")
         return ((x.double() - self.mean) @ self.components / self.scale).float()
 
     def decode(self, code: Tensor) -> Tensor:
+        """``(B, dim)`` codes to ``(B, D)`` points, float32."""
+        code = check_batch(code, self.dim, "code", owner="this PCA code")
         return (code.double() * self.scale @ self.components.T + self.mean).float()
 
 

@@ -24,10 +24,24 @@ them to its own fixed point (``perfect=False``, its fast conversion, which also 
 value above zero and may move the smallest entries by a unit or so). ``encode`` and
 ``decode`` compute the tables in the same order, from the same inputs, so the decoder
 reproduces every table bit for bit.
+
+The stream is self-describing and checked, so that ``decode`` returns the images that were
+encoded or raises: never other data. ``encode`` writes ``HEADER_WORDS`` words before the
+ANS payload and one after it,
+
+    [marker, N, D, L, model fingerprint, CRC32 of the images] + payload + [CRC32 of all before],
+
+where the fingerprint is a CRC32 of everything that fixes the tables (the model's
+architecture, dtype, parameters and buffers, and ``PRECISION``). ``decode`` checks the
+final CRC first (a flipped bit, a truncated or extended stream), then the shape and the
+fingerprint against its model (another model, or the same one after a parameter changed),
+then that the payload is used up exactly and that the decoded images have the recorded
+CRC32. These ``OVERHEAD_WORDS`` words (224 bits) are part of the file and of its size.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,10 +64,17 @@ __all__ = [
     "decode",
     "ideal_bits",
     "PRECISION",
+    "HEADER_WORDS",
+    "OVERHEAD_WORDS",
+    "model_fingerprint",
 ]
 
 PRECISION = 24  # constriction's default ANS coder: probabilities in units of 2^-24
 
+
+MAGIC = 0x4E464301  # "NFC" and format version 1: the first word of every stream
+HEADER_WORDS = 6  # marker, N, D, L, model fingerprint, CRC32 of the images
+OVERHEAD_WORDS = HEADER_WORDS + 1  # and the CRC32 of the whole stream, at the end
 
 _FAR = 1e4  # the outer bin edges, in standard deviations
 
@@ -208,11 +229,39 @@ def _check_model(model: object) -> DiscretizedMAF:
     return model
 
 
-def encode(model: DiscretizedMAF, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Compress the images ``x`` (``(N, D)``, integer pixels) into a bitstream.
+def _crc32(data: bytes, start: int = 0) -> int:
+    return zlib.crc32(data, start) & 0xFFFFFFFF
 
-    Returns ``(words, frequencies)``: the compressed data as ``uint32`` words and the
-    integer tables used, ``(N, D, L)``. The pixels are pushed on the ANS stack last one
+
+def model_fingerprint(model: DiscretizedMAF) -> int:
+    """A CRC32 of everything that fixes the coding tables: the model's architecture (its
+    ``repr``, with ``scale_bound`` and the MADE's widths), its dtype, every parameter and
+    buffer bit for bit, and ``PRECISION``. Two models that could give different tables get
+    different fingerprints, except with probability about ``2^-32``."""
+    model = _check_model(model)
+    crc = _crc32(f"{model!r}|precision={PRECISION}".encode())
+    for name, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().contiguous().numpy()
+        crc = _crc32(f"|{name}:{array.dtype.str}:{array.shape}|".encode(), crc)
+        crc = _crc32(array.astype(array.dtype.newbyteorder("<")).tobytes(), crc)
+    return crc
+
+
+def _images_crc(x: Tensor) -> int:
+    return _crc32(x.detach().cpu().long().numpy().astype("<i8").tobytes())
+
+
+def _stream_crc(words: np.ndarray) -> int:
+    return _crc32(words.astype("<u4").tobytes())
+
+
+def encode(model: DiscretizedMAF, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Compress the images ``x`` (``(N, D)``, integer pixels) into a checked bitstream.
+
+    Returns ``(words, frequencies)``: the stream as ``uint32`` words (a header of
+    ``HEADER_WORDS`` words with ``N``, ``D``, ``L``, the model's fingerprint and a CRC32 of
+    the images, the ANS payload, and a CRC32 of all of it; see the module docstring) and
+    the integer tables used, ``(N, D, L)``. The pixels are pushed on the ANS stack last one
     first, so that ``decode`` pops them in the order it can compute their tables."""
     import constriction
 
@@ -234,43 +283,113 @@ def encode(model: DiscretizedMAF, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
     for step in reversed(range(model.dim)):
         pixel = int(model.steps[step])
         coder.encode_reverse(symbols[:, pixel], family, frequencies[:, pixel] / scale)
-    return coder.get_compressed(), frequencies
+    header = [MAGIC, len(x), model.dim, model.levels, model_fingerprint(model), _images_crc(x)]
+    if max(header) > 0xFFFFFFFF:
+        raise ValueError(
+            f"x holds {len(x)} images of {model.dim} pixels; a stream's header records "
+            "counts below 2^32: encode the images in smaller batches"
+        )
+    body = np.concatenate([np.array(header, dtype=np.uint32), coder.get_compressed()])
+    words = np.append(body, np.uint32(_stream_crc(body)))
+    return words, frequencies
 
 
-def decode(model: DiscretizedMAF, words: np.ndarray, n: int) -> Tensor:
-    """Recover ``n`` images from the ``uint32`` words written by ``encode`` with the
-    same model. Returns an ``(n, D)`` tensor of integer pixels in the model's dtype."""
-    import constriction
-
-    model = _check_model(model)
+def _check_words(words: object) -> np.ndarray:
     if not isinstance(words, np.ndarray) or words.dtype != np.uint32 or words.ndim != 1:
         raise TypeError(
             f"words must be the 1-D uint32 numpy array that encode returned, "
             f"got {type(words).__name__} "
             f"{getattr(words, 'dtype', '')} {getattr(words, 'shape', '')}"
         )
-    n = check_positive_int(n, "n", "the number of images encoded")
+    if len(words) < OVERHEAD_WORDS:
+        raise ValueError(
+            f"words holds {len(words)} words, but a stream from encode has a "
+            f"{HEADER_WORDS}-word header, an ANS payload and a checksum word (at least "
+            f"{OVERHEAD_WORDS} words): the stream is empty or truncated; pass the whole "
+            "array that encode returned"
+        )
+    if int(words[0]) != MAGIC:
+        raise ValueError(
+            f"words does not start with the stream marker {MAGIC:#010x} (got "
+            f"{int(words[0]):#010x}): not a stream written by encode, or one corrupted or "
+            "truncated at its start; pass the array that encode returned, unchanged"
+        )
+    stored, actual = int(words[-1]), _stream_crc(words[:-1])
+    if stored != actual:
+        raise ValueError(
+            f"words fails its checksum (CRC32 {actual:#010x} of the first "
+            f"{len(words) - 1} words, {stored:#010x} recorded in the last word): the "
+            "stream was corrupted, truncated or extended; pass the array that encode "
+            "returned, unchanged"
+        )
+    return words
+
+
+def decode(model: DiscretizedMAF, words: np.ndarray, n: int | None = None) -> Tensor:
+    """Recover the images from the ``uint32`` words written by ``encode`` with the same
+    model; returns an ``(N, D)`` tensor of integer pixels in the model's dtype.
+
+    The header records ``N``, so ``n`` is optional; when given it must equal ``N``. Every
+    mismatch raises a ``ValueError`` before any image is returned: a stream corrupted,
+    truncated or extended (the final CRC32), a stream of another shape or another model
+    (the header's ``D``, ``L`` and fingerprint), a payload not used up exactly, or decoded
+    images whose CRC32 differs from the one recorded at encoding."""
+    import constriction
+
+    model = _check_model(model)
+    words = _check_words(words)
+    _, count, dim, levels, fingerprint, images_crc = (int(w) for w in words[:HEADER_WORDS])
+    if n is not None:
+        n = check_positive_int(n, "n", "the number of images encoded")
+        if n != count:
+            raise ValueError(
+                f"n={n}, but the stream's header records {count} images: pass n={count}, "
+                "or leave n out (the header holds the count)"
+            )
+    if (dim, levels) != (model.dim, model.levels):
+        raise ValueError(
+            f"words holds images of {dim} pixels with {levels} levels, but the model "
+            f"codes {model.dim} pixels with {model.levels} levels: decode with the model "
+            "that encoded the stream"
+        )
+    if fingerprint != model_fingerprint(model):
+        raise ValueError(
+            f"words was encoded by another model (fingerprint {fingerprint:#010x}; this "
+            f"model's is {model_fingerprint(model):#010x}): its parameters, buffers, dtype "
+            "or architecture differ, so its tables would decode other images; decode with "
+            "the very model, in the same dtype, that encoded the stream"
+        )
     dtype = module_dtype(model) or torch.float32
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"the model must have float32 or float64 parameters, got {dtype}")
     device = model.steps.device
     was_training = model.training
     model.eval()
-    coder = constriction.stream.stack.AnsCoder(words)
+    coder = constriction.stream.stack.AnsCoder(words[HEADER_WORDS:-1].copy())
     family = constriction.stream.model.Categorical(perfect=False)
-    known = torch.zeros(n, model.dim, dtype=dtype, device=device)
-    out = torch.zeros(n, model.dim, dtype=dtype, device=device)
+    known = torch.zeros(count, model.dim, dtype=dtype, device=device)
+    out = torch.zeros(count, model.dim, dtype=dtype, device=device)
     scale = 2.0**PRECISION
-    for step in range(model.dim):
-        pixel = int(model.steps[step])
-        table = _tables(model, step, known)
-        values = coder.decode(family, table / scale)
-        out[:, pixel] = torch.as_tensor(values.astype(np.int64), dtype=dtype, device=device)
-        known[:, pixel] = model.centres(out[:, pixel])
-    model.train(was_training)
+    try:
+        for step in range(model.dim):
+            pixel = int(model.steps[step])
+            table = _tables(model, step, known)
+            values = coder.decode(family, table / scale)
+            out[:, pixel] = torch.as_tensor(values.astype(np.int64), dtype=dtype, device=device)
+            known[:, pixel] = model.centres(out[:, pixel])
+    finally:
+        model.train(was_training)
     if not coder.is_empty():
         raise ValueError(
-            f"the bitstream holds more than {n} images of this model: words "
-            "left over after decoding (wrong n, or another model's stream?)"
+            f"words has ANS payload left over after decoding the {count} images its header "
+            "records: the tables this model computes differ from the encoder's; decode "
+            "with the model, dtype and device that encoded the stream"
+        )
+    if _images_crc(out) != images_crc:
+        raise ValueError(
+            f"the decoded images' CRC32 {_images_crc(out):#010x} differs from the "
+            f"{images_crc:#010x} recorded at encoding: the tables this model computes "
+            "differ from the encoder's; decode with the model, dtype and device that "
+            "encoded the stream"
         )
     return out

@@ -19,13 +19,14 @@ Gaussian in closed form, so that a conditional flow trained on simulated pairs
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ..core import Flow
-from ..validation import check_batch, check_positive_int
+from ..validation import check_batch, check_positive_float, check_positive_int
 
 __all__ = [
     "importance_log_weights",
@@ -77,7 +78,29 @@ def importance_log_weights(
         )
     n = check_positive_int(n, "n")
     x, log_q = flow.sample_and_log_prob(n, generator=generator)
-    return x, log_target(x) - log_q
+    log_p = log_target(x)
+    if not isinstance(log_p, Tensor) or not log_p.is_floating_point():
+        raise TypeError(
+            f"log_target must return a float tensor of log-densities, one per point, got "
+            f"{type(log_p).__name__}"
+            + (f" of dtype {log_p.dtype}" if isinstance(log_p, Tensor) else "")
+        )
+    if tuple(log_p.shape) != (n,):
+        hint = "; return log_p.reshape(-1) (or .squeeze(-1))" if log_p.numel() == n else ""
+        raise ValueError(
+            f"log_target must map points of shape ({n}, D) to log-densities of shape "
+            f"({n},), got shape {tuple(log_p.shape)}{hint}"
+        )
+    bad = torch.isnan(log_p) | (log_p == math.inf)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()
+        raise ValueError(
+            f"log_target returned NaN or +inf at rows {rows[:5].tolist()}"
+            + (" ..." if len(rows) > 5 else "")
+            + f" (points {x[rows[:3]].tolist()}); a log-density must be finite or -inf "
+            "(zero density): fix the target there"
+        )
+    return x, log_p.to(log_q.dtype) - log_q
 
 
 def effective_sample_size(log_w: Tensor) -> float:
@@ -91,9 +114,17 @@ def effective_sample_size(log_w: Tensor) -> float:
 
 def log_z_estimate(log_w: Tensor) -> tuple[float, float]:
     """``log Z_hat = log mean(w) = lse(log w) - log n`` and its standard error by the delta
-    method, ``std(w) / (sqrt(n) mean(w))`` (the relative standard error of ``Z_hat``)."""
+    method, ``std(w) / (sqrt(n) mean(w))`` (the relative standard error of ``Z_hat``;
+    ``inf`` for a single sample). Raises ``ValueError`` when every weight is zero
+    (all log-weights ``-inf``): then no sample carries information about ``Z``."""
     log_w = _check_log_weights(log_w)
     n = log_w.numel()
+    if bool((log_w == -math.inf).all()):
+        raise ValueError(
+            f"every one of the {n} log-weights is -inf: no sample has positive weight, so "
+            "the samples say nothing about Z (log Z_hat would be -inf with an undefined "
+            "error); draw more samples or use a proposal that covers the target's mass"
+        )
     log_z = float(torch.logsumexp(log_w, 0) - math.log(n))
     w = torch.exp(log_w - log_z)  # weights divided by their mean
     se = float(w.std(unbiased=True) / math.sqrt(n)) if n > 1 else math.inf
@@ -104,10 +135,18 @@ def two_modes_energy(separation: float, scale: float = 0.5) -> Callable[[Tensor]
     """``U(x) = -log(N(x; m, s^2 I) / 2 + N(x; -m, s^2 I) / 2)`` in the plane with
     ``m = (separation / 2, 0)``: two equal round modes ``separation`` apart, normalised,
     so that ``log Z = 0`` exactly."""
-    if not separation >= 0:
-        raise ValueError(f"separation must be a non-negative number, got {separation!r}")
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale!r}")
+    if (
+        isinstance(separation, bool)
+        or not isinstance(separation, numbers.Real)
+        or not 0 <= float(separation) < math.inf
+    ):
+        raise ValueError(
+            f"separation must be a finite non-negative number (the distance between the "
+            f"modes), got {separation!r}; pass for example separation=4.0"
+        )
+    scale = check_positive_float(
+        scale, "scale", "the standard deviation of each mode, for example 0.5"
+    )
     half = 0.5 * float(separation)
     log_norm = -math.log(2 * math.pi * scale**2) - math.log(2.0)
 
@@ -137,15 +176,21 @@ class LinearGaussianSimulator:
     """
 
     def __init__(self, matrix: Tensor, noise: float, prior_scale: float = 1.0) -> None:
-        if not isinstance(matrix, Tensor) or matrix.dim() != 2:
-            raise ValueError(f"matrix must be a 2D tensor A of shape (m, k), got {matrix!r}")
-        if not noise > 0 or not prior_scale > 0:
+        if not isinstance(matrix, Tensor) or matrix.dim() != 2 or 0 in matrix.shape:
             raise ValueError(
-                f"noise and prior_scale must be positive, got noise={noise!r}, "
-                f"prior_scale={prior_scale!r}"
+                f"matrix must be a non-empty 2D tensor A of shape (m, k), got {matrix!r}"
             )
+        if not matrix.is_floating_point() or not bool(torch.isfinite(matrix).all()):
+            raise ValueError(
+                f"matrix must hold finite floating-point numbers, got dtype {matrix.dtype}"
+                f"{'' if not matrix.is_floating_point() else ' with NaN or inf entries'}; "
+                "convert it with .double() and check its entries"
+            )
+        self.noise = check_positive_float(noise, "noise", "the noise standard deviation")
+        self.prior_scale = check_positive_float(
+            prior_scale, "prior_scale", "the prior standard deviation"
+        )
         self.matrix = matrix.double()
-        self.noise, self.prior_scale = float(noise), float(prior_scale)
         self.obs_dim, self.param_dim = matrix.shape
         k = self.param_dim
         precision = (
@@ -176,6 +221,12 @@ class LinearGaussianSimulator:
     def posterior_log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
         """``log p(theta | x)`` row by row, ``(B, k)`` and ``(B, m)`` to ``(B,)``."""
         theta = check_batch(theta, self.param_dim, "theta").double()
+        x = check_batch(x, self.obs_dim, "x")
+        if x.shape[0] != theta.shape[0]:
+            raise ValueError(
+                f"theta has {theta.shape[0]} rows but x has {x.shape[0]}; pass one "
+                f"observation per parameter, x of shape ({theta.shape[0]}, {self.obs_dim})"
+            )
         d = theta - self.posterior_mean(x)
         y = torch.linalg.solve_triangular(self._chol, d.T, upper=False).T
         log_det = 2 * torch.log(torch.diagonal(self._chol)).sum()
@@ -186,11 +237,23 @@ class LinearGaussianSimulator:
     ) -> Tensor:
         """``n`` samples of ``p(theta | x)`` for one observation ``x`` of shape ``(m,)``
         or ``(1, m)``; shape ``(n, k)``."""
-        x = x.reshape(1, -1) if isinstance(x, Tensor) else x
+        x = self._one_observation(x)
         mean = self.posterior_mean(x)
         n = check_positive_int(n, "n")
         eps = torch.randn(n, self.param_dim, generator=generator, dtype=torch.float64)
         return mean + eps @ self._chol.T
+
+    def _one_observation(self, x: object) -> Tensor:
+        """One observation of shape ``(m,)`` or ``(1, m)`` as ``(1, m)``."""
+        if isinstance(x, Tensor) and x.dim() == 1:
+            x = x.reshape(1, -1)
+        x = check_batch(x, self.obs_dim, "x")
+        if x.shape[0] != 1:
+            raise ValueError(
+                f"x must be one observation, shape ({self.obs_dim},) or (1, {self.obs_dim}), "
+                f"got {x.shape[0]} rows; loop over the observations"
+            )
+        return x
 
 
 @torch.no_grad()
@@ -204,6 +267,8 @@ def posterior_kl(
     """``KL(p(theta | x) || q(theta | x))`` for one observation ``x`` by Monte Carlo over
     ``n`` samples of the true posterior, ``E_p[log p - log q]``, with its standard error.
     Zero only when the flow's posterior is the true one."""
+    n = check_positive_int(n, "n")
+    x = simulator._one_observation(x)
     theta = simulator.posterior_sample(x, n, generator=generator)
     dtype = next(flow.parameters()).dtype
     context = x.reshape(1, -1).to(dtype).expand(n, -1)

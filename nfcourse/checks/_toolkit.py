@@ -101,7 +101,7 @@ def _student_line(error: BaseException) -> str:
     return ""
 
 
-_ERROR_HINTS: list[tuple[type, str, str]] = [
+_ERROR_HINTS: list[tuple[type | tuple[type, ...], str, str]] = [
     (
         ValueError,
         r"math domain error",
@@ -122,7 +122,7 @@ _ERROR_HINTS: list[tuple[type, str, str]] = [
         "the torch function (torch.log, torch.exp, ...), which works elementwise",
     ),
     (
-        RuntimeError,
+        (RuntimeError, ValueError),  # the error's type depends on the torch version
         r"only one element tensors|a Tensor with \d+ elements cannot be converted",
         "a tensor of several values was turned into one Python number (float(), .item() or a "
         "math function): use torch functions, which work elementwise",

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..core import Flow, Transform
 from ..distributions import BaseDistribution
 from ..seeding import seeded
-from ..validation import check_batch, check_positive_int, module_dtype
+from ..validation import check_batch, check_positive_float, check_positive_int, module_dtype
 from .actnorm import ActNorm
 from .coupling import soft_clamp
 from .made import MADE, check_order
@@ -300,10 +300,11 @@ class AffineAutoregressive(Autoregressive):
     def __init__(
         self, conditioner: nn.Module, scale_bound: float = 3.0, direction: str = "maf"
     ) -> None:
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
+        scale_bound = check_positive_float(
+            scale_bound, "scale_bound", "the largest log-scale b per layer, for example 3.0"
+        )
         super().__init__(conditioner, 2, direction)
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = scale_bound
 
     def _params_meaning(self) -> str:
         return " (log-scale and shift)"

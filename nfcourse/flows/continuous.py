@@ -38,7 +38,13 @@ from ..core import Flow, Transform
 from ..distributions import BaseDistribution, StandardNormal
 from ..seeding import generator as make_generator
 from ..seeding import seeded
-from ..validation import check_batch, check_positive_int, module_dtype
+from ..validation import (
+    check_batch,
+    check_positive_float,
+    check_positive_int,
+    check_times,
+    module_dtype,
+)
 from .coupling import conditioner_mlp
 
 __all__ = [
@@ -176,6 +182,9 @@ class LinearField(nn.Module):
 
         ``int_0^t e^{sA} ds`` is the top-right block of the exponential of the
         ``2D x 2D`` matrix ``[[tA, tI], [0, 0]]``."""
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise ValueError(f"t must be a finite number (a time), got {t!r}")
+        z = check_batch(z, self.dim, "z", dtype=self.matrix.dtype, owner="the field")
         d = self.dim
         a = self.matrix
         block = torch.zeros(2 * d, 2 * d, dtype=a.dtype)
@@ -230,7 +239,9 @@ class GaussianPathField(nn.Module):
 
     def marginal_log_prob(self, x: Tensor, t: float = 1.0) -> Tensor:
         """``log N(x; t m, diag(sigma_t^2))``, the exact log-density at time ``t``."""
-        tt = torch.full((x.shape[0], 1), float(t), dtype=x.dtype, device=x.device)
+        x = check_batch(x, self.dim, "x", dtype=self.mean.dtype, owner="the field")
+        tt = check_times(torch.full((x.shape[0],), float(t)), x.shape[0], "t", x.dtype)
+        tt = tt.to(x.device)
         sigma = self.sigma(tt)
         u = (x - tt * self.mean) / sigma
         return (-0.5 * u**2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(1)
@@ -308,28 +319,24 @@ class _Augmented(nn.Module):
 
 
 def _check_solver(method: str, rtol: float, atol: float, step_size: float | None) -> None:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(
             f"method must be one of {', '.join(METHODS)} (torchdiffeq's solvers), got {method!r}"
         )
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(
-                f"{name} must be a positive number (the adaptive solver's "
-                f"tolerance), got {value!r}"
-            )
+        check_positive_float(value, name, "the adaptive solver's tolerance, such as 1e-5")
     if method in FIXED_STEP_METHODS:
-        if (
-            step_size is None
-            or isinstance(step_size, bool)
-            or not isinstance(step_size, int | float)
-            or not 0 < step_size <= 1
-        ):
+        if step_size is None:
             raise ValueError(
-                f"the fixed-step method {method!r} needs step_size, a number "
-                f"in (0, 1] (for example step_size=0.1 for ten steps), got "
-                f"{step_size!r}"
+                f"the fixed-step method {method!r} needs step_size, a number in (0, 1] "
+                "(for example step_size=0.1 for ten steps), got None"
             )
+        check_positive_float(
+            step_size,
+            "step_size",
+            f"the step of the fixed-step method {method!r}; step_size=0.1 takes ten steps",
+            high=1.0,
+        )
 
 
 class ContinuousFlow(Transform):
@@ -448,6 +455,8 @@ class ContinuousFlow(Transform):
             raise ValueError(
                 f"times must be a sequence of at least two times, got shape {tuple(times.shape)}"
             )
+        if not bool(torch.isfinite(times).all()):
+            raise ValueError(f"times must be finite, got {times.tolist()}")
         diffs = times[1:] - times[:-1]
         if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
             raise ValueError("times must be strictly increasing or strictly decreasing")
@@ -498,7 +507,13 @@ def continuous_flow(
 def straight_path(x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """The point ``x_t = (1 - t) x_0 + t x_1`` of the straight path from ``x_0`` to ``x_1``
     and its velocity ``x_1 - x_0``; ``t`` is ``(B,)`` or ``(B, 1)``."""
-    t = t.reshape(-1, 1)
+    x0 = check_batch(x0, None, "x0")
+    x1 = check_batch(x1, x0.shape[1], "x1", dtype=x0.dtype)
+    if x0.shape != x1.shape:
+        raise ValueError(
+            f"x0 and x1 must have one shape (B, D), got {tuple(x0.shape)} and {tuple(x1.shape)}"
+        )
+    t = check_times(t, x0.shape[0], "t", x0.dtype).to(x0.device)
     return (1 - t) * x0 + t * x1, x1 - x0
 
 
@@ -542,9 +557,7 @@ def flow_matching_loss(
     if t is None:
         t = torch.rand(x1.shape[0], 1, generator=generator, dtype=x1.dtype, device=x1.device)
     else:
-        t = torch.as_tensor(t, dtype=x1.dtype, device=x1.device).reshape(-1, 1)
-        if t.shape[0] != x1.shape[0]:
-            raise ValueError(f"t must hold one time per point, {x1.shape[0]}, got {t.shape[0]}")
+        t = check_times(t, x1.shape[0], "t", x1.dtype).to(x1.device)
     xt, target = straight_path(x0, x1, t)
     return ((field(t, xt) - target) ** 2).sum(1).mean()
 

@@ -70,6 +70,18 @@ def _zeros(t: Tensor) -> Tensor:
     return t.new_zeros(t.shape[0])
 
 
+def _check_overflow(y: Tensor, log_det: Tensor, where: str) -> None:
+    # One reduction: a multi-scale flow whose parameters are too large for its dtype
+    # overflows to inf (or inf - inf = NaN) inside its layers; say so rather than return it.
+    if not bool(torch.isfinite(y.sum() + log_det.sum())):
+        raise ValueError(
+            f"{where} overflowed: the layers produced non-finite values (inf or NaN) in "
+            f"{y.dtype}; the flow's scales are too large for this dtype. Use smaller "
+            "parameters (a smaller learning rate or scale_bound), or the model in float64 "
+            "(.double())"
+        )
+
+
 # --------------------------------------------------------------------------------------
 # Squeeze, as pure functions
 # --------------------------------------------------------------------------------------
@@ -130,6 +142,11 @@ class FlatToImage(Transform):
         return self.transform._map(x.reshape(len(x), -1), context, inverse=True)
 
 
+#: The smallest ``alpha`` of ``Logit``: above float32's resolution ``1.2e-7``, so that every
+#: pixel in ``[0, 1]`` keeps ``s = a + (1 - 2a) x`` clear of the clamp of ``Logit.inverse``.
+MIN_ALPHA = 1e-6
+
+
 class Logit(Transform):
     """The logit pre-processing of pixels in ``[0, 1]`` (Dinh et al. 2017), written from
     base to data: ``x = (sigmoid(z) - a) / (1 - 2a)``; its inverse is
@@ -137,37 +154,52 @@ class Logit(Transform):
 
         sum_i [log(1 - 2a) - log s_i - log(1 - s_i)],   s_i = a + (1 - 2a) x_i.
 
-    ``a > 0`` keeps ``z`` finite at ``x = 0`` and ``x = 1``. ``forward`` maps all of
-    ``R^D`` onto ``(-e, 1 + e)``, ``e = a / (1 - 2a)``, the interval where the inverse is
-    defined; ``inverse`` rejects values outside it (also inside a flow's ``log_prob``).
+    ``a > 0`` keeps ``z`` finite at ``x = 0`` and ``x = 1``; ``a = 0`` is refused (a black
+    pixel would have ``z = -inf``). ``forward`` maps ``R^D`` onto the open interval
+    ``(-e, 1 + e)``, ``e = a / (1 - 2a)``; in floating point ``sigmoid(z)`` rounds to 0 or 1
+    once ``|z|`` exceeds about 36.7 (float64) or 16.6 (float32), so the forward's image is
+    the closed ``[-e, 1 + e]``, and ``inverse`` accepts exactly that (up to rounding) and
+    rejects anything further out. It clamps ``s`` to ``[eps, 1 - eps]`` (``eps`` the
+    dtype's machine epsilon), so it returns ``|z| <= logit(1 - eps)``, 36.04 in float64 and
+    15.94 in float32, with a finite log-det. The bound: for ``|z|`` below it a round trip
+    is exact up to the conditioning ``eps / (s (1 - s)) ~ eps e^|z|`` of the inverse; beyond
+    it ``x`` no longer tells ``z`` apart, and ``inverse(forward(z)) = sign(z) logit(1 -
+    eps)``. Pixels in ``[0, 1]`` never meet the clamp (``s >= a >= 1e-6``). The forward's
+    log-det uses ``logsigmoid``, exact in the far tails.
 
     Args:
         event_shape: the image shape ``(C, H, W)``.
-        alpha: ``a``, in ``[0, 0.5)``; 0.05 as in RealNVP.
+        alpha: ``a``, in ``[1e-6, 0.5)``; 0.05 as in RealNVP.
     """
 
     def __init__(self, event_shape: Sequence[int], alpha: float = 0.05) -> None:
-        if not 0 <= alpha < 0.5:
-            raise ValueError(f"alpha must lie in [0, 0.5), got {alpha!r}; 0.05 is usual")
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+            raise TypeError(f"alpha must be a number in [1e-6, 0.5), got {alpha!r}")
+        if not MIN_ALPHA <= alpha < 0.5:
+            raise ValueError(
+                f"alpha must lie in [{MIN_ALPHA:g}, 0.5), got {alpha!r}: alpha = 0 sends "
+                "black pixels (x = 0) to z = -inf and white ones (x = 1) to +inf; use the "
+                "usual alpha=0.05, or a small positive alpha such as 1e-6"
+            )
         super().__init__(event_shape=_image_shape(event_shape))
         self.alpha = float(alpha)
 
-    def _check_domain(self, x: Tensor) -> None:
-        edge = self.alpha / (1 - 2 * self.alpha)  # the map is defined on (-edge, 1 + edge)
-        below = x < -edge if edge == 0 else x <= -edge
-        if bool((below | (x >= 1 + edge)).any()):
+    def _check_domain(self, s: Tensor, x: Tensor) -> None:
+        # s = a + (1 - 2a) x must lie in [0, 1]: x in the closed image [-e, 1 + e] of the
+        # forward; a few ulps of slack absorb the rounding of the forward's division.
+        slack = 4 * torch.finfo(s.dtype).eps
+        if bool(((s < -slack) | (s > 1 + slack)).any()):
+            edge = self.alpha / (1 - 2 * self.alpha)
             lo, hi = float(x.detach().min()), float(x.detach().max())
             raise ValueError(
-                f"x must hold dequantized pixels in [0, 1], got values in "
+                f"x must hold dequantized pixels in [0, 1] (the logit with alpha="
+                f"{self.alpha:g} accepts [{-edge:.4g}, {1 + edge:.4g}]), got values in "
                 f"[{lo:.4g}, {hi:.4g}]; divide 8-bit pixels by 256 after adding "
                 "the noise (nfcourse.images.dequantize)"
             )
 
-    def _log_det(self, s: Tensor) -> Tensor:
-        scale = math.log1p(-2 * self.alpha)
-        return (scale - torch.log(s) - torch.log1p(-s)).flatten(1).sum(dim=1)
-
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        _check_overflow(z, z.new_zeros(1), "the logit's input (the flow before it)")
         s = torch.sigmoid(z)
         scale = math.log1p(-2 * self.alpha)
         # log s + log(1 - s) = logsigmoid(z) + logsigmoid(-z), stable in the tails
@@ -175,9 +207,13 @@ class Logit(Transform):
         return (s - self.alpha) / (1 - 2 * self.alpha), log_det
 
     def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        self._check_domain(x)  # a domain check, as piecewise maps in strict mode do
         s = self.alpha + (1 - 2 * self.alpha) * x
-        return torch.log(s) - torch.log1p(-s), self._log_det(s)
+        self._check_domain(s, x)  # a domain check, as piecewise maps in strict mode do
+        eps = torch.finfo(s.dtype).eps
+        s = s.clamp(eps, 1 - eps)
+        log_s, log_1ms = torch.log(s), torch.log1p(-s)
+        log_det = (math.log1p(-2 * self.alpha) - log_s - log_1ms).flatten(1).sum(dim=1)
+        return log_s - log_1ms, log_det
 
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}, alpha={self.alpha}"
@@ -356,8 +392,50 @@ class ConvAffineCoupling(Transform):
             raise ValueError(f"mask must be 'channel' or 'checkerboard', got {mask!r}")
         self.mask, self.parity = mask, parity
         self.scale_bound = float(scale_bound)
-        self.context_channels = int(context_channels)
+        self.context_channels = (
+            0
+            if isinstance(context_channels, int)
+            and not isinstance(context_channels, bool)
+            and context_channels == 0
+            else check_positive_int(
+                context_channels, "context_channels", "channels of the conditioner's context"
+            )
+        )
         self.conditioner = conv_conditioner(n_in + self.context_channels, n_out, hidden, zero_init)
+
+    def _check_coupling_context(self, context: object, z: Tensor) -> None:
+        # ``couple`` runs inside VariationalDequantizer on every call: shape checks only.
+        if not self.context_channels:
+            if context is not None:
+                raise ValueError(
+                    "this coupling takes no context (context_channels=0), got one; build it "
+                    "with context_channels=C to feed the conditioner a context, or leave "
+                    "context out"
+                )
+            return
+        b, _, h, w = z.shape
+        expected = (b, self.context_channels, h, w)
+        if context is None:
+            raise ValueError(
+                f"this coupling has context_channels={self.context_channels} and needs a "
+                f"context: call couple(z, context=...) with a tensor of shape {expected} "
+                "(batch, context channels, height, width)"
+            )
+        if not isinstance(context, Tensor) or tuple(context.shape) != expected:
+            got = (
+                f"shape {tuple(context.shape)}"
+                if isinstance(context, Tensor)
+                else type(context).__name__
+            )
+            raise ValueError(
+                f"context must have shape {expected} (one image of {self.context_channels} "
+                f"channels per input, of the input's height and width), got {got}"
+            )
+        if context.dtype != z.dtype:
+            raise TypeError(
+                f"context is {context.dtype} but the input is {z.dtype}; convert the context "
+                f"with .to({z.dtype})"
+            )
 
     def _net(self, cond: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.context_channels:
@@ -369,7 +447,10 @@ class ConvAffineCoupling(Transform):
         self, z: Tensor, inverse: bool = False, context: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """The layer (``inverse=False``: base to data) with an optional conditioner input
-        ``context`` of shape ``(B, context_channels, H, W)``; no input checks."""
+        ``context`` of shape ``(B, context_channels, H, W)``, needed when the layer was built
+        with ``context_channels > 0``; the context's shape and dtype are checked, ``z`` is
+        not."""
+        self._check_coupling_context(context, z)
         if self.mask == "channel":
             z_a = z.index_select(1, self.cond_channels)
             z_b = z.index_select(1, self.trans_channels)
@@ -461,7 +542,9 @@ class MultiScale(Transform):
                 parts.append(out.reshape(len(out), -1))
             else:
                 parts.append(h.reshape(len(h), -1))
-        return torch.cat(parts, dim=1), total
+        z = torch.cat(parts, dim=1)
+        _check_overflow(z, total, "MultiScale.inverse")
+        return z, total
 
     def _forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
         parts = z.split(self.sizes, dim=1)
@@ -476,6 +559,7 @@ class MultiScale(Transform):
                 h_k = torch.cat([parts[k].reshape(len(z), c // 2, h, w), x], dim=1)
             x, log_det = block._map(h_k)
             total = total + log_det
+        _check_overflow(x, total, "MultiScale.forward")
         return x, total
 
     def extra_repr(self) -> str:

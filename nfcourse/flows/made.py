@@ -26,6 +26,7 @@ outputs depend on it.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +39,7 @@ from ..validation import check_batch, check_positive_int, module_dtype
 __all__ = [
     "MADE",
     "MaskedLinear",
+    "check_context_dim",
     "check_order",
     "hidden_degrees",
     "made_degrees",
@@ -64,6 +66,23 @@ def check_order(order: Tensor | Sequence[int] | None, dim: int) -> Tensor:
             "the autoregressive ordering"
         )
     return order_t
+
+
+def check_context_dim(context_dim: object) -> int:
+    """``context_dim`` as a non-negative ``int`` (0: no context; NumPy integers are
+    accepted)."""
+    what = "context_dim must be a non-negative integer (the size of the context, 0 for none)"
+    if context_dim is None or isinstance(context_dim, bool):
+        raise TypeError(f"{what}, got {context_dim!r}")
+    try:
+        number = operator.index(context_dim)
+    except TypeError:
+        raise TypeError(
+            f"{what}, got {context_dim!r} of type {type(context_dim).__name__}"
+        ) from None
+    if number < 0:
+        raise ValueError(f"{what}, got {number}")
+    return number
 
 
 def hidden_degrees(width: int, dim: int, low: int = 1) -> Tensor:
@@ -161,19 +180,24 @@ class MADE(nn.Module):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         params_per_dim = check_positive_int(params_per_dim, "params_per_dim")
-        if isinstance(context_dim, bool) or not isinstance(context_dim, int) or context_dim < 0:
-            raise ValueError(
-                f"context_dim must be a non-negative integer (0 for no context), "
-                f"got {context_dim!r}"
-            )
+        context_dim = check_context_dim(context_dim)
         try:
-            hidden = tuple(int(h) for h in hidden)
+            if isinstance(hidden, (str, bytes)):
+                raise TypeError
+            hidden = list(hidden)
         except TypeError:
             raise TypeError(
                 f"hidden must be a sequence of layer widths such as (64, 64), got {hidden!r}"
             ) from None
-        if not hidden or any(h < 1 for h in hidden):
-            raise ValueError(f"hidden must list at least one positive layer width, got {hidden}")
+        if not hidden:
+            raise ValueError(
+                "hidden must list at least one positive layer width, got an empty sequence; "
+                "pass for example hidden=(64, 64)"
+            )
+        hidden = tuple(
+            check_positive_int(h, f"hidden[{k}]", "the width of a hidden layer")
+            for k, h in enumerate(hidden)
+        )
         self.dim = dim
         self.hidden = hidden
         self.params_per_dim = params_per_dim

@@ -23,7 +23,11 @@ The widths, heights and interior derivatives come from unconstrained numbers (a 
 outputs): ``w = 2B (m_w + (1 - K m_w) softmax(u_w))``, the same for heights, and
 ``d = m_d + softplus(u_d + c)`` with ``c = log(exp(1 - m_d) - 1)``, so that zero outputs
 give equal bins and unit derivatives: the identity map. The minimums ``m_w, m_h, m_d`` keep
-every bin and every slope away from zero, however large the outputs grow.
+every bin and every slope away from zero, however large the outputs grow. The derivatives
+have no maximum: outputs of size ``u`` give slopes near ``u``, and once the slope ratio
+within a bin passes about ``1e8`` the spline is a step function to float64 and its
+inverse loses digits (outputs of a few hundred: a conditioner whose weights were all
+multiplied by 100, say). The log-determinants stay exact.
 
 The layers: ``RationalQuadraticSpline`` (an elementwise spline with free parameters),
 ``RationalQuadraticCoupling`` (a coupling layer, chapter 5),
@@ -36,6 +40,7 @@ coupling.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +50,7 @@ from torch import Tensor, nn
 from ..core import Flow, Transform
 from ..distributions import BaseDistribution
 from ..seeding import seeded
-from ..validation import check_dtype, check_positive_int
+from ..validation import check_dtype, check_positive_float, check_positive_int
 from .actnorm import ActNorm
 from .autoregressive import Autoregressive
 from .coupling import Coupling
@@ -71,30 +76,47 @@ def _check_spline_options(
     min_bin_width: object,
     min_bin_height: object,
     min_derivative: object,
-) -> None:
-    check_positive_int(bins, "bins", "the number K of spline bins, for example 8")
+) -> tuple[int, float, float, float, float]:
+    """The spline's options as ``(bins, bound, min_bin_width, min_bin_height,
+    min_derivative)``, checked: ``K >= 2`` bins (one bin with both end derivatives fixed
+    to 1 is the identity, whatever its parameters), ``B`` finite positive, each minimum
+    width and height in ``(0, 1/K)`` and the minimum derivative in ``(0, 1)``: a zero
+    minimum lets a bin or a slope underflow to zero, and then the log-det is ``-inf`` and
+    the inverse NaN."""
+    bins = check_positive_int(bins, "bins", "the number K of spline bins, for example 8")
+    if bins < 2:
+        raise ValueError(
+            f"bins must be at least 2, got {bins}: a spline with one bin and unit "
+            "derivatives at both ends is the identity map whatever its parameters (a "
+            "layer that never learns); pass for example bins=8"
+        )
+    bound = check_positive_float(
+        bound, "bound", "the half-width B of the box [-B, B], for example 5.0"
+    )
+    minimums = []
+    for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not (0 < float(value) < 1 / bins)
+        ):
+            raise ValueError(
+                f"{name} must be a number in (0, 1/bins) = (0, {1 / bins:.4g}) "
+                f"(a fraction of the box; zero lets a bin collapse), got {value!r}; "
+                f"pass for example {name}=1e-3"
+            )
+        minimums.append(float(value))
     if (
-        not isinstance(bound, (int, float))
-        or isinstance(bound, bool)
-        or not bound > 0
-        or not math.isfinite(bound)
+        isinstance(min_derivative, bool)
+        or not isinstance(min_derivative, numbers.Real)
+        or not 0 < float(min_derivative) < 1
     ):
         raise ValueError(
-            f"bound must be a positive finite number (the half-width B of the "
-            f"box [-B, B]), got {bound!r}; pass for example bound=5.0"
-        )
-    for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
-        if not isinstance(value, (int, float)) or not 0 <= value < 1 / bins:
-            raise ValueError(
-                f"{name} must be a number in [0, 1/bins) = [0, {1 / bins:.4g}) "
-                f"(a fraction of the box), got {value!r}; pass for example "
-                f"{name}=1e-3"
-            )
-    if not isinstance(min_derivative, (int, float)) or not 0 <= min_derivative < 1:
-        raise ValueError(
-            f"min_derivative must be a number in [0, 1), got {min_derivative!r}; "
+            f"min_derivative must be a number in (0, 1) (zero lets a slope underflow to "
+            f"zero: a log-det of -inf and NaN inverses), got {min_derivative!r}; "
             "pass for example min_derivative=1e-3"
         )
+    return bins, bound, minimums[0], minimums[1], float(min_derivative)
 
 
 def _check_spline_tensors(
@@ -166,7 +188,7 @@ def spline_parameters(
     _check_spline_tensors(
         None, unnormalized_widths, unnormalized_heights, unnormalized_derivatives
     )
-    _check_spline_options(
+    _, bound, min_bin_width, min_bin_height, min_derivative = _check_spline_options(
         unnormalized_widths.shape[-1], bound, min_bin_width, min_bin_height, min_derivative
     )
     return _spline_parameters(
@@ -246,7 +268,7 @@ def rational_quadratic_spline(
     _check_spline_tensors(
         inputs, unnormalized_widths, unnormalized_heights, unnormalized_derivatives
     )
-    _check_spline_options(
+    _, bound, min_bin_width, min_bin_height, min_derivative = _check_spline_options(
         unnormalized_widths.shape[-1], bound, min_bin_width, min_bin_height, min_derivative
     )
     return _rational_quadratic_spline(
@@ -302,19 +324,22 @@ def _rational_quadratic_spline(
         a = h * (s - d_k) + dy * (d_k1 + d_k - 2 * s)
         b = h * d_k - dy * (d_k1 + d_k - 2 * s)
         c = -s * dy
-        disc = (b * b - 4 * a * c).clamp_min(0)
-        xi = (2 * c) / (-b - torch.sqrt(disc))
-        # rounding can put the root a hair outside [0, 1]; clamp its value but keep the
-        # gradient of the formula, so that autograd sees the true slope at the knots
+        with torch.no_grad():
+            disc = (b * b - 4 * a * c).clamp_min(0)
+            root = ((2 * c) / (-b - torch.sqrt(disc))).clamp(0, 1)
+            # for extreme knot derivatives the root loses digits: Newton steps on the
+            # forward formula, each kept only where it lowers the residual
+            for _ in range(NEWTON_STEPS):
+                root = root + _newton_correction(root, dy, h, s, d_k, d_k1)
+        # One Newton step with gradients, from the root: its value moves by a rounding
+        # error at most, and its gradient is the implicit-function one,
+        # d xi = -(dF) / F'(xi), exact however many digits the quadratic formula lost.
+        t = root * (1 - root)
+        denom = s + (d_k1 + d_k - 2 * s) * t
+        residual = h * (s * root * root + d_k * t) / denom - dy
+        slope = h * s * (d_k1 * root * root + 2 * s * t + d_k * (1 - root) ** 2) / denom**2
+        xi = root - residual / slope
         xi = xi + (xi.clamp(0, 1) - xi).detach()
-        # for extreme knot derivatives the root loses digits: Newton steps on the
-        # forward formula, each kept only where it lowers the residual
-        correction = torch.zeros_like(xi)
-        for _ in range(NEWTON_STEPS):
-            correction = correction + _newton_correction(
-                (xi + correction).detach(), y_in - y_k, h, s, d_k, d_k1
-            )
-        xi = xi + correction
         t = xi * (1 - xi)
         denom = s + (d_k1 + d_k - 2 * s) * t
         out = x_k + xi * w
@@ -369,11 +394,13 @@ class _SplineOptions:
         min_bin_height: float,
         min_derivative: float,
     ) -> None:
-        _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        self.bins, self.bound = bins, float(bound)
-        self.min_bin_width = float(min_bin_width)
-        self.min_bin_height = float(min_bin_height)
-        self.min_derivative = float(min_derivative)
+        (
+            self.bins,
+            self.bound,
+            self.min_bin_width,
+            self.min_bin_height,
+            self.min_derivative,
+        ) = _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
 
     def _spline(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """``h`` of shape ``inputs.shape + (3K - 1,)``: widths, heights, derivatives."""
@@ -422,9 +449,9 @@ class RationalQuadraticSpline(_SplineOptions, Transform):
     ):
         Transform.__init__(self, dim)
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        self.unnormalized_widths = nn.Parameter(torch.zeros(dim, bins))
-        self.unnormalized_heights = nn.Parameter(torch.zeros(dim, bins))
-        self.unnormalized_derivatives = nn.Parameter(torch.zeros(dim, bins - 1))
+        self.unnormalized_widths = nn.Parameter(torch.zeros(dim, self.bins))
+        self.unnormalized_heights = nn.Parameter(torch.zeros(dim, self.bins))
+        self.unnormalized_derivatives = nn.Parameter(torch.zeros(dim, self.bins - 1))
 
     def _run(self, inputs: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         shape = inputs.shape + (-1,)
@@ -480,7 +507,7 @@ class RationalQuadraticCoupling(_SplineOptions, Coupling):
         min_derivative: float = 1e-3,
     ):
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        self.params_per_coordinate = 3 * bins - 1
+        self.params_per_coordinate = 3 * self.bins - 1
         Coupling.__init__(self, mask, hidden, activation, zero_init)
 
     def _transform(self, inputs: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
@@ -529,8 +556,10 @@ class RationalQuadraticAutoregressive(_SplineOptions, Autoregressive):
     ):
         dim = check_positive_int(dim, "dim")
         self._set_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
-        made = MADE(dim, hidden, 3 * bins - 1, order=order, context_dim=context_dim, seed=seed)
-        Autoregressive.__init__(self, made, 3 * bins - 1, direction="maf")
+        made = MADE(
+            dim, hidden, 3 * self.bins - 1, order=order, context_dim=context_dim, seed=seed
+        )
+        Autoregressive.__init__(self, made, 3 * self.bins - 1, direction="maf")
 
     def _params_meaning(self) -> str:
         return " (K widths, K heights and K - 1 derivatives)"
@@ -591,6 +620,13 @@ def spline_flow(
     (which can pull heavy tails into the box), then ``n_layers`` spline layers with
     permutations between them. In the forward map (base to data) the order is reversed.
 
+    Range: the splines are bounded maps (inside ``[-B, B]``, the identity outside) and stay
+    finite for any finite parameters; the scale of the flow comes from the ``ActNorm``,
+    whose forward map multiplies by ``exp(log_scale)``. A log-scale above about 88 (709
+    in float64) overflows, and then samples are ``inf``: scaling a trained flow's
+    parameters by 100 does exactly that. Train in float64 or keep the data's scale
+    moderate; the splines themselves are exact at any parameter scale.
+
     Args:
         dim: the dimension ``D >= 1``; in one dimension the layers are elementwise splines
             with free parameters.
@@ -626,7 +662,9 @@ def spline_flow(
         )
     if permutation not in ("reverse", "random"):
         raise ValueError(f"permutation must be 'reverse' or 'random', got {permutation!r}")
-    _check_spline_options(bins, bound, min_bin_width, min_bin_height, min_derivative)
+    bins, bound, min_bin_width, min_bin_height, min_derivative = _check_spline_options(
+        bins, bound, min_bin_width, min_bin_height, min_derivative
+    )
     options = {
         "bins": bins,
         "bound": bound,
