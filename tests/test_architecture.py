@@ -13,13 +13,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nfcourse"
 #: The floors of the package, lowest first: a module imports only from its own floor or
 #: lower ones. Package ``__init__`` files that only re-export are left out.
 FLOORS = [
-    ("validation", "seeding", "testing", "plot"),
+    ("validation", "seeding", "testing", "plot", "claims"),
     ("distributions", "images", "densities"),
     ("core", "targets"),
     ("flows",),
-    ("vae", "pretrained"),
+    ("vae",),
     ("training", "widgets"),
-    ("applications",),
+    ("applications", "pretrained"),
     ("checks",),
 ]
 
