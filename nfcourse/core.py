@@ -42,6 +42,7 @@ __all__ = [
     "DiagonalNormal",
     "Flow",
     "NonFiniteSamples",
+    "NonFiniteLogProb",
     "check_batch",
     "default_device",
     "to_torch_transform",
@@ -284,6 +285,39 @@ def _finite_samples(x: Tensor) -> Tensor:
     return x
 
 
+class NonFiniteLogProb(FloatingPointError):
+    """Raised when ``log_prob`` of finite data overflows to inf or NaN: the normalizing
+    map, its log-determinant or the base density left the range of the dtype."""
+
+
+def _finite_log_prob(
+    log_prob: Tensor, z: Tensor, log_abs_det: Tensor, bounded_base: bool
+) -> Tensor:
+    """``log_prob`` if every entry is finite, or ``-inf`` from a base of bounded support
+    at a finite latent point outside it; else ``NonFiniteLogProb`` naming the rows."""
+    if bool(torch.isfinite(log_prob).all()):
+        return log_prob
+    finite_map = torch.isfinite(z.flatten(1)).all(dim=1) & torch.isfinite(log_abs_det)
+    allowed = (
+        torch.isneginf(log_prob) & finite_map if bounded_base else torch.zeros_like(finite_map)
+    )
+    bad = (~torch.isfinite(log_prob) & ~allowed).nonzero().flatten()
+    if len(bad) == 0:
+        return log_prob
+    where = (
+        "the latent point z = f^{-1}(x)"
+        if not bool(finite_map[bad].all())
+        else "the base log-density (|z| too large to square)"
+    )
+    raise NonFiniteLogProb(
+        f"log_prob overflowed to inf or NaN in rows {bad[:5].tolist()}"
+        + (" ..." if len(bad) > 5 else "")
+        + f" of {len(log_prob)}: {where} left the range of {log_prob.dtype}. The flow's "
+        "parameters are too large for this dtype, or the data far from its scale: convert "
+        "the flow and the data with .double(), or standardise the data"
+    )
+
+
 class Flow(nn.Module):
     """A normalizing flow: a base distribution ``p_Z`` pushed through ``x = f(z; c)``.
 
@@ -366,7 +400,15 @@ class Flow(nn.Module):
         """Exact log-density of data ``x`` of shape ``(B, *event_shape)`` (given contexts
         ``(B, C)`` for a conditional flow); returns ``(B,)``."""
         x = self._check(x)
-        return self._log_prob(x, self._check_context(context, x.shape[0]))
+        z, log_abs_det = self.transform._map(
+            x, self._check_context(context, x.shape[0]), inverse=True
+        )
+        return _finite_log_prob(
+            self._base_log_prob(z) + log_abs_det,
+            z,
+            log_abs_det,
+            getattr(self.base, "bounded_support", False),
+        )
 
     def sample(
         self,

@@ -62,6 +62,10 @@ class BaseDistribution(nn.Module):
         dim: the dimension ``D``, a positive integer.
     """
 
+    #: ``True`` for a base whose log-density is ``-inf`` outside a bounded support: there
+    #: ``Flow.log_prob`` returns ``-inf`` instead of reporting an overflow.
+    bounded_support = False
+
     def __init__(self, dim: int):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
@@ -132,6 +136,8 @@ class Uniform01(BaseDistribution):
     Args:
         dim: the dimension ``D``.
     """
+
+    bounded_support = True
 
     def __init__(self, dim: int):
         super().__init__(dim)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .core import Flow, NonFiniteSamples
+from .core import Flow, NonFiniteLogProb, NonFiniteSamples
 from .seeding import generator, seeded
 from .vae import FlowPosteriorVAE, check_flat_images
 from .validation import check_positive_int
@@ -96,7 +96,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             try:
                 loss = loss_fn(step)
-            except NonFiniteSamples as error:
+            except (NonFiniteSamples, NonFiniteLogProb) as error:
                 raise TrainingDiverged(f"training diverged at step {step}: {error}") from error
             value = float(loss.detach())
             if not math.isfinite(value) or abs(value) > max_loss:

@@ -31,6 +31,7 @@ def glow(
     scale_bound: float = 3.0,
     alpha: float = 0.05,
     seed: int | None = 0,
+    shift_bound: float | None = None,
 ) -> Flow:
     """A multi-scale Glow on images with pixels in ``[0, 1]``, an ``nfcourse.Flow`` whose
     ``log_prob`` takes images ``(B, C, H, W)``.
@@ -48,6 +49,7 @@ def glow(
         hidden: the conditioners' hidden channels.
         lu: the LU parameterisation of the 1 x 1 convolutions.
         scale_bound: the couplings' largest log-scale.
+        shift_bound: the couplings' largest shift (``None``: unbounded).
         alpha: the ``Logit`` pre-processing's ``a``.
         seed: as everywhere in the package (``nfcourse.seeding``).
     """
@@ -72,7 +74,12 @@ def glow(
                         (c, h, w), lu=lu, seed=None if seed is None else seed + 100 * level + k
                     ),
                     ConvAffineCoupling(
-                        (c, h, w), "channel", parity=k % 2, hidden=hidden, scale_bound=scale_bound
+                        (c, h, w),
+                        "channel",
+                        parity=k % 2,
+                        hidden=hidden,
+                        scale_bound=scale_bound,
+                        shift_bound=shift_bound,
                     ),
                 ]
             blocks.append(Compose(*reversed(layers)))

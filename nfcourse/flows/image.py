@@ -303,7 +303,15 @@ class InvertibleConv1x1(Transform):
 
     def _inverse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         log_det = -x.shape[2] * x.shape[3] * self.log_abs_det_matrix()
-        return self._mix(x, torch.linalg.inv(self.matrix())), log_det.expand(x.shape[0])
+        inverse, info = torch.linalg.inv_ex(self.matrix())
+        if int(info) != 0 or not bool(torch.isfinite(inverse).all()):
+            raise FloatingPointError(
+                f"the 1 x 1 convolution's {len(inverse)} x {len(inverse)} matrix W cannot be "
+                f"inverted in {inverse.dtype}: it is singular to working precision (its LU "
+                "parameters are too large for this dtype). Convert the flow and the data "
+                "with .double(), or train with a smaller learning rate"
+            )
+        return self._mix(x, inverse), log_det.expand(x.shape[0])
 
     def extra_repr(self) -> str:
         return f"event_shape={self.event_shape}, lu={self.lu}"
@@ -335,8 +343,13 @@ def conv_conditioner(
 
 class ConvAffineCoupling(Transform):
     """Affine coupling of images with a convolutional conditioner:
-    ``x_A = z_A``, ``x_B = exp(s) z_B + t`` with ``(h, t) = NN(z_A)`` and the bounded
-    log-scale ``s = c tanh(h / c)``; ``log |det J| = sum s`` over the transformed numbers.
+    ``x_A = z_A``, ``x_B = exp(s) z_B + t`` with ``(h, g) = NN(z_A)``, the bounded
+    log-scale ``s = c tanh(h / c)`` and the shift ``t = g``, or ``t = b tanh(g / b)`` with a
+    ``shift_bound`` ``b``; ``log |det J| = sum s`` over the transformed numbers.
+
+    A ReLU conditioner's output grows without limit with its input, so on an image far
+    from the training data an unbounded shift can throw a latent number hundreds of
+    standard deviations out (chapter 9 shows it happen); ``shift_bound`` caps that.
 
     Masks:
 
@@ -352,6 +365,7 @@ class ConvAffineCoupling(Transform):
         parity: 0 or 1, which half is transformed.
         hidden: the conditioner's hidden channels.
         scale_bound: ``c``, the largest log-scale.
+        shift_bound: ``b``, the largest shift, or ``None`` for an unbounded shift.
         context_channels: channels of an extra input to the conditioner (for a conditional
             flow such as ``VariationalDequantizer``); 0 for none.
         zero_init: start as the identity.
@@ -366,6 +380,7 @@ class ConvAffineCoupling(Transform):
         scale_bound: float = 3.0,
         context_channels: int = 0,
         zero_init: bool = True,
+        shift_bound: float | None = None,
     ) -> None:
         super().__init__(event_shape=_image_shape(event_shape))
         c, h, w = self.event_shape
@@ -373,6 +388,16 @@ class ConvAffineCoupling(Transform):
             raise ValueError(f"parity must be 0 or 1, got {parity!r}")
         if not scale_bound > 0:
             raise ValueError(f"scale_bound must be positive, got {scale_bound!r}")
+        if shift_bound is not None and not (
+            isinstance(shift_bound, (int, float))
+            and not isinstance(shift_bound, bool)
+            and 0 < shift_bound < math.inf
+        ):
+            raise ValueError(
+                f"shift_bound must be a positive finite number or None (an unbounded shift), "
+                f"got {shift_bound!r}"
+            )
+        self.shift_bound = None if shift_bound is None else float(shift_bound)
         if mask == "channel":
             if c < 2:
                 raise ValueError(
@@ -441,6 +466,8 @@ class ConvAffineCoupling(Transform):
         if self.context_channels:
             cond = torch.cat([cond, context], dim=1)
         raw, shift = self.conditioner(cond).chunk(2, dim=1)
+        if self.shift_bound is not None:
+            shift = _soft_clamp(shift, self.shift_bound)
         return _soft_clamp(raw, self.scale_bound), shift
 
     def couple(
