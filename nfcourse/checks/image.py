@@ -6,11 +6,17 @@
   ``H W log |det W|``;
 * ``check_batch_bits_per_dim``: dequantize a batch with given noise, evaluate a flow and
   report bits per dimension;
-* ``check_fit_glow``: a Glow trained on 14 x 14 digits to a goal in bits per dimension.
+* ``check_uniform_gap``: the gap of the uniform dequantization bound on a cell where the
+  model's density is linear, ``log((a + b) / 2) + 1 - (b log b - a log a) / (b - a)``;
+* ``check_fit_glow``: a Glow trained on 14 x 14 digits to a goal in bits per dimension;
+* ``check_temperature_typicality``: for ``z ~ N(0, T^2 I_D)`` scored by ``N(0, I_D)``, the
+  mean squared norm ``D T^2``, the gap ``D T^2 / 2`` to the mode's log-density and the
+  spread ``T^2 sqrt(D / 2)`` of the log-density.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -23,7 +29,17 @@ from ..flows.dequantization import dequantization_nll, pixels_to_levels
 from ..flows.glow import glow
 from ..flows.image import squeeze
 from ..images import bits_per_dim as _bits_per_dim
-from . import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
+from . import (
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    check_gradients,
+    compare,
+    run,
+    tolerances,
+)
+from ._toolkit import matches
 from ._training import Goal, Measurement, check_fit
 
 __all__ = [
@@ -33,9 +49,57 @@ __all__ = [
     "check_conv1x1",
     "check_fit_glow",
     "check_squeeze",
+    "check_temperature_typicality",
+    "check_uniform_gap",
     "make_image_flow",
     "small_digits",
 ]
+
+
+# --- one number -----------------------------------------------------------------------------
+
+
+def _compare_number(
+    got: Tensor,
+    expected: float | Tensor,
+    what: str,
+    *,
+    slips: list[Slip],
+    advice: str,
+    rtol: float = 0.0,
+    close_hint: str = "",
+) -> None:
+    """``compare`` for an answer that is one number: name the slip that gives it; when
+    none does, say how far it is from the right value (not "at every point"), and, with
+    ``close_hint``, what a nearly right number usually means."""
+    atol, r = tolerances(got)
+    r = max(r, rtol)
+    right = torch.as_tensor(expected, dtype=torch.float64).reshape(())
+    if matches(got.reshape(()), right, atol, r):
+        return
+    for slip in slips:
+        value = slip.evaluate()
+        if (
+            value is not None
+            and value.numel() == 1
+            and not matches(value.reshape(()), right, atol, r)
+            and matches(got.reshape(()), value.reshape(()), max(atol, 1e-6), max(r, 1e-6))
+        ):
+            raise ExerciseError(f"{what} is not right: {slip.message}")
+    g, x = float(got), float(right)
+    if not math.isfinite(g):
+        raise ExerciseError(f"{what} is {g}, where the right value is finite. {advice}")
+    relative = abs(g - x) / max(abs(x), 1e-12)
+    if close_hint and relative < 0.05:
+        raise ExerciseError(
+            f"{what} is {g:.6g}, within {100 * relative:.2g} % of the right value but not "
+            f"equal to it: {close_hint}"
+        )
+    ratio = f"{g / x:.4g} times it, " if x != 0 else ""
+    raise ExerciseError(
+        f"{what} is {g:.6g}, where the right value is {x:.6g} ({ratio}off by "
+        f"{g - x:+.4g}). {advice}"
+    )
 
 
 # --- Exercise: the squeeze ----------------------------------------------------------------
@@ -317,16 +381,198 @@ def check_batch_bits_per_dim(fn: Callable) -> None:
                     bits((right.sum() + len(right) * d * math.log(levels)) / (d * ln2)),
                 ),
             ]
-        compare(
-            got.reshape(1),
-            bits(expected).reshape(1),
+        _compare_number(
+            got,
+            bits(expected),
             f"batch_bits_per_dim with a {str(dtype)[6:]} flow",
-            slips=[Slip(s.message, (lambda s=s: s.evaluate().reshape(1))) for s in slips],
+            slips=slips,
             rtol=1e-5 if dtype == torch.float32 else 1e-9,
+            advice="None of the usual slips gives this number. Dequantize, y = (x + u) / "
+            "256, average -log p(y) over the batch, add D ln 256 and divide by D ln 2",
         )
     print(
         f"Correct: the batch scores {expected:.4f} bits per dimension (the uniform "
         f"model would score {math.log2(levels):.0f})."
+    )
+
+
+# --- Exercise: the gap of uniform dequantization on a tilted cell ------------------------
+
+# (a, b): the model's density at the left and right edge of a cell. The masses (a + b) / 2
+# differ from 1 and from one another, so that a missing log P cannot pass; both tilts
+# (b > a and b < a) appear; two cells touch zero at an edge (the largest gap, and
+# 0 * log 0); two are flat (0 / 0 in the closed form)
+GAP_CELLS = (
+    (0.2, 1.0),
+    (1.5, 0.4),
+    (3.0, 3.6),
+    (0.05, 0.9),
+    (2.0, 0.0),
+    (0.7, 0.7),
+    (0.0, 1.7),
+    (1.2, 4.0),
+    (2.4, 2.4),
+    (0.45, 0.15),
+)
+
+
+def _gap_reference(a: Tensor, b: Tensor) -> Tensor:
+    """``log((a + b) / 2) - E_u[log(a + (b - a) u)]`` in float64, 0 where ``a == b``."""
+    a, b = a.double(), b.double()
+    flat = a == b
+    width = torch.where(flat, torch.ones_like(a), b - a)
+    mean_log = (torch.xlogy(b, b) - torch.xlogy(a, a)) / width - 1
+    return torch.where(flat, torch.zeros_like(a), torch.log((a + b) / 2) - mean_log)
+
+
+def _gap_slips(a: Tensor, b: Tensor, gap: Tensor) -> list[Slip]:
+    a, b = a.double(), b.double()
+    flat, edge = a == b, (a == 0) | (b == 0)
+    mass = (a + b) / 2
+    mean_log = torch.log(mass) - gap  # E_u[log p(x + u)]
+    with torch.no_grad():
+        # the normalised density 1 + s (2u - 1) runs from alpha to beta over the cell
+        alpha, beta = a / mass, b / mass
+        span = torch.where(flat, torch.ones_like(a), beta - alpha)
+        # KL(p || uniform) = int_0^1 t log t du = (1 / (beta - alpha)) int t log t dt
+        reverse = (
+            (torch.xlogy(beta**2, beta) - torch.xlogy(alpha**2, alpha)) / 2
+            - (beta**2 - alpha**2) / 4
+        ) / span
+        reverse = torch.where(flat, torch.zeros_like(a), reverse)
+        nan = torch.full_like(a, float("nan"))
+    slips = [
+        Slip(
+            "this is minus the gap, E_u[log p(x + u)] - log P(x): the bound E_u[-log p] lies "
+            "*above* -log P(x) (Jensen), so the gap E_u[-log p(x + u)] + log P(x) is "
+            "positive",
+            -gap,
+        ),
+        Slip(
+            "this is E_u[-log p(x + u)], the bound itself, not its gap: subtract -log P(x), "
+            "that is add log P(x) with P(x) = (a + b) / 2, the mass of the cell (the "
+            "density is not normalised on the cell)",
+            -mean_log,
+        ),
+        Slip(
+            "log P(x) has the wrong sign: the gap is the bound minus -log P(x), that is "
+            "E_u[-log p(x + u)] + log P(x), with P(x) = (a + b) / 2",
+            -mean_log - torch.log(mass),
+        ),
+        Slip(
+            "the mass of the cell is the area of a trapezoid of width 1, P(x) = (a + b) / 2, "
+            "not a + b: the answer is log 2 too large",
+            gap + math.log(2),
+        ),
+        Slip(
+            "this is the gap in bits (divided by ln 2); the exercise asks for nats, with "
+            "the natural logarithm",
+            gap / math.log(2),
+        ),
+        Slip(
+            "the antiderivative of log t is t log t - t: the -t part is missing, which "
+            "after dividing by b - a is the -1 in E_u[log p] = (b log b - a log a) / (b - a)"
+            " - 1 (the answer is 1 too small)",
+            gap - 1,
+        ),
+        Slip(
+            "the substitution t = a + (b - a) u has dt = (b - a) du: the integral over t "
+            "must be divided by b - a to give the average over u",
+            torch.log(mass) - (torch.xlogy(b, b) - torch.xlogy(a, a) - (b - a)),
+        ),
+        Slip(
+            "this is KL(p(.|x) || uniform), the divergence in the other direction: the "
+            "noise u is drawn from the uniform density, so the gap of the bound is "
+            "E_uniform[log(uniform / p(u|x))] = KL(uniform || p(.|x))",
+            reverse,
+        ),
+        Slip(
+            "log p is not linear in u, so E_u[log p] is not the mean of log a and log b: "
+            "integrate log(a + (b - a) u) over u in [0, 1)",
+            torch.log(mass) - (torch.log(a) + torch.log(b)) / 2,
+        ),
+        Slip(
+            "this is zero for every cell, as if the bound were tight: Jensen's inequality is "
+            "an equality only where p is constant on the cell, and these densities are "
+            "tilted (only the cells with a = b have no gap)",
+            torch.zeros_like(gap),
+        ),
+    ]
+    right_but_nan = [
+        Slip(
+            "right except for the flat cells (a = b: 0 / 0, where the gap is 0) and the "
+            "cells with a zero edge (a log a at a = 0 is NaN, its limit 0: torch.xlogy)",
+            torch.where(flat | edge, nan, gap),
+        ),
+        Slip(
+            "right except for the flat cells, a = b, where the closed form is 0 / 0: there "
+            "the density is constant on the cell and the gap is 0 (its limit); set it with "
+            "torch.where(a == b, 0, ...)",
+            torch.where(flat, nan, gap),
+        ),
+        Slip(
+            "right except for the cells whose density is 0 at an edge: a log a is "
+            "0 * (-inf) = NaN at a = 0 in floating point, while its limit is 0; "
+            "torch.xlogy(a, a) computes a log a with that limit",
+            torch.where(edge, nan, gap),
+        ),
+    ]
+    # a flat cell (a = b) may be handled three ways beside the slip: by the formula's
+    # limit, by torch.where(a == b, 0, ...), or not at all (0 / 0 = NaN)
+    return right_but_nan + [
+        Slip(slip.message, variant)
+        for slip in slips
+        for variant in (
+            slip.value,
+            torch.where(flat, torch.zeros_like(a), slip.value),
+            torch.where(flat, nan, slip.value),
+        )
+    ]
+
+
+def check_uniform_gap(fn: Callable) -> None:
+    """Check ``fn(a, b) -> gap``: on a cell where the model's density is linear, ``a`` at
+    the left edge and ``b`` at the right, the gap of the uniform bound
+    ``E_u[-log p(x + u)] + log P(x)`` with ``P(x) = (a + b) / 2``, in nats, one per cell;
+    for float64 and float32 inputs."""
+    name = getattr(fn, "__name__", "your function")
+    for dtype in (torch.float64, torch.float32):
+        a = torch.tensor([c[0] for c in GAP_CELLS], dtype=dtype)
+        b = torch.tensor([c[1] for c in GAP_CELLS], dtype=dtype)
+        got = as_tensor(
+            run(fn, a.clone(), b.clone(), name=name),
+            f"{name}(a, b)",
+            (len(a),),
+            ("cells",),
+        )
+        expected = _gap_reference(a, b)
+        flat, edge = a == b, (a == 0) | (b == 0)
+        compare(
+            got,
+            expected,
+            f"the gap of {name} for {str(dtype)[6:]} inputs",
+            slips=_gap_slips(a, b, expected),
+            labels=[
+                f"the cell a = {float(x):g}, b = {float(y):g}" for x, y in zip(a, b, strict=True)
+            ],
+            groups={
+                "the flat cells, a = b (0 / 0 in the closed form; the gap is 0 there)": flat,
+                "the cells with a zero edge (a log a at a = 0: its limit is 0, "
+                "torch.xlogy(a, a))": edge,
+            },
+            nan_hint="the closed form has 0 / 0 at a = b and 0 * log 0 at a zero edge; "
+            "take the limits (0 for the gap of a flat cell, 0 for a log a at a = 0)",
+            atol=1e-5,  # a fine numerical average over u passes too
+            advice="None of the usual slips gives these numbers. Write E_u[log p(x + u)] "
+            "as the integral of log t from a to b divided by b - a, and subtract it from "
+            "log P(x)",
+        )
+    largest = float(_gap_reference(torch.tensor([0.0]), torch.tensor([1.0])))
+    print(
+        "Correct: the gap of the uniform bound on a linear cell is "
+        "log((a + b) / 2) + 1 - (b log b - a log a) / (b - a), zero only on flat cells "
+        f"and largest, 1 - ln 2 = {largest:.4f} nats ({largest / math.log(2):.4f} bits), "
+        "when the density touches zero at an edge."
     )
 
 
@@ -424,4 +670,206 @@ def check_fit_glow(
         "batches of about 64 digits drawn afresh at every step, and the whole "
         "budget of steps",
         subject="your flow scores",
+    )
+
+
+# --- Exercise: temperature and typicality -------------------------------------------------
+
+# (D, T): no T = 1 (where T = T^2), no T = 1/2 (where T / 2 = T^2) and no D = 2 (where
+# D / 2 = 1); the 3 x 32 x 32 case is an image of CIFAR's size
+TEMPERATURE_CASES = ((784, 0.7), (12, 1.6), (3072, 0.6))
+_TYPICALITY_PARTS = (
+    "the mean squared norm E|z|^2",
+    "the gap log N(0; 0, I) - E[log N(z; 0, I)]",
+    "the standard deviation of log N(z; 0, I)",
+)
+
+
+def _typicality_reference(d: int, t: float) -> tuple[float, float, float]:
+    return d * t**2, d * t**2 / 2, t**2 * math.sqrt(d / 2)
+
+
+def _typicality_slips(d: int, t: float) -> tuple[list[Slip], list[Slip], list[Slip]]:
+    ln2, half_log_2pi = math.log(2), 0.5 * math.log(2 * math.pi)
+
+    def num(value: float) -> Tensor:
+        return torch.tensor(value, dtype=torch.float64)
+
+    square = [
+        Slip("T, not T^2: z = T e with e ~ N(0, I), so |z|^2 = T^2 |e|^2", num(d * t)),
+        Slip(
+            "this is one coordinate's E z_i^2 = T^2; the squared norm sums the D coordinates",
+            num(t**2),
+        ),
+        Slip(
+            "this is about the typical norm |z|, T sqrt(D); the question asks for the mean "
+            "of the *squared* norm",
+            num(t * math.sqrt(d)),
+        ),
+        Slip(
+            "the temperature is missing: z ~ N(0, T^2 I) has variance T^2 in every "
+            "coordinate, so E|z|^2 = D T^2",
+            num(d),
+        ),
+    ]
+    gap = [
+        Slip(
+            "T, not T^2: log N(z; 0, I) = -(D/2) log(2 pi) - |z|^2 / 2 and E|z|^2 = D T^2",
+            num(d * t / 2),
+        ),
+        Slip(
+            "this is the gap per coordinate, T^2 / 2; the D coordinates add up",
+            num(t**2 / 2),
+        ),
+        Slip(
+            "this is the gap in bits per dimension, T^2 / (2 ln 2); the exercise asks for "
+            "nats for the whole vector",
+            num(t**2 / (2 * ln2)),
+        ),
+        Slip(
+            "the factor 1/2 of the Gaussian's exponent, -|z|^2 / 2, is missing",
+            num(d * t**2),
+        ),
+        Slip(
+            "this is in bits (divided by ln 2); the exercise asks for nats",
+            num(d * t**2 / (2 * ln2)),
+        ),
+        Slip(
+            "the sign: the mode z = 0 has the *higher* log-density, so log N(0) - "
+            "E[log N(z)] is positive",
+            num(-d * t**2 / 2),
+        ),
+        Slip(
+            "this is D / 2, the gap under the tempered density N(0, T^2 I), the same at "
+            "every T; the flow scores z with its base N(0, I), where the gap is D T^2 / 2",
+            num(d / 2),
+        ),
+        Slip(
+            "this is E[log N(z; 0, I)] itself; the question asks how far it lies below the "
+            "log-density at the mode, log N(0; 0, I) = -(D/2) log(2 pi)",
+            num(-d * half_log_2pi - d * t**2 / 2),
+        ),
+        Slip(
+            "this is E[-log N(z; 0, I)]; the constant (D/2) log(2 pi) cancels in the "
+            "difference with the mode's log-density",
+            num(d * half_log_2pi + d * t**2 / 2),
+        ),
+        Slip(
+            "this is D (1 - T^2) / 2, the gap between typical samples at T = 1 and at T; "
+            "the question compares the mode z = 0 with a typical sample at T",
+            num(d * (1 - t**2) / 2),
+        ),
+    ]
+    spread = [
+        Slip(
+            "this is the standard deviation of |z|^2, T^2 sqrt(2D); log N(z; 0, I) = const "
+            "- |z|^2 / 2 has half of it",
+            num(t**2 * math.sqrt(2 * d)),
+        ),
+        Slip(
+            "this is the variance, D T^4 / 2; return the standard deviation, its square root",
+            num(d * t**4 / 2),
+        ),
+        Slip(
+            "this is the variance of |z|^2, 2 D T^4; the log-density is -|z|^2 / 2 + const, "
+            "and the spread asked for is a standard deviation",
+            num(2 * d * t**4),
+        ),
+        Slip(
+            "T, not T^2: the log-density is -|z|^2 / 2 + const and |z|^2 = T^2 |e|^2, so "
+            "its spread scales with T^2",
+            num(t * math.sqrt(d / 2)),
+        ),
+        Slip(
+            "this is sqrt(D/2), the spread of the log-density under the tempered "
+            "N(0, T^2 I) (or with T forgotten); the flow scores z with its base N(0, I), "
+            "where the spread is T^2 sqrt(D/2)",
+            num(math.sqrt(d / 2)),
+        ),
+        Slip(
+            "Var(z_i^2) = E z_i^4 - (E z_i^2)^2 = 3 T^4 - T^4 = 2 T^4, not T^4: the fourth "
+            "moment of a Gaussian is 3 sigma^4",
+            num(t**2 * math.sqrt(d) / 2),
+        ),
+        Slip(
+            "E z_i^4 = 3 T^4 was taken for the variance of z_i^2; subtract (E z_i^2)^2 = "
+            "T^4, which leaves 2 T^4",
+            num(t**2 * math.sqrt(3 * d) / 2),
+        ),
+        Slip(
+            "the variances of the D independent terms z_i^2 / 2 add (each T^4 / 2), so "
+            "the standard deviation grows as sqrt(D); this is one coordinate's, T^2 / sqrt(2)",
+            num(t**2 / math.sqrt(2)),
+        ),
+        Slip(
+            "the standard deviation of a sum of D independent terms grows as sqrt(D), not "
+            "D: it is the variances that add",
+            num(t**2 * d / math.sqrt(2)),
+        ),
+        Slip(
+            "this is in bits (divided by ln 2); the exercise asks for nats",
+            num(t**2 * math.sqrt(d / 2) / ln2),
+        ),
+    ]
+    return square, gap, spread
+
+
+def check_temperature_typicality(fn: Callable) -> None:
+    """Check ``fn(d, t) -> (mean_sq_norm, gap, sd)`` for ``z ~ N(0, T^2 I_D)`` scored by
+    the base ``N(0, I_D)``: ``E|z|^2 = D T^2``, the gap ``log N(0) - E[log N(z)] =
+    D T^2 / 2`` nats and the standard deviation ``T^2 sqrt(D / 2)`` of ``log N(z)``."""
+    name = getattr(fn, "__name__", "your function")
+    for d, t in TEMPERATURE_CASES:
+        where = f"{name}({d}, {t})"
+        out = run(fn, d, t, name=name)
+        if not (isinstance(out, tuple | list) and len(out) == 3):
+            raise ExerciseError(
+                f"{where} should return three numbers (mean_sq_norm, gap, sd), got "
+                + (
+                    f"a {type(out).__name__} of {len(out)}"
+                    if isinstance(out, tuple | list)
+                    else type(out).__name__
+                )
+            )
+        got = [
+            as_number(v, f"{where}: {part}")
+            for v, part in zip(out, _TYPICALITY_PARTS, strict=True)
+        ]
+        right = _typicality_reference(d, t)
+        values = [float(v) for v in got]
+        in_order = all(
+            abs(v - r) <= 1e-4 * max(1.0, abs(r)) for v, r in zip(values, right, strict=True)
+        )
+        if not in_order:
+            for order in itertools.permutations(range(3)):
+                if order != (0, 1, 2) and all(
+                    abs(values[i] - right[k]) <= 1e-4 * max(1.0, abs(right[k]))
+                    for i, k in enumerate(order)
+                ):
+                    raise ExerciseError(
+                        f"{where} returns the right three numbers in another order: "
+                        "return (mean_sq_norm, gap, sd), in that order"
+                    )
+        for value, expected, part, slips in zip(
+            got, right, _TYPICALITY_PARTS, _typicality_slips(d, t), strict=True
+        ):
+            _compare_number(
+                value,
+                expected,
+                f"{part} for D = {d}, T = {t}",
+                slips=slips,
+                advice="None of the usual slips gives this number. Write z = T e with "
+                "e ~ N(0, I) and log N(z; 0, I) = -(D/2) log(2 pi) - T^2 |e|^2 / 2, and use "
+                "E e_i^2 = 1, E e_i^4 = 3",
+                close_hint="an estimate from samples (a Monte Carlo average) or a rounded "
+                "constant gives this; the exercise asks for the exact value, a formula in "
+                "D and T that the derivation gives",
+            )
+    d, t = 784, 0.7
+    _, gap, sd = _typicality_reference(d, t)
+    print(
+        f"Correct: for D = {d} and T = {t}, samples have E|z|^2 = {d * t**2:.1f}, their "
+        f"log-density lies {gap:.1f} nats ({gap / (d * math.log(2)):.3f} bits per "
+        f"dimension) below the mode's, with a spread of {sd:.1f} nats: the mode is "
+        f"sqrt(D / 2) = {math.sqrt(d / 2):.1f} standard deviations away, at every T."
     )
