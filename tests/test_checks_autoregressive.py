@@ -10,17 +10,24 @@ from solution_code import solution
 
 import nfcourse as nf
 from nfcourse.checks.autoregressive import (
+    ORDERING_REFERENCE,
     check_fit_ring,
     check_iaf_sample_and_log_prob,
+    check_inverse_reverse_kl,
     check_made_masks,
     check_maf_sample,
+    check_ordering,
     make_conditioner,
+    ordering_target_log_prob,
+    ordering_target_sample,
 )
 
 CH = "07_autoregressive_flows"
 masks_ref = solution(CH, "made_masks_from_degrees")
 sample_ref = solution(CH, "maf_sample")
 iaf_ref = solution(CH, "iaf_sample_and_log_prob")
+duality_ref = solution(CH, "inverse_reverse_kl")
+order_ref = solution(CH, "choose_order")
 
 
 def log_normal(z):
@@ -35,6 +42,16 @@ def maf_passes(passes, log_det=lambda s, x, z, c: s.sum(1), start=torch.zeros_li
             s, t = c(x)
             x = torch.exp(s) * z + t
         return x, log_det(s, x, z, c)
+
+    return answer
+
+
+def duality(kl):
+    """An answer to the duality exercise from ``kl(log_pi, log_det, u, x)``."""
+
+    def answer(normalize, log_pi, x):
+        u, log_det = normalize(x)
+        return kl(log_pi(x), log_det, u, x)
 
     return answer
 
@@ -172,6 +189,73 @@ WRONG = [
         "inverse",
     ),
     Wrong(check_iaf_sample_and_log_prob, "stub", stub, "not written yet"),
+    Wrong(
+        check_inverse_reverse_kl,
+        "log-det-sign",
+        duality(lambda lp, ld, u, x: (lp + ld - log_normal(u)).mean()),
+        "log-det enters with a minus",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "nll-only",
+        duality(lambda lp, ld, u, x: (-ld - log_normal(u)).mean()),
+        "negative log-likelihood",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "reversed",
+        duality(lambda lp, ld, u, x: (log_normal(u) + ld - lp).mean()),
+        "other way round",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "no-constant",
+        duality(lambda lp, ld, u, x: (lp - ld + 0.5 * (u**2).sum(1)).mean()),
+        "constant",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "normal-at-x",
+        duality(lambda lp, ld, u, x: (lp - ld - log_normal(x)).mean()),
+        "taken at x",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "sum",
+        duality(lambda lp, ld, u, x: (lp - ld - log_normal(u)).sum()),
+        "mean",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "no-log-det",
+        duality(lambda lp, ld, u, x: (lp - log_normal(u)).mean()),
+        "log-det term is missing",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "detached-log-det",
+        duality(lambda lp, ld, u, x: (lp - ld.detach() - log_normal(u)).mean()),
+        "log-det is cut from the graph",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "detached-u",
+        duality(lambda lp, ld, u, x: (lp - ld - log_normal(u.detach())).mean()),
+        "u = g\\(x\\) is cut from the graph",
+    ),
+    Wrong(
+        check_inverse_reverse_kl,
+        "item",
+        duality(lambda lp, ld, u, x: (lp - ld - log_normal(u)).mean().item()),
+        "carries no gradient",
+    ),
+    Wrong(check_inverse_reverse_kl, "stub", stub, "not written yet"),
+    Wrong(check_ordering, "inverse-permutation", lambda: [1, 2, 0], "invert your permutation"),
+    Wrong(check_ordering, "natural", lambda: [0, 1, 2], "puts x_0 first"),
+    Wrong(check_ordering, "x2-first", lambda: [2, 1, 0], "puts x_2 first"),
+    Wrong(check_ordering, "x0-before-x2", lambda: [1, 0, 2], "x_0 comes before x_2"),
+    Wrong(check_ordering, "not-a-permutation", lambda: [1, 1, 0], "permutation"),
+    Wrong(check_ordering, "stub", stub, "not written yet"),
 ]
 
 RIGHT = [
@@ -202,6 +286,30 @@ RIGHT = [
         "torch-distribution",
         iaf(lambda z, x, s: torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1) - s.sum(1)),
     ),
+    Right(check_inverse_reverse_kl, "solution", duality_ref),
+    Right(check_inverse_reverse_kl, "float32", lambda n, p, x: duality_ref(n, p, x).float()),
+    Right(
+        check_inverse_reverse_kl,
+        "float32-inputs",
+        duality(lambda lp, ld, u, x: (lp.float() - ld.float() - log_normal(u.float())).mean()),
+    ),
+    Right(
+        check_inverse_reverse_kl,
+        "torch-distribution",
+        duality(
+            lambda lp, ld, u, x: (
+                lp - ld - torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(1)
+            ).mean()
+        ),
+    ),
+    Right(
+        check_inverse_reverse_kl,
+        "minus-nll-plus-log-pi",
+        duality(lambda lp, ld, u, x: lp.mean() - (ld + log_normal(u)).mean()),
+    ),
+    Right(check_ordering, "solution", order_ref),
+    Right(check_ordering, "tensor", lambda: torch.tensor(ORDERING_REFERENCE)),
+    Right(check_ordering, "tuple", lambda: ORDERING_REFERENCE),
 ]
 
 
@@ -276,3 +384,16 @@ def test_fit_ring_reference_answer_reaches_the_goal_with_margin():
 )
 def test_fit_ring_check_names_the_cause_of_a_miss(wrong, match):
     assert_wrong(Wrong(check_fit_ring, "miss", wrong, match))
+
+
+def test_ordering_target_samples_follow_its_density():
+    """The samples come from the density the exercise prints: a one-dimensional check of
+    each conditional, and the log-density integrates the known normaliser."""
+    x = ordering_target_sample(50_000, seed=3)
+    x0, x1, x2 = x.unbind(1)
+    assert abs(float(x1.mean())) < 0.02 and abs(float(x1.std()) - 1) < 0.02
+    assert abs(float((x2 - 1.5 * torch.sin(2 * x1)).std()) - 0.3) < 0.005
+    assert abs(float((x0 - 0.5 * x2**2 + 1).std()) - 0.3) < 0.005
+    # E[-log p] is the entropy: 0.5 log(2 pi e) + 2 (0.5 log(2 pi e) + log 0.3)
+    entropy = 1.5 * math.log(2 * math.pi * math.e) + 2 * math.log(0.3)
+    assert abs(float(-ordering_target_log_prob(x).mean()) - entropy) < 0.02
