@@ -10,16 +10,22 @@ from solution_code import solution
 
 import nfcourse
 from nfcourse.checks.spline import (
+    _spline_cases,
+    check_cubic_increasing,
     check_fit_moved_sine,
+    check_knot_second_derivatives,
     check_rq_forward,
     check_rq_inverse,
     check_spline_knots,
 )
+from nfcourse.flows.spline import _rational_quadratic_spline
 
 CH = "08_spline_flows"
 knots_ref = solution(CH, "spline_knots")
 forward_ref = solution(CH, "rq_forward")
 inverse_ref = solution(CH, "rq_inverse")
+second_ref = solution(CH, "knot_second_derivatives")
+cubic_ref = solution(CH, "cubic_increasing")
 
 
 def _knots(u, bound, minimum, renormalise=True, with_min=True, rescale=True):
@@ -97,6 +103,78 @@ def inverse_variant(root):
         return root(a, b, c, xk, w)
 
     return answer
+
+
+def second_variant(start_fn, end_fn, swap=False):
+    """An answer for g'' at the knots from formulas for the start (xi = 0) and the end
+    (xi = 1) of every bin, given w, s, d0, d1 per bin."""
+
+    def answer(knot_x, knot_y, derivatives):
+        w = knot_x.diff(dim=1)
+        s = knot_y.diff(dim=1) / w
+        d0, d1 = derivatives[:, :-1], derivatives[:, 1:]
+        left, right = end_fn(w, s, d0, d1)[:, :-1], start_fn(w, s, d0, d1)[:, 1:]
+        return (right, left) if swap else (left, right)
+
+    return answer
+
+
+def _start(w, s, d0, d1):
+    return 2 * (s**2 + s * d0 - d0**2 - d0 * d1) / (w * s)
+
+
+def _end(w, s, d0, d1):
+    return 2 * (d1**2 + d0 * d1 - s * d1 - s**2) / (w * s)
+
+
+def _second_one_width(knot_x, knot_y, derivatives):
+    # the left value computed with the width of the bin after the knot
+    left, right = second_ref(knot_x, knot_y, derivatives)
+    w = knot_x.diff(dim=1)
+    return left * w[:, :-1] / w[:, 1:], right
+
+
+def _second_by_autograd_offset(knot_x, knot_y, derivatives):
+    # finite differences of the first derivative: close, but not the limit
+    w = knot_x.diff(dim=1)
+    s = knot_y.diff(dim=1) / w
+    d0, d1 = derivatives[:, :-1], derivatives[:, 1:]
+    eps = 1e-3
+
+    def slope(xi):
+        beta = s + (d1 + d0 - 2 * s) * xi * (1 - xi)
+        num = d1 * xi**2 + 2 * s * xi * (1 - xi) + d0 * (1 - xi) ** 2
+        return s**2 * num / beta**2
+
+    start = (slope(eps) - slope(0.0)) / (eps * w)
+    end = (slope(1.0) - slope(1 - eps)) / (eps * w)
+    return end[:, :-1], start[:, 1:]
+
+
+def cubic_variant(rule):
+    def answer(alpha, beta):
+        a, b = alpha + beta - 2, 3 - 2 * alpha - beta
+        safe = torch.where(a == 0, torch.ones_like(a), a)
+        return rule(alpha, beta, a, b, safe)
+
+    return answer
+
+
+def _cubic_grid(alpha, beta):
+    xi = torch.linspace(0, 1, 2001, dtype=alpha.dtype)
+    a, b = (alpha + beta - 2)[:, None], (3 - 2 * alpha - beta)[:, None]
+    return (3 * a * xi**2 + 2 * b * xi + alpha[:, None]).min(1).values >= 0
+
+
+def _cubic_float(alpha, beta):
+    return cubic_ref(alpha, beta).double()
+
+
+def _cubic_at_quarter_points(alpha, beta):
+    # p' at a few points only: misses minimums between them
+    xi = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=alpha.dtype)
+    a, b = (alpha + beta - 2)[:, None], (3 - 2 * alpha - beta)[:, None]
+    return (3 * a * xi**2 + 2 * b * xi + alpha[:, None]).min(1).values >= 0
 
 
 def _fit_without_standardising(data, generator, steps=100):
@@ -220,6 +298,111 @@ WRONG = [
         "you returned xi",
     ),
     Wrong(
+        check_knot_second_derivatives,
+        "swapped",
+        second_variant(_start, _end, swap=True),
+        "left and right are swapped",
+    ),
+    Wrong(
+        check_knot_second_derivatives,
+        "no-chain-rule",
+        second_variant(
+            lambda w, s, d0, d1: _start(w, s, d0, d1) * w,
+            lambda w, s, d0, d1: _end(w, s, d0, d1) * w,
+        ),
+        "divide the derivative in xi",
+    ),
+    Wrong(
+        check_knot_second_derivatives,
+        "quotient-rule-without-2",
+        second_variant(
+            lambda w, s, d0, d1: ((2 * s - 2 * d0) * s - d0 * (d1 + d0 - 2 * s)) / (w * s),
+            lambda w, s, d0, d1: ((2 * d1 - 2 * s) * s + d1 * (d1 + d0 - 2 * s)) / (w * s),
+        ),
+        "factor 2 of beta",
+    ),
+    Wrong(check_knot_second_derivatives, "one-width", _second_one_width, "its own bin's width"),
+    Wrong(
+        check_knot_second_derivatives,
+        "one-s",
+        second_variant(
+            lambda w, s, d0, d1: _start(w, s, d0, d1) / s,
+            lambda w, s, d0, d1: _end(w, s, d0, d1) / s,
+        ),
+        "s_k squared",
+    ),
+    Wrong(
+        check_knot_second_derivatives,
+        "first-derivatives",
+        lambda kx, ky, d: (d[:, 1:-1], d[:, 1:-1]),
+        "these are first derivatives",
+    ),
+    Wrong(
+        check_knot_second_derivatives,
+        "finite-difference",
+        _second_by_autograd_offset,
+        "differentiate g'",
+    ),
+    Wrong(check_knot_second_derivatives, "stub", stub, "NotImplementedError"),
+    Wrong(
+        check_cubic_increasing,
+        "ends-only",
+        lambda alpha, beta: torch.ones_like(alpha, dtype=torch.bool),
+        "minimum can lie inside",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "vertex-anywhere",
+        cubic_variant(lambda al, be, a, b, safe: (a <= 0) | (al - b**2 / (3 * safe) >= 0)),
+        "Check 0 < xi\\* < 1",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "circle",
+        lambda alpha, beta: alpha**2 + beta**2 <= 9,
+        "circle\\) is sufficient",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "box",
+        lambda alpha, beta: (alpha <= 3) & (beta <= 3),
+        "alpha, beta <= 3 is sufficient",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "negated",
+        lambda alpha, beta: ~cubic_ref(alpha, beta),
+        "opposite",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "vertex-sign",
+        cubic_variant(
+            lambda al, be, a, b, safe: (
+                ~((a > 0) & (b / (3 * safe) > 0) & (b / (3 * safe) < 1))
+                | (al - b**2 / (3 * safe) >= 0)
+            )
+        ),
+        "sign of the vertex",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "no-three",
+        cubic_variant(
+            lambda al, be, a, b, safe: (
+                ~((a > 0) & (-b / safe > 0) & (-b / safe < 1)) | (al - b**2 / (3 * safe) >= 0)
+            )
+        ),
+        "derivative of xi\\^3",
+    ),
+    Wrong(
+        check_cubic_increasing,
+        "coarse-grid",
+        _cubic_at_quarter_points,
+        "wrong for \\d+ of \\d+ pairs",
+    ),
+    Wrong(check_cubic_increasing, "stub", stub, "NotImplementedError"),
+    Wrong(
         check_fit_moved_sine,
         "not-standardised",
         _fit_without_standardising,
@@ -267,6 +450,13 @@ RIGHT = [
     Right(check_rq_forward, "one-hot", _forward_searchsorted),
     Right(check_rq_inverse, "solution", inverse_ref),
     Right(check_rq_inverse, "float32", _float32(inverse_ref)),
+    Right(check_knot_second_derivatives, "solution", second_ref),
+    Right(check_knot_second_derivatives, "float32", _float32(second_ref)),
+    Right(check_knot_second_derivatives, "expanded", second_variant(_start, _end)),
+    Right(check_cubic_increasing, "solution", cubic_ref),
+    Right(check_cubic_increasing, "float32", _float32(cubic_ref)),
+    Right(check_cubic_increasing, "fine-grid", _cubic_grid),
+    Right(check_cubic_increasing, "as-float", _cubic_float),
 ]
 
 
@@ -282,3 +472,20 @@ def test_check_accepts_right_answers_written_differently(row):
 
 def test_the_published_training_answer_reaches_the_goal():
     assert_right(Right(check_fit_moved_sine, "solution", solution(CH, "fit_moved_sine")))
+
+
+def test_second_derivative_reference_is_the_limit_of_autograd_at_the_knots():
+    params, knot_x, knot_y, deriv, _, bound = _spline_cases(0, n=12, bins=5)
+    left, right = second_ref(knot_x, knot_y, deriv)
+
+    def second(x):
+        x = x.clone().requires_grad_()
+        y, _ = _rational_quadratic_spline(x, *params, False, bound, 1e-3, 1e-3, 1e-3)
+        (slope,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return torch.autograd.grad(slope.sum(), x)[0]
+
+    for j in range(1, knot_x.shape[1] - 1):
+        for values, offset in ((right, 1e-9), (left, -1e-9)):
+            got = second(knot_x[:, j] + offset)
+            scale = 1 + values[:, j - 1].abs()
+            assert float(((got - values[:, j - 1]).abs() / scale).max()) < 1e-5

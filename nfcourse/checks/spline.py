@@ -4,6 +4,10 @@
   minimum widths, heights and derivatives;
 * ``check_rq_forward``: the rational-quadratic spline in a bin and its log-derivative;
 * ``check_rq_inverse``: its inverse by the stable root of the quadratic;
+* ``check_cubic_increasing``: why not a cubic: where the cubic Hermite interpolant of a
+  bin is increasing (a derivation the chapter does not print);
+* ``check_knot_second_derivatives``: the second derivative at the knots from both sides
+  (a derivation the chapter does not print);
 * ``check_fit_moved_sine``: a spline flow trained on data far from the origin.
 """
 
@@ -40,7 +44,9 @@ from ._training import (
 __all__ = [
     "MINIMUMS",
     "MOVED_GOAL",
+    "check_cubic_increasing",
     "check_fit_moved_sine",
+    "check_knot_second_derivatives",
     "check_rq_forward",
     "check_rq_inverse",
     "check_spline_knots",
@@ -396,4 +402,238 @@ def check_fit_moved_sine(
         floor=(target.entropy(), BELOW_ENTROPY),
         diagnose=diagnose,
         loss=lambda flow: mean_nll(flow, data),
+    )
+
+
+# --- why not a cubic: when is the cubic Hermite interpolant of a bin increasing? ---------
+
+
+def _cubic_parts(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """For the cubic through (0, 0) and (1, 1) with end slopes ``alpha, beta``, whose
+    derivative is ``p'(xi) = 3 a xi^2 + 2 (3 - 2 alpha - beta) xi + alpha`` with
+    ``a = alpha + beta - 2``: ``a``, the vertex ``xi* = (2 alpha + beta - 3) / (3 a)`` of
+    ``p'`` and its value ``p'(xi*)`` (both meaningful where ``a != 0``)."""
+    a = alpha + beta - 2
+    safe = torch.where(a == 0, torch.ones_like(a), a)
+    vertex = (2 * alpha + beta - 3) / (3 * safe)
+    lowest = alpha - (2 * alpha + beta - 3) ** 2 / (3 * safe)
+    return a, vertex, lowest
+
+
+def _cubic_increasing(alpha: Tensor, beta: Tensor) -> Tensor:
+    """Whether ``p'(xi) >= 0`` on all of ``[0, 1]``: at the ends ``p' = alpha, beta > 0``,
+    so only a minimum of ``p'`` inside the bin (``a > 0``, ``0 < xi* < 1``) can be negative."""
+    a, vertex, lowest = _cubic_parts(alpha, beta)
+    inside = (a > 0) & (vertex > 0) & (vertex < 1)
+    return ~inside | (lowest >= 0)
+
+
+def _cubic_cases(seed: int = 0, n: int = 3000) -> tuple[Tensor, Tensor]:
+    """End slopes ``(alpha, beta)`` in ``(0, 7)^2``, away from the boundary of the region
+    where the cubic is increasing (so that an answer that samples ``xi`` finely, or
+    computes in float32, is not judged on a tie), with pairs chosen on both sides of
+    Fritsch and Carlson's sufficient conditions (the circle ``alpha^2 + beta^2 <= 9`` and
+    the box ``alpha, beta <= 3``)."""
+    g = torch.Generator().manual_seed(seed)
+    ab = 0.02 + 6.98 * torch.rand(n, 2, generator=g, dtype=torch.float64)
+    extra = torch.tensor(
+        [[1.0, 1.0], [0.5, 3.0], [3.5, 0.2], [3.5, 3.5], [4.0, 0.5], [0.3, 4.2], [2.0, 2.5]],
+        dtype=torch.float64,
+    )
+    ab = torch.cat([extra, ab])
+    alpha, beta = ab[:, 0], ab[:, 1]
+    a, vertex, lowest = _cubic_parts(alpha, beta)
+    inside = (a > 0) & (vertex > 0) & (vertex < 1)
+    near_tie = inside & (lowest.abs() < 0.02)
+    near_edge = (a > 0) & (((vertex - 0).abs() < 0.01) | ((vertex - 1).abs() < 0.01))
+    keep = ~(near_tie | near_edge | (a.abs() < 0.01))
+    return alpha[keep], beta[keep]
+
+
+def check_cubic_increasing(fn: Callable) -> None:
+    """Check ``fn(alpha, beta) -> increasing``: for end slopes ``alpha = d_k / s_k`` and
+    ``beta = d_{k+1} / s_k`` (tensors ``(n,)``, all positive), whether the cubic Hermite
+    interpolant of a bin, ``p(0) = 0, p(1) = 1, p'(0) = alpha, p'(1) = beta``, is
+    increasing on ``[0, 1]``; a bool tensor ``(n,)``."""
+    name = getattr(fn, "__name__", "your function")
+    alpha, beta = _cubic_cases()
+    n = len(alpha)
+    out = run(fn, alpha.clone(), beta.clone(), name=name)
+    if isinstance(out, Tensor) and out.dtype == torch.bool:
+        out = out.double()  # as_tensor takes numbers; 1.0 is True
+    got = as_tensor(out, f"the output of {name}", (n,), ("pair",))
+    values = got.detach().double()
+    if not bool(((values == 0) | (values == 1)).all()):
+        raise ExerciseError(
+            f"{name} should return True or False for every pair (a bool tensor), "
+            f"got values such as {float(values[(values != 0) & (values != 1)][0]):.4g}: "
+            "compare the lowest value of p' on [0, 1] with zero"
+        )
+    got = values == 1
+    ref = _cubic_increasing(alpha, beta)
+    if bool((got == ref).all()):
+        print(
+            "Correct: the cubic is increasing exactly where the minimum of p' on [0, 1] is "
+            "not negative; the rational-quadratic spline is increasing for every pair."
+        )
+        return
+    a, vertex, lowest = _cubic_parts(alpha, beta)
+    wrong_vertex = (2 * alpha + beta - 3) / (-3 * torch.where(a == 0, torch.ones_like(a), a))
+    no_three = (2 * alpha + beta - 3) / torch.where(a == 0, torch.ones_like(a), a)
+    slips = [
+        (
+            ~ref,
+            "it is the opposite of the answer: True should mean that the cubic is "
+            "increasing on the whole bin",
+        ),
+        (
+            torch.ones_like(ref),
+            "p' is positive at both ends (p'(0) = alpha, p'(1) = beta), but p' is a "
+            "quadratic in xi whose minimum can lie inside the bin and be negative",
+        ),
+        (
+            (a <= 0) | (lowest >= 0),
+            "the vertex of p' can lie outside [0, 1]; then the minimum over the bin is at "
+            "an end, where p' > 0. Check 0 < xi* < 1 before using p'(xi*)",
+        ),
+        (
+            alpha**2 + beta**2 <= 9,
+            "alpha^2 + beta^2 <= 9 (Fritsch and Carlson's circle) is sufficient but not "
+            "necessary: it rejects cubics that are increasing",
+        ),
+        (
+            (alpha <= 3) & (beta <= 3),
+            "alpha, beta <= 3 is sufficient but not necessary: it rejects cubics that are "
+            "increasing",
+        ),
+        (
+            ~((a > 0) & (wrong_vertex > 0) & (wrong_vertex < 1)) | (lowest >= 0),
+            "the sign of the vertex: p'(xi) = A xi^2 + B xi + C has its vertex at "
+            "xi* = -B / (2A), here (2 alpha + beta - 3) / (3 (alpha + beta - 2))",
+        ),
+        (
+            ~((a > 0) & (no_three > 0) & (no_three < 1)) | (lowest >= 0),
+            "the derivative of xi^3 is 3 xi^2: the vertex of p' is "
+            "(2 alpha + beta - 3) / (3 (alpha + beta - 2))",
+        ),
+    ]
+    for value, message in slips:
+        if bool((got == value).all()):
+            raise ExerciseError(f"{name} is not right: {message}")
+    bad = (got != ref).nonzero()[:, 0]
+    i = int(bad[0])
+    truth = "increasing" if bool(ref[i]) else "not increasing"
+    where = (
+        f" (p' has its minimum {float(lowest[i]):.3g} at xi = {float(vertex[i]):.3g})"
+        if not bool(ref[i])
+        else ""
+    )
+    raise ExerciseError(
+        f"{name} is wrong for {len(bad)} of {n} pairs, for example alpha = "
+        f"{float(alpha[i]):.3f}, beta = {float(beta[i]):.3f}, where the cubic is {truth}"
+        f"{where}. Write p(xi) = c3 xi^3 + c2 xi^2 + c1 xi from the four conditions, "
+        "then find the smallest value of the quadratic p' on [0, 1]"
+    )
+
+
+# --- is the spline twice differentiable? ---------------------------------------------------
+
+
+def _knot_second_derivatives(
+    knot_x: Tensor, knot_y: Tensor, derivatives: Tensor, *, chain: bool = True, two: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``g''`` at every interior knot from the bin on its left (``xi = 1``) and from the bin
+    on its right (``xi = 0``). With ``g' = s^2 N / beta^2``,
+    ``N = d_{k+1} xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2``, the quotient rule gives
+    ``g'' = (s^2 / w) (N' beta - 2 N beta') / beta^3``, so
+
+        g''(xi = 0) = 2 (s^2 + s d_k - d_k^2 - d_k d_{k+1}) / (w s),
+        g''(xi = 1) = 2 (d_{k+1}^2 + d_k d_{k+1} - s d_{k+1} - s^2) / (w s).
+
+    ``chain=False`` leaves out the factor ``1 / w`` of ``d xi / dx``; ``two=False`` writes
+    ``N' beta - N beta'`` (slips)."""
+    w, h = knot_x.diff(dim=1), knot_y.diff(dim=1)
+    s = h / w
+    d0, d1 = derivatives[:, :-1], derivatives[:, 1:]
+    delta = d1 + d0 - 2 * s
+    k = 2.0 if two else 1.0
+    # at xi = 0: N = d0, N' = 2 s - 2 d0, beta = s, beta' = delta
+    start = s**2 * ((2 * s - 2 * d0) * s - k * d0 * delta) / s**3
+    # at xi = 1: N = d1, N' = 2 d1 - 2 s, beta = s, beta' = -delta
+    end = s**2 * ((2 * d1 - 2 * s) * s + k * d1 * delta) / s**3
+    if chain:
+        start, end = start / w, end / w
+    return end[:, :-1], start[:, 1:]
+
+
+def check_knot_second_derivatives(fn: Callable, atol: float = 1e-8) -> None:
+    """Check ``fn(knot_x, knot_y, derivatives) -> (left, right)``, each ``(n, K - 1)``: the
+    second derivative ``g''`` of the rational-quadratic spline at every interior knot,
+    from the bin on its left and from the bin on its right."""
+    name = getattr(fn, "__name__", "your function")
+    for seed in (0, 1):
+        _, knot_x, knot_y, deriv, _, _ = _spline_cases(seed, n=12, bins=5)
+        n, inner = knot_x.shape[0], knot_x.shape[1] - 2
+        out = run(fn, knot_x.clone(), knot_y.clone(), deriv.clone(), name=name)
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise ExerciseError(
+                f"{name} should return the pair (left, right), got {type(out).__name__}"
+            )
+        axes = ("spline", "interior knot")
+        left = as_tensor(out[0], f"the left of {name}", (n, inner), axes)
+        right = as_tensor(out[1], f"the right of {name}", (n, inner), axes)
+        ref_left, ref_right = _knot_second_derivatives(knot_x, knot_y, deriv)
+        no_chain = _knot_second_derivatives(knot_x, knot_y, deriv, chain=False)
+        no_two = _knot_second_derivatives(knot_x, knot_y, deriv, two=False)
+        w = knot_x.diff(dim=1)
+        s = knot_y.diff(dim=1) / w
+        for got, ref, side, other, i in (
+            (left, ref_left, "left", ref_right, 0),
+            (right, ref_right, "right", ref_left, 1),
+        ):
+            own = slice(0, -1) if side == "left" else slice(1, None)
+            across = slice(1, None) if side == "left" else slice(0, -1)
+            compare(
+                got,
+                ref,
+                f"g'' at the interior knots, from the {side}",
+                atol=atol,
+                slips=[
+                    Slip(
+                        "left and right are swapped: left is the end (xi = 1) of the bin "
+                        "before the knot, right the start (xi = 0) of the bin after it",
+                        other,
+                    ),
+                    Slip(
+                        "d/dx = (1 / w_k) d/dxi: divide the derivative in xi by the bin's "
+                        "width once more for g''",
+                        no_chain[i],
+                    ),
+                    Slip(
+                        "the quotient rule on N / beta^2 gives (N' beta - 2 N beta') / "
+                        "beta^3: the factor 2 of beta^2 is missing",
+                        no_two[i],
+                    ),
+                    Slip(
+                        "each side uses its own bin's width: w_{k-1} on the left of knot "
+                        "k, w_k on its right",
+                        ref * w[:, own] / w[:, across],
+                    ),
+                    Slip(
+                        "g' = s_k^2 N / beta^2 carries s_k squared (you have one s_k)",
+                        ref / s[:, own],
+                    ),
+                    Slip(
+                        "these are first derivatives: g' equals d_k on both sides of the "
+                        "knot, g'' does not",
+                        deriv[:, 1:-1],
+                    ),
+                ],
+                advice="differentiate g'(x) = s^2 N(xi) / beta(xi)^2 once more in x, "
+                "with d xi / dx = 1 / w, and evaluate at xi = 1 (left) and xi = 0 (right)",
+            )
+    jump = (ref_right - ref_left).abs().max()
+    print(
+        f"Correct: g'' jumps at the knots (by up to {float(jump):.3g} here): the spline is "
+        "continuously differentiable but not twice."
     )
