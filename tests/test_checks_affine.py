@@ -333,6 +333,58 @@ WRONG = [
 ]
 
 
+def _log_det_no_grad_for_negatives(a):
+    with torch.no_grad():
+        negative = torch.log(-a[a < 0]).sum()
+    return torch.log(a[a > 0]).sum() + negative
+
+
+def _triangular_first_detached(t):
+    total = torch.log(t[0, 0].abs()).detach()
+    for i in range(1, len(t)):
+        total = total + torch.log(t[i, i].abs())
+    return total
+
+
+def _fwd_log_det_float(self, z):
+    x = torch.exp(self.log_scale) * z + self.shift
+    return x, torch.full((len(z),), self.log_scale.sum().item(), dtype=z.dtype)
+
+
+def _inv_log_det_detached(self, x):
+    z = (x - self.shift) * torch.exp(-self.log_scale)
+    return z, -self.log_scale.detach().sum().expand(len(x))
+
+
+# Values right, gradients cut from the graph.
+WRONG += [
+    Wrong(
+        check_affine_log_det,
+        "no-grad-for-negative-scales",
+        _log_det_no_grad_for_negatives,
+        r"wrong gradient with respect to the scales a.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_triangular_log_det,
+        "first-entry-detached",
+        _triangular_first_detached,
+        r"wrong gradient with respect to the matrix T.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_layer,
+        "log-det-through-float",
+        layer_variant(_forward=_fwd_log_det_float),
+        r"log-det of AffineLayer.forward.*carries no gradient.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_layer,
+        "inverse-log-det-detached",
+        layer_variant(_inverse=_inv_log_det_detached),
+        r"log-det of AffineLayer.inverse.*cut from the autograd graph",
+    ),
+]
+
+
 class Float32Layer(AffineLayer):
     def _forward(self, z):
         x, ld = AffineLayer._forward(self, z)

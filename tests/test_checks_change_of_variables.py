@@ -319,6 +319,79 @@ WRONG = [
 ]
 
 
+def _affine_base_detached(x, a, b):
+    z = (x - b) / a
+    return pdf(z.detach()) - math.log(abs(a))
+
+
+def _affine_no_grad(x, a, b):
+    with torch.no_grad():
+        base = pdf((x - b) / a)
+    return base - math.log(abs(a))
+
+
+def _lognormal_log_x_detached(x, mu, sigma):
+    z = (torch.log(x) - mu) / sigma
+    return pdf(z) - math.log(sigma) - torch.log(x).detach()
+
+
+def _lognormal_numpy_jacobian(x, mu, sigma):
+    z = (torch.log(x) - mu) / sigma
+    return pdf(z) - math.log(sigma) - torch.tensor(x.detach().numpy()).log()
+
+
+def _forward_detached(self, z):
+    x, log_det = Banana._forward(self, z)
+    return x.detach(), log_det
+
+
+# Values right, gradients cut from the graph: accepted by value checks alone.
+WRONG += [
+    Wrong(
+        check_affine_log_prob,
+        "base-term-detached",
+        _affine_base_detached,
+        r"without the base term.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_log_prob,
+        "base-term-no-grad",
+        _affine_no_grad,
+        r"without the base term.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_lognormal_log_prob,
+        "log-x-detached",
+        _lognormal_log_x_detached,
+        r"without the Jacobian term.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_lognormal_log_prob,
+        "log-x-through-numpy",
+        _lognormal_numpy_jacobian,
+        r"without the Jacobian term.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_polar_log_abs_det,
+        "detached",
+        lambda z: torch.log(z[:, 0]).detach(),
+        r"carries no gradient.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_polar_log_abs_det,
+        "item-per-point",
+        lambda z: torch.tensor([math.log(r) for r in z[:, 0].tolist()], dtype=z.dtype),
+        r"cut from the autograd graph",
+    ),
+    Wrong(
+        check_banana,
+        "forward-detached",
+        banana_variant(forward=_forward_detached),
+        r"cut from the autograd graph",
+    ),
+]
+
+
 def _affine_normal(x, a, b):
     return Normal(b, abs(a)).log_prob(x)
 

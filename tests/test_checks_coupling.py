@@ -368,6 +368,68 @@ def _forward_float32(z, conditioner):
     return x.float(), ld.float()
 
 
+def _log_det_no_abs(j, n):
+    return torch.log(torch.diagonal(j)[n:]).sum()
+
+
+def _log_det_of_product(j, n):
+    return torch.log(torch.diagonal(j)[n:].prod())
+
+
+def _log_det_item(j, n):
+    return torch.tensor(torch.diagonal(j)[n:].abs().log().sum().item())
+
+
+def _forward_log_det_detached(z, conditioner):
+    x, log_det = forward_ref(z, conditioner)
+    return x, log_det.detach()
+
+
+def _forward_shift_no_grad(z, conditioner):
+    d = z.shape[1] // 2
+    s, t = conditioner(z[:, :d]).chunk(2, dim=1)
+    with torch.no_grad():
+        shifted = z[:, d:] * torch.exp(s) + t
+    return cat(z[:, :d], shifted), s.sum(1)
+
+
+def _inverse_s_detached(x, conditioner):
+    d = x.shape[1] // 2
+    s, t = conditioner(x[:, :d]).chunk(2, dim=1)
+    s = s.detach()
+    return cat(x[:, :d], (x[:, d:] - t) * torch.exp(-s)), -s.sum(1)
+
+
+WRONG += [
+    Wrong(check_coupling_log_det, "no-abs", _log_det_no_abs, r"missing abs"),
+    Wrong(check_coupling_log_det, "log-of-product", _log_det_of_product, r"missing abs"),
+    Wrong(
+        check_coupling_log_det,
+        "item",
+        _log_det_item,
+        r"carries no gradient.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_coupling_forward,
+        "log-det-detached",
+        _forward_log_det_detached,
+        r"log_det of .*carries no gradient.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_coupling_forward,
+        "x-b-under-no-grad",
+        _forward_shift_no_grad,
+        r"the x of .*wrong gradient.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_affine_coupling_inverse,
+        "s-detached",
+        _inverse_s_detached,
+        r"the z of .*wrong gradient.*conditioner.*cut from the autograd graph",
+    ),
+]
+
+
 RIGHT = [
     Right(check_affine_coupling_forward, "solution", forward_ref),
     Right(check_affine_coupling_forward, "float32", _forward_float32),

@@ -241,6 +241,61 @@ WRONG = [
 WRONG = [w for w in WRONG if w.id != "histc-int"]
 
 
+def _bincount_no_minlength(x, K, a):
+    k = torch.clamp(torch.floor(K * x).long(), max=K - 1)
+    return (torch.bincount(k).to(x.dtype) + a) / (len(x) + K * a)
+
+
+def _forward_cumsum_detached(x, q):
+    K = len(q)
+    c = torch.cat([torch.zeros(1, dtype=q.dtype), torch.cumsum(q.detach(), dim=0)])
+    k = torch.clamp(torch.floor(K * x).long(), max=K - 1)
+    return c[k] + K * q[k] * (x - k / K)
+
+
+def _log_det_via_numpy(x, q):
+    K = len(q)
+    k = torch.clamp(torch.floor(K * x).long(), max=K - 1)
+    return math.log(K) + torch.from_numpy(q.detach().numpy()).log()[k]
+
+
+def _inverse_no_grad_offset(y, q):
+    K = len(q)
+    c = torch.cat([torch.zeros(1, dtype=q.dtype), torch.cumsum(q, dim=0)])
+    k = torch.searchsorted(c[1:-1].contiguous(), y, right=True)
+    with torch.no_grad():
+        offset = (y - c[k]) / q[k]
+    return (k + offset) / K
+
+
+WRONG += [
+    Wrong(
+        check_smoothed_bin_masses,
+        "bincount-no-minlength",
+        _bincount_no_minlength,
+        r"bincount without minlength",
+    ),
+    Wrong(
+        check_piecewise_forward,
+        "cumsum-detached",
+        _forward_cumsum_detached,
+        r"wrong gradient with respect to the masses q.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_piecewise_log_det,
+        "masses-through-numpy",
+        _log_det_via_numpy,
+        r"carries no gradient back to the masses q.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_piecewise_inverse,
+        "offset-under-no-grad",
+        _inverse_no_grad_offset,
+        r"carries no gradient back to the points, the masses q.*cut from the autograd",
+    ),
+]
+
+
 def _round_forward(x, q):
     K = len(q)
     c = torch.cat([torch.zeros(1, dtype=q.dtype), torch.cumsum(q, dim=0)])

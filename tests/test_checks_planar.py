@@ -283,6 +283,45 @@ WRONG = [
 WRONG = [w for w in WRONG if w.id != "norm-over-batch"]
 
 
+def _planar_psi_detached(z, u, w, b):
+    psi = (1 - torch.tanh(z @ w + b) ** 2).unsqueeze(1) * w
+    return torch.log(torch.abs(1 + psi.detach() @ u))
+
+
+def _u_hat_item(u, w):
+    a = (w @ u).item()
+    return u + (-1 + F.softplus(torch.tensor(a, dtype=u.dtype)) - a) * w / (w @ w)
+
+
+def _radial_h_no_grad(z, z0, alpha, beta):
+    with torch.no_grad():
+        h = 1 / (alpha + (z - z0).norm(dim=1))
+    return (z.shape[1] - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h**2)
+
+
+# Values right, gradients cut from the graph.
+WRONG += [
+    Wrong(
+        check_planar_log_det,
+        "psi-detached",
+        _planar_psi_detached,
+        r"wrong gradient with respect to z, w, b.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_u_hat,
+        "w-dot-u-item",
+        _u_hat_item,
+        r"wrong gradient with respect to u, w.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_radial_log_det,
+        "h-under-no-grad",
+        _radial_h_no_grad,
+        r"wrong gradient with respect to z, z0, alpha.*cut from the autograd graph",
+    ),
+]
+
+
 def newton(y, m, b):
     alpha = y.clone()
     lo, hi = y - m.abs(), y + m.abs()

@@ -17,6 +17,7 @@ from nfcourse.checks import (
     run,
     tolerances,
 )
+from nfcourse.checks._toolkit import compare_gradients, compare_gradients_numerically
 
 F64 = torch.float64
 
@@ -126,3 +127,99 @@ def test_check_gradients_names_the_parameters_that_no_gradient_reaches():
         with torch.no_grad():
             out = a * 2
         check_gradients(out, {"a": a}, "out")
+
+
+# --- gradients compared with the reference's ------------------------------------------------
+
+
+def _log_density(x, a):
+    return -0.5 * ((x / a) ** 2) - math.log(abs(a))
+
+
+def _log_density_base_detached(x, a):
+    return -0.5 * ((x.detach() / a) ** 2) - math.log(abs(a))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_compare_gradients_accepts_the_reference_in_float32_and_float64(dtype):
+    x = torch.linspace(-2, 2, 5, dtype=F64)
+    compare_gradients(
+        lambda x, a: _log_density(x.to(dtype), a), _log_density, [x, -0.5], "f", wrt={0: "x"}
+    )
+
+
+def test_compare_gradients_names_a_term_cut_from_the_graph():
+    x = torch.linspace(-2, 2, 5, dtype=F64)
+    with pytest.raises(ExerciseError, match=r"without the base term.*cut from the autograd"):
+        compare_gradients(
+            _log_density_base_detached,
+            _log_density,
+            [x, -0.5],
+            "f",
+            wrt={0: "x"},
+            terms={"the base term": lambda x, a: -0.5 * (x / a) ** 2},
+        )
+
+
+@pytest.mark.parametrize(
+    "answer, pattern",
+    [
+        (lambda x: (x**2).detach(), r"carries no gradient.*detach / no_grad / \.item\(\) / numpy"),
+        (lambda x: torch.tensor((x**2).tolist(), dtype=x.dtype), "carries no gradient"),
+        (lambda x: x.detach() * x, r"wrong gradient with respect to x.*cut from the autograd"),
+    ],
+)
+def test_compare_gradients_rejects_answers_cut_from_the_graph(answer, pattern):
+    x = torch.tensor([0.5, -1.5, 2.0], dtype=F64)
+    with pytest.raises(ExerciseError, match=pattern):
+        compare_gradients(answer, lambda x: x**2, [x], "f", wrt={0: "x"})
+
+
+def test_compare_gradients_compares_parameter_gradients_and_picks_an_output():
+    net = nn.Linear(2, 2).double()
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    params = dict(net.named_parameters())
+    compare_gradients(
+        lambda x, n: (n(x), n(x).sum(1)),
+        lambda x, n: n(x).sum(1),
+        [x, net],
+        "y",
+        wrt={0: "x"},
+        params=params,
+        pick=lambda out: out[1],
+    )
+    with pytest.raises(ExerciseError, match="weight"):
+        compare_gradients(
+            lambda x, n: x @ n.weight.detach().T + n.bias,
+            lambda x, n: n(x),
+            [x, net],
+            "y",
+            wrt={0: "x"},
+            params=params,
+        )
+
+
+class _Scale(nn.Module):
+    def __init__(self, detached=False, dtype=F64):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor([0.3, -0.2], dtype=F64))
+        self.detached, self.dtype = detached, dtype
+
+    def log_det(self, n):
+        ls = self.log_scale.detach() if self.detached else self.log_scale
+        return ls.sum().expand(n).to(self.dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_compare_gradients_numerically_accepts_a_right_log_det(dtype):
+    layer = _Scale(dtype=dtype)
+    compare_gradients_numerically(lambda: layer.log_det(4), dict(layer.named_parameters()), "ld")
+
+
+def test_compare_gradients_numerically_rejects_a_detached_log_det():
+    layer = _Scale(detached=True)
+    with pytest.raises(ExerciseError, match=r"finite differences.*cut from the autograd graph"):
+        compare_gradients_numerically(
+            lambda: layer.log_det(4), dict(layer.named_parameters()), "ld"
+        )
+    assert torch.equal(layer.log_scale.detach(), torch.tensor([0.3, -0.2], dtype=F64))

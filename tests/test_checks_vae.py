@@ -289,6 +289,70 @@ WRONG = [
 ]
 
 
+def _iw_global_shift(lw):
+    m = lw.max()
+    return m + torch.log(torch.exp(lw - m).mean(0))
+
+
+def _iw_sum_detached(lw):
+    m = lw.max(0).values
+    return m + torch.log(torch.exp(lw - m).mean(0)).detach()
+
+
+def _log_q0_of_detached_sample(mu, ls, eps):
+    z0 = mu + torch.exp(ls) * eps
+    return z0, torch.distributions.Normal(mu, ls.exp()).log_prob(z0.detach()).sum(-1)
+
+
+def _elbo_prior_no_grad(x, lg, z, q, d, ll, lp):
+    with torch.no_grad():
+        prior = (-0.5 * z**2 - HALF).sum(1)
+    return ll + prior - q + d.sum(1)
+
+
+def _stack_log_det_detached(z0, u, w, b):
+    z, total = z0, z0.new_zeros(len(z0))
+    for k in range(u.shape[1]):
+        z_new, ld = layer(z.detach(), u[:, k], w[:, k], b[:, k])
+        z = z + u[:, k] * torch.tanh((w[:, k] * z).sum(1) + b[:, k]).unsqueeze(1)
+        total = total + ld
+    return z, total
+
+
+WRONG += [
+    Wrong(
+        check_iw_bound,
+        "global-max-shift",
+        _iw_global_shift,
+        r"max-shift over the whole batch instead of per row",
+    ),
+    Wrong(
+        check_iw_bound,
+        "log-mean-detached",
+        _iw_sum_detached,
+        r"wrong gradient with respect to the log-weights.*cut from the autograd graph",
+    ),
+    Wrong(
+        check_reparameterise,
+        "log-q0-of-detached-z0",
+        _log_q0_of_detached_sample,
+        r"log_q0 has the right values but the wrong gradient.*mu.*cut from the autograd",
+    ),
+    Wrong(
+        check_flow_elbo,
+        "prior-under-no-grad",
+        elbo(_elbo_prior_no_grad),
+        r"without the term log p\(zK\).*cut from the autograd graph",
+    ),
+    Wrong(
+        check_planar_stack,
+        "log-det-at-detached-input",
+        _stack_log_det_detached,
+        r"sum_log_det has the right values but the wrong gradient.*cut from the autograd",
+    ),
+]
+
+
 def iw_manual(lw):
     m = lw.max(0, keepdim=True).values
     return (m + torch.log(torch.exp(lw - m).mean(0, keepdim=True)))[0]

@@ -16,7 +16,10 @@ by luck, and when the answer is wrong it says *which* mistake fits the numbers:
   difference: NaN or inf, overflow on large inputs, a sign flip, a constant offset (a
   missing constant term), a constant factor, errors only at edge points or in one group of
   samples;
-* ``check_gradients`` says which input or parameter gradients do not reach.
+* ``check_gradients`` says which input or parameter gradients do not reach;
+* ``compare_gradients`` compares the answer's gradients with the reference's (and
+  ``compare_gradients_numerically`` with finite differences) and names a computation cut
+  from the autograd graph (detach / no_grad / .item() / numpy) whose values are right.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ __all__ = [
     "compare",
     "describe_difference",
     "check_gradients",
+    "compare_gradients",
+    "compare_gradients_numerically",
     "known_constants",
 ]
 
@@ -668,7 +673,7 @@ def compare(
         atol=atol,
         rtol=rtol,
     )
-    raise ExerciseError(text + (f". {advice}" if advice else ""))
+    raise ExerciseError(text + _advice(advice))
 
 
 # --- gradients ----------------------------------------------------------------------------
@@ -697,3 +702,220 @@ def check_gradients(output: Tensor, inputs: Mapping[str, Tensor], what: str) -> 
             "it is detached (.detach(), .data, .item(), torch.no_grad(), torch.tensor(...) "
             "of a computed value) or not used at all"
         )
+
+
+# --- gradients compared with the reference's ----------------------------------------------
+
+CUT_FROM_GRAPH = (
+    "part of the computation is cut from the autograd graph (detach / no_grad / .item() / "
+    "numpy: .detach(), .data, torch.no_grad() over part of it, .item() or float(), "
+    ".numpy(), torch.tensor(...) of a computed value), so training would follow a wrong "
+    "gradient"
+)
+
+
+def _names(labels: Sequence[str]) -> str:
+    shown = ", ".join(labels[:3])
+    return shown + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+
+
+def _advice(advice: str) -> str:
+    return f". {advice[:1].upper()}{advice[1:]}" if advice else ""
+
+
+def _projected_grads(
+    output: object, weights: Tensor, leaves: Sequence[Tensor]
+) -> list[Tensor | None]:
+    """Gradients of ``sum(weights * output)`` with respect to ``leaves`` (``None`` for those
+    it does not reach, all ``None`` when ``output`` carries no graph)."""
+    if not isinstance(output, Tensor) or not output.requires_grad:
+        return [None] * len(leaves)
+    if output.shape != weights.shape:
+        output = output.reshape(weights.shape)
+    value = (output.to(F64) * weights).sum()
+    return list(torch.autograd.grad(value, list(leaves), allow_unused=True, retain_graph=True))
+
+
+def _zero_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like, dtype=F64) if grad is None else grad.detach().to(F64)
+
+
+def compare_gradients(
+    student: Callable[..., object],
+    reference: Callable[..., Tensor],
+    inputs: Sequence[Tensor | object],
+    what: str,
+    *,
+    wrt: Mapping[int, str] | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    pick: Callable[[object], object] | None = None,
+    terms: Mapping[str, Callable[..., Tensor]] | None = None,
+    name: str | None = None,
+    advice: str = "",
+    seed: int = 0,
+) -> None:
+    """Compare the GRADIENTS of the student's answer with the reference's, for an answer
+    whose values are already known to be right.
+
+    ``student(*inputs)`` and ``reference(*inputs)`` are called on fresh float64 copies of
+    ``inputs`` that require grad (those whose positions ``wrt`` names, ``{index: name}``;
+    by default every floating-point tensor, named "argument i"); ``params`` are further
+    leaves both use (a conditioner's parameters, say). ``pick`` takes the checked output
+    out of the student's return value (``lambda out: out[1]`` for a log-det). The output
+    is projected on fixed random weights (so that no symmetry hides a wrong gradient) and
+    differentiated. When a gradient differs or is missing, the message says that part of
+    the computation is cut from the autograd graph; ``terms`` (reference functions of the
+    formula's terms) let it say which term: the answer's gradient is the reference's
+    without that term's."""
+    name = name or getattr(student, "__name__", "your function")
+    if wrt is None:
+        wrt = {
+            i: f"argument {i + 1}"
+            for i, v in enumerate(inputs)
+            if isinstance(v, Tensor) and v.is_floating_point()
+        }
+    params = dict(params or {})
+
+    def leaves_of(args: Sequence[Tensor | object]) -> list[Tensor]:
+        return [args[i] for i in wrt] + list(params.values())
+
+    def fresh() -> list[Tensor | object]:
+        return [
+            v.detach().to(F64).clone().requires_grad_() if i in wrt else v
+            for i, v in enumerate(inputs)
+        ]
+
+    args = fresh()
+    with torch.enable_grad():
+        expected = reference(*args)
+        g = torch.Generator().manual_seed(seed)
+        weights = 1.0 + torch.rand(expected.shape, generator=g, dtype=F64)
+        weights = weights * torch.where(
+            torch.rand(expected.shape, generator=g, dtype=F64) < 0.5, -1.0, 1.0
+        ).to(F64)
+        ref_grads = [
+            _zero_if_none(gr, leaf)
+            for gr, leaf in zip(
+                _projected_grads(expected, weights, leaves_of(args)), leaves_of(args), strict=True
+            )
+        ]
+        student_args = fresh()
+        out = run(student, *student_args, name=name)
+        out = pick(out) if pick else out
+        got_grads = [
+            _zero_if_none(gr, leaf)
+            for gr, leaf in zip(
+                _projected_grads(out, weights, leaves_of(student_args)),
+                leaves_of(student_args),
+                strict=True,
+            )
+        ]
+        term_grads: dict[str, list[Tensor]] = {}
+        for term, fn in (terms or {}).items():
+            t_args = fresh()
+            try:
+                t_out = fn(*t_args)
+                t_out = torch.as_tensor(t_out).expand(expected.shape)
+                grads = _projected_grads(t_out, weights, leaves_of(t_args))
+            except Exception:
+                continue
+            term_grads[term] = [
+                _zero_if_none(gr, leaf) for gr, leaf in zip(grads, leaves_of(t_args), strict=True)
+            ]
+    atol, rtol = tolerances(out if isinstance(out, Tensor) else expected)
+    labels = [*wrt.values(), *params]
+    scale = max([1.0] + [float(r.abs().max()) for r in ref_grads if r.numel()])
+    tol = 10 * max(atol, 1e-6) + 10 * rtol * scale
+
+    def close(a: list[Tensor], b: list[Tensor]) -> list[bool]:
+        pairs = zip(a, b, strict=True)
+        return [bool(((x - y).abs() <= tol + 10 * rtol * y.abs()).all()) for x, y in pairs]
+
+    same = close(got_grads, ref_grads)
+    if all(same):
+        return
+    wrong = [label for label, ok in zip(labels, same, strict=True) if not ok]
+    for term, t_grads in term_grads.items():
+        without = [r - t for r, t in zip(ref_grads, t_grads, strict=True)]
+        if all(close(got_grads, without)) and not all(close(without, ref_grads)):
+            raise ExerciseError(
+                f"{what} has the right values but the wrong gradient with respect to "
+                f"{_names(wrong)}: its gradient is that of the right answer without "
+                f"{term}, so that term is cut from the autograd graph (.detach(), "
+                "torch.no_grad(), .item(), .numpy() or torch.tensor(...) of a computed "
+                "value), and training would not see it" + _advice(advice)
+            )
+    if not (isinstance(out, Tensor) and out.requires_grad) or all(
+        not bool(gr.abs().gt(0).any()) for gr in got_grads
+    ):
+        raise ExerciseError(
+            f"{what} has the right values but carries no gradient back to "
+            f"{_names(wrong)}: it is cut from the autograd graph (detach / no_grad / "
+            ".item() / numpy: .detach(), .data, torch.no_grad(), .item() or float(), "
+            ".numpy(), torch.tensor(...) of a computed value), so training cannot follow "
+            "it. Compute it with torch operations on the inputs" + _advice(advice)
+        )
+    k = labels.index(wrong[0])
+    diff = (got_grads[k] - ref_grads[k]).abs().reshape(-1)
+    j = int(diff.argmax())
+    raise ExerciseError(
+        f"{what} has the right values but the wrong gradient with respect to "
+        f"{_names(wrong)} (at entry {j} of {labels[k]}: got "
+        f"{float(got_grads[k].reshape(-1)[j]):.6g}, expected "
+        f"{float(ref_grads[k].reshape(-1)[j]):.6g}): {CUT_FROM_GRAPH}" + _advice(advice)
+    )
+
+
+def compare_gradients_numerically(
+    value: Callable[[], object],
+    wrt: Mapping[str, Tensor],
+    what: str,
+    *,
+    seed: int = 0,
+    step: float | None = None,
+    advice: str = "",
+) -> None:
+    """Compare the autograd gradient of ``value()`` (a tensor computed from the leaves in
+    ``wrt``, typically a module's parameters) with central finite differences along a
+    random direction, in float64: a part of the computation cut from the graph gives a
+    gradient that disagrees with how the value actually changes."""
+    g = torch.Generator().manual_seed(seed)
+    leaves = list(wrt.values())
+    directions = [torch.randn(p.shape, generator=g, dtype=F64).to(p.dtype) for p in leaves]
+    with torch.enable_grad():
+        out = value()
+        if not isinstance(out, Tensor):
+            raise ExerciseError(f"{what} should be a tensor, got {_kind(out)}")
+        weights = 1.0 + torch.rand(out.shape, generator=g, dtype=F64)
+        grads = _projected_grads(out, weights, leaves)
+    autograd = sum(
+        float((_zero_if_none(gr, p) * d.to(F64)).sum())
+        for gr, p, d in zip(grads, leaves, directions, strict=True)
+    )
+
+    def shifted(sign: float) -> float:
+        assert step is not None
+        with torch.no_grad():
+            for p, d in zip(leaves, directions, strict=True):
+                p.add_(sign * step * d)
+            try:
+                result = value()
+            finally:
+                for p, d in zip(leaves, directions, strict=True):
+                    p.sub_(sign * step * d)
+            return float((_f64(result) * weights).sum())
+
+    atol, rtol = tolerances(out)
+    step = step or (1e-5 if rtol < 1e-6 else 1e-2)  # float32 values need a longer step
+    numeric = (shifted(1.0) - shifted(-1.0)) / (2 * step)
+    tol = (1e-5 if rtol < 1e-6 else 3e-2) * max(1.0, abs(numeric))
+    if abs(autograd - numeric) <= tol:
+        return
+    reaches = isinstance(out, Tensor) and out.requires_grad
+    raise ExerciseError(
+        f"{what} changes with the parameters {', '.join(wrt)} (directional derivative "
+        f"{numeric:.6g} by finite differences) but its autograd gradient says {autograd:.6g}"
+        + ("" if reaches else " (it carries no gradient at all)")
+        + f": {CUT_FROM_GRAPH}"
+        + _advice(advice)
+    )

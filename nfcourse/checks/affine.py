@@ -20,7 +20,17 @@ from ..core import Compose, Flow, Transform
 from ..densities import CorrelatedGaussian
 from ..flows.affine import ElementwiseAffine, LUAffine, TriangularAffine
 from . import check_transform
-from ._toolkit import ExerciseError, Slip, as_number, as_tensor, check_gradients, compare, run
+from ._toolkit import (
+    ExerciseError,
+    Slip,
+    as_number,
+    as_tensor,
+    check_gradients,
+    compare,
+    compare_gradients,
+    compare_gradients_numerically,
+    run,
+)
 from ._training import Goal, check_fit, mean_nll
 
 __all__ = [
@@ -202,6 +212,14 @@ def check_affine_log_det(affine_log_det: Callable[[Tensor], Tensor]) -> None:
         {"the scales a": scale},
         f"{name}(a)",
     )
+    compare_gradients(
+        affine_log_det,
+        lambda a: torch.log(a.abs()).sum(),
+        [cases[2]],
+        f"{name}(a)",
+        wrt={0: "the scales a"},
+        name=name,
+    )
     print(
         "Correct: your log-det equals log|det| of the Jacobian diag(a): negative scales "
         "(an odd number of them too), long vectors, and gradients reach a."
@@ -354,6 +372,20 @@ def check_affine_layer(layer_class: type[Transform], dim: int = 3) -> None:
     check_gradients(x.sum() + log_det.sum(), named, f"{name}'s output and log-det")
     x_back, log_det_back = layer.inverse(x.detach().to(F64))
     check_gradients(x_back.sum() + log_det_back.sum(), named, f"{name}.inverse")
+    x_ref = x.detach().to(F64)
+    for what, value in (
+        (f"the log-det of {name}.forward", lambda: layer(z)[1]),
+        (f"the x of {name}.forward", lambda: layer(z)[0]),
+        (f"the log-det of {name}.inverse", lambda: layer.inverse(x_ref)[1]),
+        (f"the z of {name}.inverse", lambda: layer.inverse(x_ref)[0]),
+    ):
+        compare_gradients_numerically(
+            value,
+            named,
+            what,
+            advice="An optimizer follows the autograd gradient, so the log-det must be "
+            "computed from the parameters with torch operations",
+        )
     stack = Compose(layer, layer_class(dim).double(), ElementwiseAffine(dim, 2.0).double())
     with torch.no_grad():
         for p in stack.parameters():
@@ -576,6 +608,14 @@ def check_triangular_log_det(triangular_log_det: Callable[[Tensor], Tensor]) -> 
         _scalar_answer(run(triangular_log_det, t, name=name), name),
         {"the diagonal of T": t},
         f"{name}(T)",
+    )
+    compare_gradients(
+        triangular_log_det,
+        lambda t: torch.log(t.diagonal().abs()).sum(),
+        [cases[0]],
+        f"{name}(T)",
+        wrt={0: "the matrix T"},
+        name=name,
     )
     print(
         "Correct: your log-det matches torch.linalg.slogdet (negative entries, an odd "

@@ -26,6 +26,8 @@ from ._toolkit import (
     Slip,
     as_tensor,
     compare,
+    compare_gradients,
+    compare_gradients_numerically,
     run,
 )
 from ._training import (
@@ -136,9 +138,22 @@ def check_affine_log_prob(affine_log_prob: Callable[[Tensor, float, float], Tens
             ),
         ],
     )
+    compare_gradients(
+        affine_log_prob,
+        lambda x, a, b: _std_log_pdf((x - b) / a) - math.log(abs(a)),
+        [x, -0.4, -0.3],
+        "your log-density",
+        wrt={0: "the points x"},
+        name="affine_log_prob",
+        terms={
+            "the base term log p_Z(z), z = (x - b) / a": lambda x, a, b: _std_log_pdf((x - b) / a)
+        },
+        advice="A maximum-likelihood fit differentiates the log-density, so every term must "
+        "stay a torch operation on x",
+    )
     print(
         "Correct: your log-density matches torch's Normal(b, |a|) for a = 2, 0.5, -3 and "
-        "-0.4 (9 points each)."
+        "-0.4 (9 points each), and so does its gradient."
     )
 
 
@@ -229,9 +244,29 @@ def check_lognormal_log_prob(lognormal_log_prob: Callable[[Tensor, float, float]
             ),
         ],
     )
+    compare_gradients(
+        lognormal_log_prob,
+        lambda x, mu, sigma: (
+            _std_log_pdf((torch.log(x) - mu) / sigma) - math.log(sigma) - torch.log(x)
+        ),
+        [x, -1.0, 2.5],
+        "your log-density",
+        wrt={0: "the points x"},
+        name="lognormal_log_prob",
+        terms={
+            "the Jacobian term -log|f'(z)| = -log(sigma x)": lambda x, mu, sigma: (
+                -torch.log(x) - math.log(sigma)
+            ),
+            "the base term log p_Z(z), z = (log x - mu) / sigma": lambda x, mu, sigma: (
+                _std_log_pdf((torch.log(x) - mu) / sigma)
+            ),
+        },
+        advice="A maximum-likelihood fit differentiates the log-density, so every term must "
+        "stay a torch operation on x",
+    )
     print(
         "Correct: your log-density matches torch's LogNormal(mu, sigma) for three settings "
-        "(8 points each)."
+        "(8 points each), and so does its gradient."
     )
 
 
@@ -309,7 +344,18 @@ def check_polar_log_abs_det(
             ),
         ],
     )
-    print(f"Correct: your log-det matches the autograd Jacobian on {n} points.")
+    compare_gradients(
+        polar_log_abs_det,
+        lambda z: torch.log(z[:, 0].abs()),
+        [z],
+        "your log-det",
+        wrt={0: "the points z = (r, theta)"},
+        name="polar_log_abs_det",
+    )
+    print(
+        f"Correct: your log-det matches the autograd Jacobian on {n} points, and so does "
+        "its gradient."
+    )
 
 
 def _banana(z: Tensor, curvature: float, log_scale: float) -> Tensor:
@@ -374,6 +420,15 @@ def check_banana(
             ],
         )
 
+        compare_gradients(
+            lambda v: banana.forward(v)[0],
+            lambda v: _banana(v, c, s),
+            [z],
+            f"forward(z) for c = {c}, s = {s}",
+            wrt={0: "the points z"},
+            name="Banana.forward",
+        )
+
         def log_det_slips(points: Tensor, expected: Tensor, s: float = s) -> list[Slip]:
             return [
                 Slip(
@@ -402,6 +457,13 @@ def check_banana(
             quiet=True,
             log_det_slips=log_det_slips,
         )
+        params = {k: p for k, p in banana.named_parameters() if p.requires_grad}
+        if params:
+            compare_gradients_numerically(
+                lambda banana=banana, z=z: banana.forward(z)[1],
+                params,
+                f"the log-det of Banana for c = {c}, s = {s}",
+            )
     print(
         "Correct: Banana maps z as stated and passes the shape, log-det (autograd "
         "Jacobian) and round-trip checks on 8 points, for two (c, s)."

@@ -33,6 +33,7 @@ from ._toolkit import (
     as_tensor,
     check_gradients,
     compare,
+    compare_gradients,
     run,
 )
 from ._training import (
@@ -73,6 +74,12 @@ def _reference_forward(z: Tensor, conditioner: nn.Module) -> tuple[Tensor, Tenso
     s, t = conditioner(z[:, :d]).chunk(2, dim=1)
     x = torch.cat([z[:, :d], z[:, d:] * torch.exp(s) + t], dim=1)
     return x, s.sum(dim=1), s
+
+
+def _reference_inverse(x: Tensor, conditioner: nn.Module) -> tuple[Tensor, Tensor]:
+    d = x.shape[1] // 2
+    s, t = conditioner(x[:, :d]).chunk(2, dim=1)
+    return torch.cat([x[:, :d], (x[:, d:] - t) * torch.exp(-s)], dim=1), -s.sum(dim=1)
 
 
 def _unpack_pair(
@@ -199,6 +206,20 @@ def check_affine_coupling_forward(fn: Callable, atol: float = 1e-8) -> None:
             {f"the conditioner's {k}": v for k, v in params.items()},
             f"{name}'s output",
         )
+    params = {f"the conditioner's {k}": v for k, v in conditioner.named_parameters()}
+    for k, what in enumerate(("x", "log_det")):
+        compare_gradients(
+            fn,
+            lambda z, cond, k=k: _reference_forward(z, cond)[k],
+            [z, conditioner],
+            f"the {what} of {name}",
+            wrt={0: "z"},
+            params=params,
+            pick=lambda out, k=k: out[k],
+            name=name,
+            advice="training reaches the conditioner's weights through x and log_det, "
+            "so s and t must stay tensors of the graph (no .detach(), no torch.no_grad())",
+        )
     print(
         "Correct: the affine coupling keeps x_A = z_A, maps x_B = exp(s) z_B + t and its "
         "log-det is the sum of s (checked for D = 4 and D = 6)."
@@ -282,9 +303,71 @@ def check_affine_coupling_inverse(fn: Callable, atol: float = 1e-8) -> None:
                     ),
                 ],
             )
+    params = {f"the conditioner's {k}": v for k, v in conditioner.named_parameters()}
+    for k, what in enumerate(("z", "log_det")):
+        compare_gradients(
+            fn,
+            lambda x, cond, k=k: _reference_inverse(x, cond)[k],
+            [x, conditioner],
+            f"the {what} of {name}",
+            wrt={0: "x"},
+            params=params,
+            pick=lambda out, k=k: out[k],
+            name=name,
+            advice="the log-likelihood log p(x) is trained through the inverse: s and t "
+            "must stay tensors of the graph (no .detach(), no torch.no_grad())",
+        )
     print(
         "Correct: your inverse undoes the affine coupling and its log-det is -sum(s) "
         "(checked for D = 4 and D = 6)."
+    )
+
+
+def _reflected_jacobian(d: Tensor) -> Tensor:
+    """The Jacobian, conditioning coordinates first, of a coupling whose transformed
+    coordinates have the slopes ``d`` (one of them negative: a reflection)."""
+    n = len(d)
+    g = torch.Generator().manual_seed(5)
+    jac = torch.eye(2 * n, dtype=d.dtype)
+    jac[n:, :n] = torch.randn(n, n, generator=g, dtype=d.dtype)
+    return jac + torch.diag_embed(torch.cat([d.new_zeros(n), d - 1]))
+
+
+def _check_log_det_reflection(log_det_fn: Callable) -> None:
+    """A triangular Jacobian with a negative diagonal entry (the coupling layers above
+    only have positive ones): a log-det without abs gives NaN here."""
+    d = torch.tensor([1.7, -0.6, 2.2], dtype=torch.float64)
+    jac = _reflected_jacobian(d)
+    what = "your log-det of a coupling Jacobian with a negative diagonal entry"
+    log_det = as_number(run(log_det_fn, jac.clone(), 3, name="triangular_log_det"), what)
+    compare(
+        log_det.reshape(1),
+        torch.log(d.abs()).sum().reshape(1),
+        what,
+        nan_hint="the abs is missing: a diagonal entry of a Jacobian can be negative (a "
+        "coupling whose scale is negative reflects that coordinate), and the log of a "
+        "negative number is NaN; the change of variables uses |det J|, so sum log |J_ii|",
+        slips=[
+            Slip(
+                "missing abs: J_ii = -0.6 is negative (a reflection) and its log is NaN; "
+                "the change of variables uses |det J|, so sum log |J_ii|",
+                torch.log(d).sum().reshape(1),
+            ),
+            Slip(
+                "missing abs: the product of the diagonal is negative (one reflection) and "
+                "its log is NaN; sum log |J_ii|",
+                torch.log(d.prod()).reshape(1),
+            ),
+        ],
+    )
+    compare_gradients(
+        lambda d, n: log_det_fn(_reflected_jacobian(d), n),
+        lambda d, n: torch.log(d.abs()).sum(),
+        [d, 3],
+        "your log-det",
+        wrt={0: "the diagonal entries J_ii"},
+        name="triangular_log_det",
+        advice="a flow trains through its log-det, so keep it a tensor of the graph",
     )
 
 
@@ -387,6 +470,7 @@ def check_coupling_jacobian(
                 ),
             ],
         )
+    _check_log_det_reflection(log_det_fn)
     print(
         "Correct: with the conditioning coordinates first the Jacobian is lower "
         "triangular, and the sum of log |J_ii| is the layer's log-det."

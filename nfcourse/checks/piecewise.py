@@ -25,6 +25,7 @@ from ._toolkit import (
     Slip,
     as_tensor,
     compare,
+    compare_gradients,
     run,
 )
 from ._training import (
@@ -108,6 +109,56 @@ def _answers(
     return answers
 
 
+def _grad_case(seed: int = 7) -> tuple[Tensor, Tensor]:
+    """Points strictly inside the bins (where the map is differentiable) and masses for
+    K = 6, for the gradient comparisons."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.softmax(1.5 * torch.randn(6, generator=g, dtype=DTYPE), dim=0)
+    k = torch.arange(12) % 6
+    x = (k + 0.05 + 0.9 * torch.rand(12, generator=g, dtype=DTYPE)) / 6
+    return x, q
+
+
+def _bin_of(x: Tensor, q: Tensor) -> Tensor:
+    return torch.clamp(torch.floor(len(q) * x.detach()).long(), max=len(q) - 1)
+
+
+def _forward_formula(x: Tensor, q: Tensor) -> Tensor:
+    k, c = _bin_of(x, q), torch.cat([q.new_zeros(1), q.cumsum(0)])
+    return c[k] + len(q) * q[k] * (x - k / len(q))
+
+
+def _log_det_formula(x: Tensor, q: Tensor) -> Tensor:
+    return math.log(len(q)) + torch.log(q[_bin_of(x, q)])
+
+
+def _inverse_formula(y: Tensor, q: Tensor) -> Tensor:
+    c = torch.cat([q.new_zeros(1), q.cumsum(0)])
+    k = torch.searchsorted(c[1:-1].detach().contiguous(), y.detach(), right=True)
+    return (k + (y - c[k]) / q[k]) / len(q)
+
+
+_GRADIENT_ADVICE = (
+    "a flow trains its bin masses through this function, so every step from q (and x) "
+    "to the answer must stay a torch operation; only the bin index k may be computed "
+    "without gradient"
+)
+
+
+def _check_piecewise_gradients(fn: Callable, reference: Callable, name: str, what: str) -> None:
+    x, q = _grad_case()
+    points = _forward_formula(x, q).detach() if reference is _inverse_formula else x
+    compare_gradients(
+        fn,
+        reference,
+        [points, q],
+        what,
+        wrt={0: "the points", 1: "the masses q"},
+        name=name,
+        advice=_GRADIENT_ADVICE,
+    )
+
+
 def check_piecewise_forward(piecewise_forward: Callable) -> None:
     """Exercise 1: ``piecewise_forward(x, q)`` returns ``g(x)`` for points ``x`` of shape
     ``(N,)`` in ``[0, 1]`` and bin masses ``q`` of shape ``(K,)``."""
@@ -176,6 +227,7 @@ def check_piecewise_forward(piecewise_forward: Callable) -> None:
             ),
         ],
     )
+    _check_piecewise_gradients(piecewise_forward, _forward_formula, name, f"{name}(x, q)")
     print(
         f"Correct: {name} matches the package's piecewise_linear at the bin edges, at 0 "
         "and 1, and at random points, for K = 5, 3 and 1."
@@ -255,6 +307,7 @@ def check_piecewise_log_det(piecewise_log_det: Callable) -> None:
             "x": torch.cat([x for x, _ in cases]),
         },
     )
+    _check_piecewise_gradients(piecewise_log_det, _log_det_formula, name, f"{name}(x, q)")
     print(
         f"Correct: {name} gives log(K q_k) in every bin, for K = 5, 3, 1 and 8; it "
         "matches the log-derivative of the package's map."
@@ -344,6 +397,7 @@ def check_piecewise_inverse(piecewise_inverse: Callable) -> None:
             ),
         ],
     )
+    _check_piecewise_gradients(piecewise_inverse, _inverse_formula, name, f"{name}(y, q)")
     print(
         f"Correct: {name} inverts the map at the cumulative masses c_k, at 0 and 1, and "
         "at random points, for K = 5, 3 and 1."
@@ -439,9 +493,32 @@ def check_smoothed_bin_masses(smoothed_bin_masses: Callable) -> None:
             ),
         ],
     )
+    # Data that leaves the LAST bins empty: a count that stops at the largest bin index
+    # (torch.bincount without minlength) comes out too short here, and only here.
+    low = 0.6 * torch.rand(30, generator=g, dtype=DTYPE)
+    for num_bins, a in ((8, 1.0), (5, 0.5)):
+        what = f"{name}(x, K={num_bins}, pseudo_count={a}) for data below 0.6"
+        answer = run(smoothed_bin_masses, low.clone(), num_bins, a, name=name, hint=hint)
+        filled = int(_bins(low, num_bins).max()) + 1
+        if isinstance(answer, Tensor) and tuple(answer.shape) == (filled,):
+            raise ExerciseError(
+                f"{what} has shape ({filled},); expected ({num_bins},): no data point falls "
+                f"in the last {num_bins - filled} bins, and torch.bincount without minlength "
+                "returns only as many counts as the largest bin index + 1. Pass "
+                "minlength=K, torch.bincount(k, minlength=K), so that the empty last bins "
+                "get a count of 0 (and then their pseudo-count)"
+            )
+        answer = as_tensor(answer, what, (num_bins,), ("bins",))
+        compare(
+            answer,
+            _smoothed_reference(low, num_bins, a),
+            what,
+            labels=[f"bin {k}" for k in range(num_bins)],
+            groups={"the empty last bins": torch.arange(num_bins) >= filled},
+        )
     print(
-        f"Correct: {name} gives (n_k + a) / (N + K a), with empty bins, the point x = 1, "
-        "and a = 0 (the maximum-likelihood masses)."
+        f"Correct: {name} gives (n_k + a) / (N + K a), with empty bins (the last ones "
+        "too), the point x = 1, and a = 0 (the maximum-likelihood masses)."
     )
 
 

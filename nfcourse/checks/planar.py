@@ -25,6 +25,7 @@ from ._toolkit import (
     Slip,
     as_tensor,
     compare,
+    compare_gradients,
     run,
 )
 from ._training import (
@@ -64,6 +65,10 @@ def _planar_cases(seed: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
             b = torch.zeros((), dtype=F64)
             z[:4] -= (z[:4] @ w / (w @ w)).unsqueeze(1) * w
         yield z, u, w, b
+
+
+def _planar_log_det(z: Tensor, u: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    return torch.log(torch.abs(1 + (1 - torch.tanh(z @ w + b) ** 2) * (w @ u)))
 
 
 def check_planar_log_det(
@@ -127,6 +132,16 @@ def check_planar_log_det(
         "value before the log",
         slips=[Slip(m, torch.cat(v)) for m, v in slips.items()],
     )
+    for z, u, w, b in list(_planar_cases(seed))[::2]:  # D = 2, and the folding layer
+        compare_gradients(
+            planar_log_det,
+            _planar_log_det,
+            [z, u, w, b],
+            "planar_log_det",
+            wrt={0: "z", 1: "u", 2: "w", 3: "b"},
+            name="planar_log_det",
+            advice="training differentiates the log-det with respect to u, w and b",
+        )
     print(
         "Correct: planar_log_det matches log |det J| of the autograd Jacobian "
         "(D = 2, 3 and 5, 36 points, one layer with w^T u < -1)."
@@ -205,9 +220,20 @@ def check_u_hat(u_hat: Callable[[Tensor, Tensor], Tensor], seed: int = 0) -> Non
         if "is not right:" in str(error) or "NaN" in str(error) or "inf" in str(error):
             raise
         raise ExerciseError(f"{error}. {_u_hat_anatomy(pairs, got)}") from None
+    for u, w in pairs[:2]:  # ||w|| above and below one
+        compare_gradients(
+            u_hat,
+            constrained_u,
+            [u, w],
+            "u_hat",
+            wrt={0: "u", 1: "w"},
+            name="u_hat",
+            advice="training reaches the parameters u and w through u_hat, so w^T u, "
+            "softplus and ||w||^2 must all stay torch operations on u and w",
+        )
     print(
         "Correct: u_hat matches the paper's formula on 42 (u, w), ||w|| below and above "
-        "one, w^T u = +-800 included."
+        "one, w^T u = +-800 included, and so do its gradients."
     )
 
 
@@ -352,6 +378,11 @@ def check_bisection(
     )
 
 
+def _radial_log_det(z: Tensor, z0: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
+    h = 1 / (alpha + (z - z0).norm(dim=1))
+    return (z.shape[1] - 1) * torch.log1p(beta * h) + torch.log1p(beta * alpha * h**2)
+
+
 def check_radial_log_det(
     radial_log_det: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], seed: int = 0
 ) -> None:
@@ -432,6 +463,15 @@ def check_radial_log_det(
         labels=labels,
         terms=terms,
         slips=[Slip(m, torch.cat(v)) for m, v in slips.items()],
+    )
+    compare_gradients(
+        radial_log_det,
+        _radial_log_det,
+        [z, z0, alpha, beta],
+        "radial_log_det",
+        wrt={0: "z", 1: "z0", 2: "alpha", 3: "beta"},
+        name="radial_log_det",
+        advice="training differentiates the log-det with respect to z0, alpha and beta",
     )
     print(
         "Correct: radial_log_det matches log |det J| of the autograd Jacobian "

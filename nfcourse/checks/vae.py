@@ -26,6 +26,7 @@ from ._toolkit import (
     as_tensor,
     check_gradients,
     compare,
+    compare_gradients,
     known_constants,
     run,
     tolerances,
@@ -159,6 +160,23 @@ def check_reparameterise(
             ),
         ],
     )
+    for k, what, reference in (
+        (0, "z0", lambda m, ls, e: m + ls.exp() * e),
+        (1, "log_q0", lambda m, ls, e: Normal(m, ls.exp()).log_prob(m + ls.exp() * e).sum(1)),
+    ):
+        compare_gradients(
+            reparameterise,
+            reference,
+            [mu, log_sigma, eps],
+            what,
+            wrt={0: "mu", 1: "log_sigma"},
+            pick=lambda out, k=k: out[k],
+            name="reparameterise",
+            advice="the ELBO is trained through z0 AND log_q0: compute log_q0 as the density "
+            "of the z0 you return, with torch operations on mu and log_sigma (at "
+            "z0 = mu + sigma eps it is -eps^2 / 2 - log sigma - 0.5 log(2 pi) per "
+            "dimension, whose gradient with respect to mu is zero)",
+        )
     print(
         "Correct: z0 = mu + sigma * eps is differentiable in mu and log_sigma, and log_q0 is "
         "its Gaussian log-density."
@@ -177,6 +195,17 @@ def _elbo_inputs() -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     log_q0 = -2 + torch.randn(b, generator=g, dtype=D64)
     log_dets = 0.3 * torch.randn(b, k, generator=g, dtype=D64)
     return x, logits, zK, log_q0, log_dets
+
+
+def _elbo_formula(
+    x: Tensor, logits: Tensor, zK: Tensor, log_q0: Tensor, log_dets: Tensor
+) -> Tensor:
+    return (
+        vae.bernoulli_log_likelihood(x, logits)
+        + vae.standard_normal_log_prob(zK)
+        - log_q0
+        + log_dets.sum(dim=1)
+    )
 
 
 def check_flow_elbo(flow_elbo: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]) -> None:
@@ -270,6 +299,22 @@ def check_flow_elbo(flow_elbo: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor]
                 (x * logits - torch.log1p(logits.abs())).sum(1) + log_prior - log_q0 + sum_ld,
             ),
         ],
+    )
+    compare_gradients(
+        flow_elbo,
+        _elbo_formula,
+        [x, logits, zK, log_q0, log_dets],
+        "your ELBO",
+        wrt={1: "the logits", 2: "zK", 3: "log_q0", 4: "log_dets"},
+        name="flow_elbo",
+        terms={
+            "the term log p(x | zK)": lambda x, lg, z, q, d: vae.bernoulli_log_likelihood(x, lg),
+            "the term log p(zK)": lambda x, lg, z, q, d: vae.standard_normal_log_prob(z),
+            "the term -log q0": lambda x, lg, z, q, d: -q,
+            "the term + sum_k log|det J_k|": lambda x, lg, z, q, d: d.sum(dim=1),
+        },
+        advice="the VAE is trained by the ELBO's gradient, so every term must stay a "
+        "torch operation on its inputs",
     )
     print(
         "Correct: your ELBO matches log p(x | zK) + log p(zK) - log q0 + sum log|det J| "
@@ -395,6 +440,18 @@ def check_planar_stack(
                 f"whole stack by {error:.3g} at image {i}; each layer's log-det is "
                 "log|1 + (1 - tanh^2(w^T z + b)) w^T u_hat|, evaluated at that layer's input"
             )
+    for k, what in enumerate(("zK", "sum_log_det")):
+        compare_gradients(
+            planar_stack,
+            lambda z, u, w, b, k=k: _reference_stack(z, u, w, b)[k],
+            [z0, u_hat, w, b],
+            what,
+            wrt={0: "z0", 1: "u_hat", 2: "w", 3: "b"},
+            pick=lambda out, k=k: out[k],
+            name="planar_stack",
+            advice="the encoder that outputs u_hat, w and b is trained through zK and the "
+            "log-dets: keep every layer's output and log-det in the graph",
+        )
     print(
         f"Correct: zK and the summed log-dets match the autograd Jacobian of all "
         f"{u_hat.shape[1]} layers for each of {z0.shape[0]} images."
@@ -447,6 +504,57 @@ def check_iw_bound(iw_bound: Callable[[Tensor], Tensor]) -> None:
             "factors out the largest log-weight first"
         )
     compare(got_tiny, expected - 1000.0, "your bound for log-weights near -1000")
+    # Images at very different scales (real images differ by hundreds of nats): one
+    # shift for the whole batch leaves the low image at exp(-1600) = 0.
+    spread = log_weights.clone()
+    spread[:, 0] += 800.0
+    spread[:, 1] -= 800.0
+    expected_spread = vae.importance_weighted_bound(spread)
+    what = "your bound for images whose log-weights lie near +800, -800 and -5"
+    got_spread = as_tensor(run(iw_bound, spread.clone(), name="iw_bound"), what, (4,), ("batch",))
+    top = spread.max()
+    compare(
+        got_spread,
+        expected_spread,
+        what,
+        labels=[
+            f"image {b} (log-weights near {float(spread[:, b].mean()):.0f})" for b in range(4)
+        ],
+        slips=[
+            Slip(
+                "max-shift over the whole batch instead of per row: you subtract one "
+                "maximum for all images, so the image whose log-weights lie near -800 "
+                "gets exp(-1600) = 0 and a bound of -inf. Shift each image by its own "
+                "maximum over the S samples, m = log_weights.max(dim=0, keepdim=True), "
+                "or use torch.logsumexp(log_weights, dim=0)",
+                top + torch.log(torch.exp(spread - top).mean(0)),
+            ),
+            Slip(
+                "max-shift over the wrong axis: the maximum must be taken per image, over "
+                "the S samples (dim=0), not over the images",
+                (lambda m: m.mean() + torch.log(torch.exp(spread - m).mean(0)))(
+                    spread.max(dim=1, keepdim=True).values
+                ),
+            ),
+            Slip(
+                "exp of log-weights near +800 overflows to inf: subtract each image's "
+                "largest log-weight before exponentiating (torch.logsumexp does)",
+                torch.log(torch.exp(spread).mean(0)),
+            ),
+        ],
+        nan_hint="a max-shift over the whole batch instead of per row (per image) leaves "
+        "exp(-1600) = 0 for the low image; shift each image by its own maximum over dim=0",
+    )
+    compare_gradients(
+        iw_bound,
+        vae.importance_weighted_bound,
+        [log_weights],
+        "your bound",
+        wrt={0: "the log-weights"},
+        name="iw_bound",
+        advice="the importance-weighted bound is a training objective too, so keep it a "
+        "torch operation on the log-weights (a detached maximum shift is fine: it cancels)",
+    )
     single = as_tensor(
         run(iw_bound, log_weights[:1].clone(), name="iw_bound"),
         "your bound with S = 1",
