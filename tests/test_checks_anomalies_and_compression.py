@@ -1,5 +1,6 @@
 """The exercise checks of chapter 11 accept right answers and name wrong ones."""
 
+import math
 import re
 
 import numpy as np
@@ -13,13 +14,17 @@ from nfcourse.applications.compression import DiscretizedMAF, quantize_probabili
 from nfcourse.checks.anomalies_and_compression import (
     CODER_GOAL,
     check_auc_from_pairs,
+    check_binormal_auc,
     check_fit_coder,
     check_quantize,
+    check_typicality_threshold,
 )
 
 CH = "11_anomalies_and_compression"
 auc_ref = solution(CH, "auc_from_pairs")
 quantize_ref = solution(CH, "quantize")
+binormal_ref = solution(CH, "binormal_auc")
+typicality_ref = solution(CH, "typicality_threshold")
 
 
 def _pairs(tie, reverse=False):
@@ -86,17 +91,142 @@ def quantize_largest_remainder(p, precision):
     return q
 
 
+# --- the AUC of two Gaussian scores ------------------------------------------------------
+
+
+def _phi(z):
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def binormal(width=lambda a, b: math.hypot(a, b), reverse=False, cdf=_phi):
+    def auc(mu_in, sd_in, mu_out, sd_out):
+        delta = (mu_in - mu_out) if reverse else (mu_out - mu_in)
+        return cdf(delta / width(sd_in, sd_out))
+
+    return auc
+
+
+def binormal_torch_float32(mu_in, sd_in, mu_out, sd_out):
+    normal = torch.distributions.Normal(torch.tensor(mu_in), torch.tensor(sd_in))
+    spread = torch.tensor(sd_in**2 + sd_out**2).sqrt()
+    return normal.cdf(torch.tensor(mu_in) + (mu_out - mu_in) * sd_in / spread)
+
+
+def binormal_scipy(mu_in, sd_in, mu_out, sd_out):
+    from scipy.stats import norm
+
+    return norm.cdf(mu_out - mu_in, scale=np.hypot(sd_in, sd_out))
+
+
+def binormal_survival(mu_in, sd_in, mu_out, sd_out):
+    from scipy.stats import norm
+
+    return norm.sf(0.0, loc=mu_out - mu_in, scale=math.sqrt(sd_in**2 + sd_out**2))
+
+
+def binormal_wrong_constant(mu_in, sd_in, mu_out, sd_out):
+    return _phi((mu_out - mu_in) / math.hypot(sd_in, sd_out)) + 0.05
+
+
+# --- the typicality threshold -------------------------------------------------------------
+
+
+def _z(p):
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(p)))
+
+
+def typicality(tail=lambda a: 1 - a / 2, root=math.sqrt, spread="sd", plus_mean=False):
+    def threshold(train_scores, batch_size, alpha):
+        sd = float(train_scores.std())
+        s = sd**2 if spread == "var" else sd
+        eps = _z(tail(alpha)) * s / root(batch_size)
+        return eps + float(train_scores.mean()) * plus_mean
+
+    return threshold
+
+
+def typicality_bootstrap(train_scores, batch_size, alpha, draws=2000):
+    g = torch.Generator().manual_seed(3)
+    pick = torch.randint(len(train_scores), (draws, batch_size), generator=g)
+    gaps = (train_scores[pick].mean(dim=1) - train_scores.mean()).abs()
+    return torch.quantile(gaps, 1 - alpha)
+
+
+def typicality_numpy(train_scores, batch_size, alpha):
+    from scipy.stats import norm
+
+    x = train_scores.numpy()
+    return norm.ppf(1 - alpha / 2) * x.std(ddof=1) / np.sqrt(batch_size)
+
+
+def typicality_float32(train_scores, batch_size, alpha):
+    sd = train_scores.float().std()
+    return (
+        torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - alpha / 2))
+        * sd
+        / (batch_size**0.5)
+    )
+
+
 WRONG = [
     Wrong(check_auc_from_pairs, "stub", stub, "not written yet"),
     Wrong(check_auc_from_pairs, "ties-zero", _pairs(0.0), "ties count as 0"),
     Wrong(check_auc_from_pairs, "ties-one", _pairs(1.0), "ties count as 1"),
     Wrong(check_auc_from_pairs, "reversed", _pairs(0.5, reverse=True), "reversed"),
     Wrong(check_auc_from_pairs, "per-input", auc_per_input, "number of pairs"),
+    Wrong(
+        check_auc_from_pairs, "reversed-ties-zero", _pairs(0.0, reverse=True), "ties counted as 0"
+    ),
+    Wrong(
+        check_auc_from_pairs, "reversed-ties-one", _pairs(1.0, reverse=True), "ties counted as 1"
+    ),
+    Wrong(check_auc_from_pairs, "percent", lambda a, b: 100 * auc_ref(a, b), "percent"),
     Wrong(check_quantize, "stub", stub, "not written yet"),
     Wrong(check_quantize, "round", quantize_round, "could never encode"),
     Wrong(check_quantize, "floor-only", quantize_floor_only, "leftover|units over"),
     Wrong(check_quantize, "uniform", quantize_uniform, "follow the probabilities"),
     Wrong(check_quantize, "floats", quantize_floats, "whole numbers"),
+    Wrong(check_binormal_auc, "stub", stub, "not written yet"),
+    Wrong(check_binormal_auc, "reversed", binormal(reverse=True), "other class's view"),
+    Wrong(check_binormal_auc, "sd-sum", binormal(width=lambda a, b: a + b), r"variances\* add"),
+    Wrong(
+        check_binormal_auc, "no-sqrt", binormal(width=lambda a, b: a * a + b * b), "square root"
+    ),
+    Wrong(
+        check_binormal_auc,
+        "pooled",
+        binormal(width=lambda a, b: math.sqrt((a * a + b * b) / 2)),
+        "averaged.*erf",
+    ),
+    Wrong(check_binormal_auc, "sd-in-only", binormal(width=lambda a, b: a), "only the in-"),
+    Wrong(check_binormal_auc, "sd-out-only", binormal(width=lambda a, b: b), "only the out-"),
+    Wrong(
+        check_binormal_auc,
+        "erf-no-sqrt2",
+        binormal(cdf=lambda z: 0.5 * (1 + math.erf(z))),
+        r"averaged.*erf\(z / sqrt 2\)",
+    ),
+    Wrong(
+        check_binormal_auc,
+        "density",
+        binormal(cdf=lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)),
+        "density",
+    ),
+    Wrong(check_binormal_auc, "z-only", binormal(cdf=lambda z: z), "itself"),
+    Wrong(check_binormal_auc, "unknown", binormal_wrong_constant, "none of the usual slips"),
+    Wrong(check_typicality_threshold, "stub", stub, "not written yet"),
+    Wrong(check_typicality_threshold, "no-sqrt-m", typicality(root=lambda m: 1.0), "sqrt\\(M\\)"),
+    Wrong(check_typicality_threshold, "over-m", typicality(root=lambda m: m), "1 / sqrt\\(M\\)"),
+    Wrong(check_typicality_threshold, "one-sided", typicality(tail=lambda a: 1 - a), "one-sided"),
+    Wrong(check_typicality_threshold, "variance", typicality(spread="var"), "variance"),
+    Wrong(
+        check_typicality_threshold,
+        "no-z",
+        typicality(tail=lambda a: 0.8413447460685429),
+        "quantile",
+    ),
+    Wrong(check_typicality_threshold, "plus-mean", typicality(plus_mean=True), "half-width"),
+    Wrong(check_typicality_threshold, "alpha-quantile", typicality(tail=lambda a: a), "positive"),
 ]
 
 RIGHT = [
@@ -106,6 +236,14 @@ RIGHT = [
     Right(check_quantize, "solution", quantize_ref),
     Right(check_quantize, "package-numpy", quantize_numpy),
     Right(check_quantize, "largest-remainder", quantize_largest_remainder),
+    Right(check_binormal_auc, "solution", binormal_ref),
+    Right(check_binormal_auc, "torch-float32", binormal_torch_float32),
+    Right(check_binormal_auc, "scipy", binormal_scipy),
+    Right(check_binormal_auc, "survival", binormal_survival),
+    Right(check_typicality_threshold, "solution", typicality_ref),
+    Right(check_typicality_threshold, "bootstrap", typicality_bootstrap),
+    Right(check_typicality_threshold, "numpy", typicality_numpy),
+    Right(check_typicality_threshold, "float32", typicality_float32),
 ]
 
 

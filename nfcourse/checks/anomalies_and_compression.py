@@ -2,11 +2,17 @@
 
 * ``check_auc_from_pairs``: the ROC AUC from its definition, ties counting one half;
 * ``check_quantize``: probability tables to positive integers summing to ``2^precision``;
-* ``check_fit_coder``: train a ``DiscretizedMAF`` whose bitstream beats bz2 on the digits.
+* ``check_fit_coder``: train a ``DiscretizedMAF`` whose bitstream beats bz2 on the digits;
+* ``check_binormal_auc``: the AUC of two Gaussian scores, derived (not printed in the
+  chapter);
+* ``check_typicality_threshold``: the half-width of a typicality test for batches of ``M``
+  inputs at a chosen false-alarm rate (a design decision: normal approximation or
+  resampling).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -32,6 +38,8 @@ __all__ = [
     "CODER_GOAL",
     "CODER_STEPS",
     "check_auc_from_pairs",
+    "check_binormal_auc",
+    "check_typicality_threshold",
     "check_fit_coder",
     "check_quantize",
 ]
@@ -86,6 +94,22 @@ def check_auc_from_pairs(fn: Callable) -> None:
                 _pairs(s_in, s_out, 0.0, 0.5),
             ),
             Slip(
+                "this is P(s_in > s_out), the other class's view with ties counted as 0: "
+                "count the pairs where the *out-of-distribution* score is the higher one, "
+                "and half of the ties",
+                _pairs(s_in, s_out, 0.0, 0.0),
+            ),
+            Slip(
+                "this is P(s_in >= s_out), the other class's view with ties counted as 1: "
+                "count the pairs where the *out-of-distribution* score is the higher one, "
+                "and half of the ties",
+                _pairs(s_in, s_out, 0.0, 1.0),
+            ),
+            Slip(
+                "this is the AUC in percent; return the fraction of pairs, between 0 and 1",
+                100 * _pairs(s_in, s_out, 1.0, 0.5),
+            ),
+            Slip(
                 "this counts ordered pairs but divides by the number of inputs, not by the "
                 "number of pairs n_in * n_out",
                 _pairs(s_in, s_out, 1.0, 0.5) * len(s_in) * len(s_out) / (len(s_in) + len(s_out)),
@@ -95,6 +119,179 @@ def check_auc_from_pairs(fn: Callable) -> None:
     print(
         "Correct: your AUC counts the pairs in order and half of the ties (checked on "
         "three sets of scores, two with many ties)."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The AUC of two Gaussian scores
+# --------------------------------------------------------------------------------------
+
+
+def _phi(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+# (mu_in, sd_in, mu_out, sd_out): unequal widths separate sd_in + sd_out, the variances
+# and their average; the last case has the out-of-distribution scores lower (AUC < 1/2)
+BINORMAL_CASES = [(0.0, 0.5, 0.7, 1.5), (2.5, 0.3, 3.4, 0.8), (1.0, 1.2, 0.4, 0.4)]
+
+
+def check_binormal_auc(fn: Callable) -> None:
+    """Check ``fn(mu_in, sd_in, mu_out, sd_out)``: the AUC ``P(s_out > s_in)`` when the
+    scores are independent Gaussians, ``Phi((mu_out - mu_in) / sqrt(sd_in^2 + sd_out^2))``."""
+    name = getattr(fn, "__name__", "your function")
+    for mu_in, sd_in, mu_out, sd_out in BINORMAL_CASES:
+        args = (mu_in, sd_in, mu_out, sd_out)
+        got = as_number(run(fn, *args, name=name), f"{name}'s AUC")
+        delta, width = mu_out - mu_in, math.hypot(sd_in, sd_out)
+        expected = torch.tensor(_phi(delta / width), dtype=torch.float64)
+        z = delta / width
+        slips = [
+            Slip(
+                "this is 1 - AUC, the other class's view: the AUC is the probability that "
+                "the *out-of-distribution* score is the higher one, P(s_out - s_in > 0)",
+                torch.tensor(_phi(-z)),
+            ),
+            Slip(
+                "the standard deviations were added; for independent scores the "
+                "*variances* add: s_out - s_in has standard deviation "
+                "sqrt(sd_in^2 + sd_out^2)",
+                torch.tensor(_phi(delta / (sd_in + sd_out))),
+            ),
+            Slip(
+                "the difference was divided by the variance sd_in^2 + sd_out^2; divide by "
+                "its square root, the standard deviation of s_out - s_in",
+                torch.tensor(_phi(delta / (sd_in**2 + sd_out**2))),
+            ),
+            Slip(
+                "this is Phi(z sqrt 2), the AUC with the spread divided by sqrt 2: either the "
+                "two variances were averaged (a pooled standard deviation), where the "
+                "difference of the scores has their *sum*, or the normal CDF was written "
+                "0.5 (1 + erf(z)), where it is 0.5 (1 + erf(z / sqrt 2))",
+                torch.tensor(_phi(delta / math.sqrt((sd_in**2 + sd_out**2) / 2))),
+            ),
+            Slip(
+                "only the in-distribution spread sd_in is used; s_out varies too, and "
+                "the difference has variance sd_in^2 + sd_out^2",
+                torch.tensor(_phi(delta / sd_in)),
+            ),
+            Slip(
+                "only the out-of-distribution spread sd_out is used; s_in varies too, and "
+                "the difference has variance sd_in^2 + sd_out^2",
+                torch.tensor(_phi(delta / sd_out)),
+            ),
+            Slip(
+                "this is the standard normal *density* at z; the probability "
+                "P(s_out - s_in > 0) is its CDF, Phi(z)",
+                torch.tensor(math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)),
+            ),
+            Slip(
+                "this is z = (mu_out - mu_in) / sqrt(sd_in^2 + sd_out^2) itself; the AUC is "
+                "the probability Phi(z)",
+                torch.tensor(z),
+            ),
+        ]
+        compare(
+            got,
+            expected,
+            f"{name}{args}",
+            slips=slips,
+            advice=(
+                "None of the usual slips gives this number. Write s_out - s_in, find its "
+                "mean and variance, and ask for the probability that it is positive"
+            ),
+        )
+    print(
+        "Correct: the AUC of two Gaussian scores is Phi((mu_out - mu_in) / "
+        "sqrt(sd_in^2 + sd_out^2)) (checked on three pairs, one below one half)."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# A typicality test for batches
+# --------------------------------------------------------------------------------------
+
+#: How far a resampled answer may fall from the normal approximation (relative).
+TYPICALITY_RTOL = 0.10
+# (batch size, false-alarm rate): a batch larger than one first, so that a forgotten
+# sqrt(M) cannot pass; two rates, so that one-sided quantiles show
+TYPICALITY_CASES = [(16, 0.05), (4, 0.1), (1, 0.05), (64, 0.05)]
+
+
+def _normal_quantile(p: float) -> float:
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(p, dtype=torch.float64)))
+
+
+def check_typicality_threshold(fn: Callable, seed: int = 0) -> None:
+    """Check ``fn(train_scores, batch_size, alpha)``: the half-width ``eps`` such that the
+    mean score of a batch of ``batch_size`` in-distribution inputs lies farther than
+    ``eps`` from the training mean with probability ``alpha``:
+    ``z_{1 - alpha / 2} * sd / sqrt(M)`` by the normal approximation, or the same by
+    resampling the training scores (within 10 %)."""
+    name = getattr(fn, "__name__", "your function")
+    g = torch.Generator().manual_seed(seed)
+    scores = 2.5 + 0.4 * torch.randn(20_000, generator=g, dtype=torch.float64)
+    mean, sd = float(scores.mean()), float(scores.std())
+    for m, alpha in TYPICALITY_CASES:
+        got = as_number(run(fn, scores.clone(), m, alpha, name=name), f"{name}'s threshold")
+        where = f"{name}(train_scores, batch_size={m}, alpha={alpha})"
+        if not bool(torch.isfinite(got)) or float(got) <= 0:
+            raise ExerciseError(
+                f"{where} returned {float(got):.4g}; a half-width eps is a positive "
+                "distance: flag the batch when |mean score - H_hat| > eps. A negative value "
+                f"often comes from the quantile at alpha instead of 1 - alpha / 2"
+            )
+        z2, z1 = _normal_quantile(1 - alpha / 2), _normal_quantile(1 - alpha)
+        expected = torch.tensor(z2 * sd / math.sqrt(m), dtype=torch.float64)
+        slips = [
+            Slip(
+                "sqrt(M) is missing: the mean of M independent scores has standard "
+                "deviation sd / sqrt(M), so the threshold shrinks with the batch",
+                torch.tensor(z2 * sd),
+            ),
+            Slip(
+                "the spread was divided by M; the standard deviation of a mean of M "
+                "scores falls as 1 / sqrt(M), not 1 / M",
+                torch.tensor(z2 * sd / m),
+            ),
+            Slip(
+                f"this is the one-sided quantile z_(1 - alpha) = {z1:.3f}; the test flags "
+                "a batch on *either* side of H_hat (|mean - H_hat| > eps), so alpha / 2 "
+                f"goes in each tail: z_(1 - alpha / 2) = {z2:.3f}",
+                torch.tensor(z1 * sd / math.sqrt(m)),
+            ),
+            Slip(
+                "the variance was used for the spread; the threshold scales with the "
+                "standard deviation (the square root of the variance)",
+                torch.tensor(z2 * sd**2 / math.sqrt(m)),
+            ),
+            Slip(
+                "this is the standard error sd / sqrt(M) alone; multiply by the normal "
+                "quantile z_(1 - alpha / 2) that sets the false-alarm rate",
+                torch.tensor(sd / math.sqrt(m)),
+            ),
+            Slip(
+                "this is H_hat + eps, the upper end of the accepted range; return the "
+                "half-width eps (the distance from H_hat)",
+                torch.tensor(mean + z2 * sd / math.sqrt(m)),
+            ),
+        ]
+        compare(
+            got,
+            expected,
+            where,
+            slips=slips,
+            rtol=TYPICALITY_RTOL,
+            advice=(
+                "None of the usual slips gives this number. Under the null hypothesis the "
+                "batch mean has mean H and standard deviation sd / sqrt(M); choose eps so "
+                "that |mean - H| > eps with probability alpha. If you resample, draw at "
+                "least 2,000 batches: a quantile of fewer is too noisy"
+            ),
+        )
+    print(
+        "Correct: your threshold is z_(1 - alpha / 2) sd / sqrt(M), the false-alarm rate "
+        "you asked for at every batch size (checked for M = 1, 4, 16, 64)."
     )
 
 
