@@ -79,3 +79,18 @@ def test_clear_solutions_replaces_code_and_text_answers(tmp_path):
     text = make_exercise(source)
     assert "Because." not in text and "return 2 * x" not in text
     assert "raise NotImplementedError()" in text and "Write your answer here" in text
+
+
+@pytest.mark.parametrize(
+    "solution", sorted((ROOT / "solutions").glob("*.md")), ids=lambda p: p.stem
+)
+def test_pages_link_their_chapter_and_the_solutions_link_the_exercises(solution):
+    stem = solution.stem
+    exercise = (ROOT / "exercises" / solution.name).read_text()
+    text = solution.read_text()
+    assert f"{{doc}}`../chapters/{stem}`" in text, f"solutions/{stem} does not link its chapter"
+    assert f"{{doc}}`../chapters/{stem}`" in exercise, (
+        f"exercises/{stem} does not link its chapter"
+    )
+    assert f"{{doc}}`../exercises/{stem}`" in text, f"solutions/{stem} does not link its exercises"
+    assert f"{{doc}}`../exercises/{stem}`" not in exercise, "the exercise page links itself"

@@ -9,7 +9,8 @@ replaces every region between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` by
   answer), get the tag ``raises-exception``: in the exercise notebook they may raise until
   the student answers, and nbval and JupyterLab's "run all" go on past them;
 * Markdown cells that only open or close a folded solution box of the website
-  (``{solution-start}`` / ``{solution-end}``) are left out.
+  (``{solution-start}`` / ``{solution-end}``) are left out, and so are cells tagged
+  ``solutions-only`` (the solutions page's link to its exercise page).
 
 Usage: ``python tools/make_exercises.py`` writes ``exercises/``;
 ``--check`` exits with status 1 and names the files that are out of date.
@@ -61,6 +62,8 @@ def course_notebook(nb):
             if not cell.source:
                 continue
         tags = _tags(cell)
+        if "solutions-only" in tags:
+            continue
         if cell.cell_type == "code" and (has_solution(cell) or "check" in tags):
             if "raises-exception" not in tags:
                 tags.append("raises-exception")
