@@ -6,17 +6,21 @@ thread:
 * a continuous normalizing flow by maximum likelihood through a fixed-step RK4 solver
   (``nfcourse.flows.continuous.continuous_flow``);
 * the same field by flow matching with the course's loss
-  (``nfcourse.flows.continuous.flow_matching_loss``);
-* the same field, with the same budget, by the conditional flow matching of the
+  (``nfcourse.flows.continuous.flow_matching_loss``), with independent pairs of base and
+  data points and with the minibatch optimal-transport coupling (``coupling="ot"``: an
+  exact assignment within each batch, ``ot_pairing``);
+* the same field, with the same budgets, by the conditional flow matching of the
   ``torchcfm`` library (``ConditionalFlowMatcher(sigma=0)``: straight paths between
   independent base and data points, the loss the mean squared error over the
-  coordinates), when it is installed;
+  coordinates; ``ExactOptimalTransportConditionalFlowMatcher(sigma=0)``: the same after
+  an exact OT assignment within the batch), when it is installed;
 * chapter 5's piecewise-linear coupling flow with about as many parameters;
 
 and scores each by the test ``KL(p || q)`` in nats on fresh points (continuous models:
 the exact log-likelihood by integrating the divergence with dopri5 at tolerance 1e-5),
 the wall-clock training time, and the number of evaluations of the field (NFE) that
-dopri5 needs to sample the test points.
+dopri5 needs to sample the test points. The three-seed comparison at converged budgets,
+with the straightness of the paths, is ``tools/train_continuous_fields.py``.
 
 Run it with ``python bench/continuous.py`` (``--quick`` for a short smoke run), or as the
 ``continuous`` section of ``bench/run.py``.
@@ -63,6 +67,8 @@ MODELS = (
     "CNF, max. likelihood",
     "flow matching (course)",
     "flow matching (torchcfm)",
+    "flow matching, OT (course)",
+    "flow matching, OT (torchcfm)",
     "coupling (ch. 5)",
 )
 
@@ -108,15 +114,22 @@ def _train_ml(data, steps, batch):
     return flow.transform.field
 
 
-def _train_fm(data, steps, batch, library: bool):
+def _train_fm(data, steps, batch, library: bool, coupling: str = "independent"):
     with seeded(0):
         field = VelocityField(2, HIDDEN)
     gen = torch.Generator().manual_seed(0)
     optimizer, schedule = _adam(field, steps, 1e-2)
     if library:
-        from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
 
-        matcher = ConditionalFlowMatcher(sigma=0.0)
+        matcher = (
+            ExactOptimalTransportConditionalFlowMatcher(sigma=0.0)
+            if coupling == "ot"
+            else ConditionalFlowMatcher(sigma=0.0)
+        )
 
         def loss_fn(step):
             x1 = data[torch.randint(len(data), (batch,), generator=gen)]
@@ -127,7 +140,7 @@ def _train_fm(data, steps, batch, library: bool):
 
         def loss_fn(step):
             x1 = data[torch.randint(len(data), (batch,), generator=gen)]
-            return flow_matching_loss(field, x1, generator=gen)
+            return flow_matching_loss(field, x1, generator=gen, coupling=coupling)
 
     nfcourse.train(loss_fn, field, steps, optimizer=optimizer, scheduler=schedule, progress=False)
     return field
@@ -161,7 +174,7 @@ def run(
         density = DENSITIES[name]()
         data = density.sample(100_000, seed=0)
         for model_name in MODELS:
-            if model_name == "flow matching (torchcfm)" and not has_cfm:
+            if "torchcfm" in model_name and not has_cfm:
                 continue
             start = time.perf_counter()
             if model_name == "CNF, max. likelihood":
@@ -169,7 +182,11 @@ def run(
                 steps = budget["ml_steps"]
             elif model_name.startswith("flow matching"):
                 field = _train_fm(
-                    data, budget["fm_steps"], budget["batch"], library="torchcfm" in model_name
+                    data,
+                    budget["fm_steps"],
+                    budget["batch"],
+                    library="torchcfm" in model_name,
+                    coupling="ot" if "OT" in model_name else "independent",
                 )
                 steps = budget["fm_steps"]
             else:

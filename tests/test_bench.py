@@ -498,9 +498,14 @@ def test_continuous_section_trains_scores_and_renders(monkeypatch):
     )
     rows = continuous.run(quick=True, densities=("sine",), verbose=False)
     by_model = {r["model"]: r for r in rows}
-    expected = {"CNF, max. likelihood", "flow matching (course)", "coupling (ch. 5)"}
+    expected = {
+        "CNF, max. likelihood",
+        "flow matching (course)",
+        "flow matching, OT (course)",
+        "coupling (ch. 5)",
+    }
     if continuous.torchcfm_version() is not None:
-        expected.add("flow matching (torchcfm)")
+        expected |= {"flow matching (torchcfm)", "flow matching, OT (torchcfm)"}
     assert set(by_model) == expected
     for name, row in by_model.items():
         assert row["kl"] == row["kl"] and row["se"] > 0, name  # finite, not NaN

@@ -12,6 +12,8 @@ from nfcourse.checks.continuous import (
     check_fit_ring,
     check_gaussian_target,
     check_hutchinson,
+    check_marginal_field,
+    check_probe_variance,
     check_straight_path,
     make_field,
 )
@@ -22,6 +24,63 @@ divergence_ref = solution(CH, "divergence")
 hutchinson_ref = solution(CH, "hutchinson")
 path_ref = solution(CH, "straight_path")
 target_ref = solution(CH, "gaussian_target")
+variance_ref = solution(CH, "probe_variance")
+marginal_ref = solution(CH, "marginal_field")
+
+
+# --- probe variance and the marginal field of points ------------------------------------------
+
+
+def sym(j):
+    return (j + j.T) / 2
+
+
+def fro2(m):
+    return (m**2).sum()
+
+
+def diag2(m):
+    return (torch.diagonal(m) ** 2).sum()
+
+
+def marginal(log_weight, velocity):
+    """An answer that averages ``velocity(x, t, y)`` ``(B, K, D)`` with the softmax of
+    ``log_weight(x, t, y, w)`` ``(B, K)``."""
+
+    def answer(x, t, y, w):
+        post = torch.softmax(log_weight(x, t, y, w), dim=1)
+        return (post[:, :, None] * velocity(x, t, y)).sum(1)
+
+    return answer
+
+
+def sq(x, t, y):
+    return ((x[:, None, :] - t[:, :, None] * y) ** 2).sum(2)
+
+
+def right_log_weight(x, t, y, w):
+    return torch.log(w) - sq(x, t, y) / (2 * (1 - t) ** 2)
+
+
+def right_velocity(x, t, y):
+    return (y[None] - x[:, None, :]) / (1 - t)[:, :, None]
+
+
+def marginal_naive_exp(x, t, y, w):
+    weight = w * torch.exp(-sq(x, t, y) / (2 * (1 - t) ** 2))
+    post = weight / weight.sum(1, keepdim=True)
+    return (post[:, :, None] * right_velocity(x, t, y)).sum(1)
+
+
+def marginal_loop(x, t, y, w):
+    """A right answer written point by point, with logsumexp."""
+    rows = []
+    for b in range(x.shape[0]):
+        tb = t[b, 0]
+        log_w = torch.log(w) - ((x[b] - tb * y) ** 2).sum(1) / (2 * (1 - tb) ** 2)
+        post = torch.exp(log_w - torch.logsumexp(log_w, 0))
+        rows.append((post[:, None] * (y - x[b])).sum(0) / (1 - tb))
+    return torch.stack(rows)
 
 
 # --- divergence ----------------------------------------------------------------------------
@@ -259,6 +318,101 @@ WRONG = [
         "E\\[x_1 \\| x_t\\]",
     ),
     Wrong(check_gaussian_target, "stub", stub, "not written yet"),
+    Wrong(
+        check_probe_variance,
+        "gaussian-always",
+        lambda j, k: fro2(j) + torch.trace(j @ j),
+        "standard normal probes",
+    ),
+    Wrong(
+        check_probe_variance,
+        "signs-always",
+        lambda j, k: fro2(j) + torch.trace(j @ j) - 2 * diag2(j),
+        "random signs",
+    ),
+    Wrong(
+        check_probe_variance,
+        "not-symmetrised",
+        lambda j, k: 2 * fro2(j) + (k - 3) * diag2(j),
+        "symmetric part",
+    ),
+    Wrong(
+        check_probe_variance,
+        "one-pairing",
+        lambda j, k: fro2(j) + (k - 2) * diag2(j),
+        "one pairing",
+    ),
+    Wrong(
+        check_probe_variance,
+        "second-moment",
+        lambda j, k: variance_ref(j, k) + torch.trace(j) ** 2,
+        "second moment",
+    ),
+    Wrong(
+        check_probe_variance,
+        "kappa-not-minus-one",
+        lambda j, k: 2 * (fro2(sym(j)) - diag2(sym(j))) + k * diag2(sym(j)),
+        "kappa - 1, not kappa",
+    ),
+    Wrong(
+        check_probe_variance,
+        "diagonal-twice",
+        lambda j, k: 2 * fro2(sym(j)) + (k - 1) * diag2(sym(j)),
+        "counted twice",
+    ),
+    Wrong(
+        check_probe_variance, "std", lambda j, k: variance_ref(j, k).sqrt(), "standard deviation"
+    ),
+    Wrong(check_probe_variance, "stub", stub, "not written yet"),
+    Wrong(
+        check_marginal_field,
+        "no-prior",
+        marginal(lambda x, t, y, w: -sq(x, t, y) / (2 * (1 - t) ** 2), right_velocity),
+        "left out the weights",
+    ),
+    Wrong(
+        check_marginal_field,
+        "prior-only",
+        marginal(lambda x, t, y, w: torch.log(w).expand(x.shape[0], -1), right_velocity),
+        "must depend on x",
+    ),
+    Wrong(
+        check_marginal_field,
+        "mean-y",
+        marginal(
+            lambda x, t, y, w: (
+                torch.log(w) - ((x[:, None, :] - y) ** 2).sum(2) / (2 * (1 - t) ** 2)
+            ),
+            right_velocity,
+        ),
+        "mean t y_k",
+    ),
+    Wrong(
+        check_marginal_field,
+        "std-not-var",
+        marginal(lambda x, t, y, w: torch.log(w) - sq(x, t, y) / (2 * (1 - t)), right_velocity),
+        "not 1 - t",
+    ),
+    Wrong(
+        check_marginal_field,
+        "no-division",
+        marginal(right_log_weight, lambda x, t, y: y[None] - x[:, None, :]),
+        "division by 1 - t",
+    ),
+    Wrong(
+        check_marginal_field,
+        "brackets",
+        marginal(right_log_weight, lambda x, t, y: y[None] - x[:, None, :] / (1 - t)[:, :, None]),
+        "brackets",
+    ),
+    Wrong(
+        check_marginal_field,
+        "posterior-mean",
+        marginal(right_log_weight, lambda x, t, y: y[None].expand(x.shape[0], -1, -1)),
+        "posterior mean",
+    ),
+    Wrong(check_marginal_field, "naive-exp", marginal_naive_exp, "softmax"),
+    Wrong(check_marginal_field, "stub", stub, "not written yet"),
 ]
 
 RIGHT = [
@@ -298,6 +452,24 @@ RIGHT = [
         check_gaussian_target,
         "as-rate",
         lambda x, t, m, s: m + (t * s**2 - 1 + t) * (x - t * m) / (1 - 2 * t + t**2 * (1 + s**2)),
+    ),
+    Right(check_probe_variance, "solution", variance_ref),
+    Right(
+        check_probe_variance,
+        "from-j",
+        lambda j, k: float(fro2(j) + torch.trace(j @ j) + (k - 3) * diag2(j)),
+    ),
+    Right(
+        check_probe_variance,
+        "off-diagonal",
+        lambda j, k: 2 * (fro2(sym(j)) - diag2(sym(j))) + (k - 1) * diag2(sym(j)),
+    ),
+    Right(check_marginal_field, "solution", marginal_ref),
+    Right(check_marginal_field, "loop-logsumexp", marginal_loop),
+    Right(
+        check_marginal_field,
+        "float32",
+        lambda x, t, y, w: marginal_ref(x.float(), t.float(), y.float(), w.float()),
     ),
 ]
 

@@ -20,6 +20,7 @@ from nfcourse.flows.continuous import (
     exact_divergence,
     flow_matching_loss,
     hutchinson_divergence,
+    ot_pairing,
     path_straightness,
     straight_path,
 )
@@ -355,3 +356,53 @@ def test_clear_errors():
         ContinuousFlow(field).trajectory(torch.zeros(2, 2), [0.0, 0.5, 0.2])
     with pytest.raises(ValueError, match="std must be positive"):
         GaussianPathField(torch.zeros(2), torch.tensor([1.0, 0.0]))
+
+
+# --------------------------------------------------------------------------------------
+# Minibatch optimal-transport coupling
+# --------------------------------------------------------------------------------------
+
+
+def test_ot_pairing_returns_a_permutation():
+    x0, x1 = randn(64, 2, seed=1), randn(64, 2, seed=2, scale=3.0)
+    perm = ot_pairing(x0, x1)
+    assert perm.dtype == torch.long and perm.shape == (64,)
+    assert torch.equal(perm.sort().values, torch.arange(64))
+
+
+def test_ot_pairing_minimises_the_batch_cost_against_brute_force():
+    import itertools
+
+    for seed in range(5):
+        x0, x1 = randn(6, 3, seed=10 + seed), randn(6, 3, seed=20 + seed, scale=2.0)
+
+        def cost(order, x0=x0, x1=x1):
+            return float(((x0 - x1[list(order)]) ** 2).sum())
+
+        best = min(itertools.permutations(range(6)), key=cost)
+        perm = ot_pairing(x0, x1)
+        assert cost(perm.tolist()) == pytest.approx(cost(best), rel=1e-12)
+        assert perm.tolist() == list(best)  # random points: the optimum is unique
+
+
+def test_ot_pairing_pairs_a_shifted_copy_with_itself():
+    x0 = randn(32, 2, seed=3)
+    shuffle = torch.randperm(32, generator=torch.Generator().manual_seed(0))
+    x1 = x0[shuffle] + 0.01
+    perm = ot_pairing(x0, x1)
+    assert torch.equal(x1[perm] - 0.01, x0)
+
+
+def test_flow_matching_loss_with_ot_coupling_pairs_before_interpolating():
+    field = random_field(dim=2, seed=4)
+    x0, x1, t = randn(16, 2, seed=5), randn(16, 2, seed=6, scale=2.0), torch.rand(16, dtype=F64)
+    perm = ot_pairing(x0, x1)
+    by_hand = flow_matching_loss(field, x1[perm], x0=x0, t=t).detach()
+    loss = flow_matching_loss(field, x1, x0=x0, t=t, coupling="ot").detach()
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-12)
+    # the OT pairs are never longer in total than the independent ones
+    assert float(((x1[perm] - x0) ** 2).sum()) <= float(((x1 - x0) ** 2).sum())
+    with pytest.raises(ValueError, match="coupling"):
+        flow_matching_loss(field, x1, x0=x0, t=t, coupling="sinkhorn")
+    with pytest.raises(ValueError, match="one shape"):
+        ot_pairing(x0, x1[:8])

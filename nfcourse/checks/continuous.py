@@ -4,9 +4,13 @@
   graph that training can differentiate;
 * ``check_hutchinson``: Hutchinson's estimate ``eps^T (dv/dz) eps`` with one probe per
   point, drawn from the generator: unbiased, with the variance of its probes;
+* ``check_probe_variance``: the variance of Hutchinson's estimate for probes with
+  independent coordinates of any fourth moment, derived from the pairings of four probes;
 * ``check_straight_path``: the point ``x_t`` of the straight path and its velocity;
 * ``check_gaussian_target``: the flow-matching target ``E[x_1 - x_0 | x_t = x]`` when the
   data are Gaussian;
+* ``check_marginal_field``: the same target when the data are a finite set of weighted
+  points, the posterior-weighted average of the conditional velocities;
 * ``check_fit_ring``: a velocity field trained by flow matching to a KL goal on the ring.
 """
 
@@ -44,6 +48,8 @@ __all__ = [
     "check_fit_ring",
     "check_gaussian_target",
     "check_hutchinson",
+    "check_marginal_field",
+    "check_probe_variance",
     "check_straight_path",
     "make_field",
 ]
@@ -261,6 +267,114 @@ def check_hutchinson(fn: Callable) -> None:
     )
 
 
+def _probe_cases() -> list[tuple[Tensor, float]]:
+    """Jacobians far from symmetric, with a diagonal and a trace of their own, and fourth
+    moments that separate the usual slips (3 is the Gaussian's, 1 the random signs')."""
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for dim, kappa in ((3, 1.0), (4, 3.0), (4, 1.8), (2, 5.0), (5, 2.5)):
+        jac = torch.randn(dim, dim, generator=g, dtype=F64)
+        jac = jac + torch.diag(1.0 + torch.rand(dim, generator=g, dtype=F64))
+        jac[0, -1] += 1.5  # an asymmetric pair
+        cases.append((jac, kappa))
+    return cases
+
+
+def check_probe_variance(fn: Callable) -> None:
+    """Check ``fn(jac, kappa) -> number``: the variance of ``eps^T J eps`` for a probe
+    ``eps`` with independent coordinates of mean 0, variance 1 and fourth moment
+    ``E[eps_i^4] = kappa``: ``2 ||S||_F^2 + (kappa - 3) sum_i S_ii^2``, with
+    ``S = (J + J^T) / 2``."""
+    name = getattr(fn, "__name__", "your function")
+    cases = _probe_cases()
+    got = []
+    for k, (jac, kappa) in enumerate(cases):
+        out = run(fn, jac.clone(), kappa, name=name)
+        got.append(
+            as_tensor(out, f"the variance returned by {name} for case {k}", (), allow_number=True)
+            .detach()
+            .to(F64)
+        )
+    got = torch.stack(got)
+
+    def formula(rule):
+        return torch.stack([torch.as_tensor(rule(j, k), dtype=F64) for j, k in cases])
+
+    def sym(j):
+        return (j + j.T) / 2
+
+    def fro2(m):
+        return (m**2).sum()
+
+    def diag2(m):
+        return (torch.diagonal(m) ** 2).sum()
+
+    expected = formula(lambda j, k: 2 * fro2(sym(j)) + (k - 3) * diag2(sym(j)))
+    labels = [
+        f"case {k} (D = {j.shape[0]}, kappa = {kappa:g})" for k, (j, kappa) in enumerate(cases)
+    ]
+    compare(
+        got,
+        expected,
+        "the variance",
+        labels=labels,
+        slips=[
+            Slip(
+                "this is the variance for standard normal probes (kappa = 3) at every "
+                "kappa: the terms with i = j = k = l bring E[eps_i^4] = kappa, so the "
+                "answer must depend on kappa",
+                formula(lambda j, k: fro2(j) + torch.trace(j @ j)),
+            ),
+            Slip(
+                "this is the variance for random signs (kappa = 1) at every kappa: the "
+                "terms with i = j = k = l bring E[eps_i^4] = kappa, so the answer must "
+                "depend on kappa",
+                formula(lambda j, k: fro2(j) + torch.trace(j @ j) - 2 * diag2(j)),
+            ),
+            Slip(
+                "you used J where its symmetric part belongs: eps^T J eps = eps^T S eps "
+                "with S = (J + J^T) / 2, and the two pairings i = k, j = l and i = l, "
+                "j = k give sum_ij J_ij (J_ij + J_ji) = 2 ||S||_F^2, not 2 ||J||_F^2",
+                formula(lambda j, k: 2 * fro2(j) + (k - 3) * diag2(j)),
+            ),
+            Slip(
+                "you kept one pairing of the four probes, i = k and j = l; the pairing "
+                "i = l, j = k gives the terms J_ij J_ji as well (tr(J^2))",
+                formula(lambda j, k: fro2(j) + (k - 2) * diag2(j)),
+            ),
+            Slip(
+                "this is the second moment E[(eps^T J eps)^2]: subtract the square of the "
+                "mean, tr(J)^2",
+                formula(
+                    lambda j, k: 2 * fro2(sym(j)) + (k - 3) * diag2(sym(j)) + torch.trace(j) ** 2
+                ),
+            ),
+            Slip(
+                "the diagonal terms: S_ii^2 eps_i^4 has mean kappa S_ii^2, but the square of "
+                "the mean removes S_ii^2 once, so the diagonal weighs kappa - 1, not kappa",
+                formula(lambda j, k: 2 * (fro2(sym(j)) - diag2(sym(j))) + k * diag2(sym(j))),
+            ),
+            Slip(
+                "the diagonal is counted twice: 2 ||S||_F^2 already holds 2 sum_i S_ii^2, "
+                "so add (kappa - 3) sum_i S_ii^2, not (kappa - 1) sum_i S_ii^2",
+                formula(lambda j, k: 2 * fro2(sym(j)) + (k - 1) * diag2(sym(j))),
+            ),
+            Slip(
+                "this is the standard deviation; the exercise asks for the variance",
+                formula(lambda j, k: (2 * fro2(sym(j)) + (k - 3) * diag2(sym(j))).sqrt()),
+            ),
+        ],
+        advice="expand E[(sum_ij S_ij eps_i eps_j)^2] over the index patterns i = j = k = l, "
+        "i = j != k = l, i = k != j = l and i = l != j = k",
+    )
+    print(
+        "Correct: Var(eps^T J eps) = 2 ||S||_F^2 + (kappa - 3) sum_i S_ii^2 with "
+        "S = (J + J^T) / 2. Since kappa = E[eps_i^4] >= (E[eps_i^2])^2 = 1, with equality "
+        "only for random signs, Rademacher probes have the smallest variance of all probes "
+        "with independent coordinates: 2 sum_{i != j} S_ij^2."
+    )
+
+
 def check_straight_path(fn: Callable) -> None:
     """Check ``fn(x0, x1, t) -> (x_t, velocity)`` with ``x0``, ``x1`` ``(B, D)`` and ``t``
     ``(B,)``: ``x_t = (1 - t) x_0 + t x_1`` and its velocity ``d x_t / dt = x_1 - x_0``."""
@@ -399,6 +513,109 @@ def check_gaussian_target(fn: Callable) -> None:
         "Correct: your target velocity is the conditional mean of x_1 - x_0 given x_t, "
         "linear in x_t: m - x at t = 0 (every particle heads for the mean of the data) "
         "and x at t = 1."
+    )
+
+
+def _marginal_reference(x, t, points, weights):
+    log_w = torch.log(weights) - ((x[:, None, :] - t[:, :, None] * points) ** 2).sum(2) / (
+        2 * (1 - t) ** 2
+    )
+    post = torch.softmax(log_w, dim=1)
+    return ((points[None] - x[:, None, :]) * post[:, :, None]).sum(1) / (1 - t)
+
+
+def check_marginal_field(fn: Callable) -> None:
+    """Check ``fn(x, t, points, weights) -> (B, D)``: the flow-matching target
+    ``u(x, t) = E[x_1 - x_0 | x_t = x]`` when ``x_0 ~ N(0, I)`` and the data ``x_1`` take
+    the values ``points`` ``(K, D)`` with probabilities ``weights`` ``(K,)``; ``x``
+    ``(B, D)``, ``t`` ``(B, 1)`` in ``[0, 1)``."""
+    name = getattr(fn, "__name__", "your function")
+    g = torch.Generator().manual_seed(6)
+    points = torch.tensor(
+        [[2.0, 0.0], [-1.0, 1.5], [0.5, -2.0], [-2.5, -1.0], [1.0, 2.5]], dtype=F64
+    )
+    weights = torch.tensor([0.4, 0.1, 0.25, 0.05, 0.2], dtype=F64)
+    n = 10
+    x = 1.5 * torch.randn(n, 2, generator=g, dtype=F64)
+    t = torch.tensor([0.0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.97], dtype=F64)[:, None]
+    x[-1] = torch.tensor([6.0, -5.0], dtype=F64)  # far out, late: exp underflows to 0 / 0
+    got = as_tensor(
+        run(fn, x.clone(), t.clone(), points.clone(), weights.clone(), name=name),
+        f"the marginal field of {name}",
+        (n, 2),
+        ("batch", "coordinates"),
+    )
+    expected = _marginal_reference(x, t, points, weights)
+    labels = [f"point {k} (t = {float(t[k, 0]):.2f})" for k in range(n)]
+    sq = ((x[:, None, :] - t[:, :, None] * points) ** 2).sum(2)
+
+    def average(log_w, velocity):
+        post = torch.softmax(log_w, dim=1)
+        return (velocity * post[:, :, None]).sum(1)
+
+    conditional = (points[None] - x[:, None, :]) / (1 - t)[:, :, None]
+    log_prior = torch.log(weights)
+    compare(
+        got,
+        expected,
+        "the marginal field",
+        labels=labels,
+        slips=[
+            Slip(
+                "the posterior of x_1 = y_k multiplies the likelihood N(x; t y_k, (1 - t)^2 I) "
+                "by the prior weight w_k: you left out the weights",
+                average(-sq / (2 * (1 - t) ** 2), conditional),
+            ),
+            Slip(
+                "the weights must depend on x: they are the posterior of x_1 given x_t = x, "
+                "proportional to w_k N(x; t y_k, (1 - t)^2 I), not the prior w_k alone",
+                average(log_prior.expand(n, -1), conditional),
+            ),
+            Slip(
+                "given x_1 = y_k, x_t = (1 - t) x_0 + t y_k has mean t y_k, not y_k",
+                average(
+                    log_prior - ((x[:, None, :] - points) ** 2).sum(2) / (2 * (1 - t) ** 2),
+                    conditional,
+                ),
+            ),
+            Slip(
+                "given x_1 = y_k, the variance of x_t = (1 - t) x_0 + t y_k is (1 - t)^2, "
+                "not 1 - t",
+                average(log_prior - sq / (2 * (1 - t)), conditional),
+            ),
+            Slip(
+                "the conditional velocity is x_1 - x_0 written with x_t = x: x_0 = "
+                "(x - t y_k) / (1 - t), so x_1 - x_0 = (y_k - x) / (1 - t); you left out "
+                "the division by 1 - t",
+                average(log_prior - sq / (2 * (1 - t) ** 2), points[None] - x[:, None, :]),
+            ),
+            Slip(
+                "the conditional velocity is y_k - x_0 = (y_k - x) / (1 - t), not y_k - x "
+                "/ (1 - t): put the difference in brackets",
+                average(
+                    log_prior - sq / (2 * (1 - t) ** 2),
+                    points[None] - x[:, None, :] / (1 - t)[:, :, None],
+                ),
+            ),
+            Slip(
+                "this is E[x_1 | x_t = x], the posterior mean of the data point; the field "
+                "is the velocity E[x_1 - x_0 | x_t = x] = (E[x_1 | x_t = x] - x) / (1 - t)",
+                average(log_prior - sq / (2 * (1 - t) ** 2), points[None].expand(n, -1, -1)),
+            ),
+        ],
+        nan_hint="at t = 0.97, far from the data, every exp(-|x - t y_k|^2 / (2 (1 - t)^2)) "
+        "underflows to zero and the weights become 0 / 0: compute the log-weights "
+        "log w_k - |x - t y_k|^2 / (2 (1 - t)^2) and normalise them with torch.softmax",
+        advice="u(x, t) = sum_k pi_k(x, t) (y_k - x) / (1 - t), with posterior weights "
+        "pi_k proportional to w_k exp(-|x - t y_k|^2 / (2 (1 - t)^2))",
+    )
+    at_zero = expected[0]
+    print(
+        "Correct: your field is the posterior-weighted average of the conditional "
+        "velocities (y_k - x) / (1 - t). At t = 0 it is E[x_1] - x "
+        f"({at_zero[0]:.3f}, {at_zero[1]:.3f} at the first point); as t -> 1 the posterior "
+        "concentrates on the nearest point y_k, and the field carries every particle onto "
+        "one of the data points."
     )
 
 
