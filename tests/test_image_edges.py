@@ -128,6 +128,27 @@ def test_channel_coupling_is_exact_at_ordinary_and_large_parameters(parity, mult
     assert assert_exact_or_clear_error(layer, points((2, 4, 4))) == "exact"
 
 
+@pytest.mark.parametrize("multiplier", MULTIPLIERS)
+@pytest.mark.parametrize("mask", ["channel", "checkerboard"])
+def test_shift_bounded_coupling_is_exact_where_the_bound_saturates(mask, multiplier):
+    """With ``shift_bound`` the shift is ``b tanh(g / b)``; at x100 parameters it sits at
+    the bound, and both round trips and the log-det stay exact."""
+    layer = scaled(ConvAffineCoupling((2, 4, 4), mask, hidden=4, shift_bound=2.0), multiplier)
+    assert assert_exact_or_clear_error(layer, 5 * points((2, 4, 4))) == "exact"
+    with torch.no_grad():
+        _, shift = layer._net(
+            torch.randn(3, *layer.conditioner[0].weight.shape[1:2], 4, 4, dtype=torch.float64),
+            None,
+        )
+    assert float(shift.abs().max()) <= 2.0
+
+
+@pytest.mark.parametrize("bound", [0, -1.0, math.inf, math.nan, True, "2"])
+def test_shift_bound_refuses_what_is_not_a_positive_finite_number(bound):
+    with pytest.raises(ValueError, match="shift_bound must be a positive finite number"):
+        ConvAffineCoupling((2, 4, 4), "channel", hidden=4, shift_bound=bound)
+
+
 # --------------------------------------------------------------------------------------
 # The logit at its ends and in its far tails
 # --------------------------------------------------------------------------------------
